@@ -1,0 +1,718 @@
+//! [`Db`]: the embedded API. Validation happens on the caller's thread, reads run
+//! there too (straight on the shards' skiplists), and writes travel to the owning
+//! shard's executor and back.
+
+use crate::item::{now_ms, Item};
+use crate::key::{self, Key, PAST_TEXT};
+use crate::query::{self, Pattern, QueryOptions, Range};
+use crate::shard::{label_store_key, LabelKey, Op, Outcome, Shard, ShardLocal, Write};
+use crate::ttl::{self, TtlChange};
+use crate::write::{self, AddRequest, LabelChange, SetRequest};
+use ampd_wire::limits::{BATCH_ITEMS_MAX, LABEL_COUNT, PAGE_BYTES_MAX};
+use ampd_wire::value::{self, Value};
+use ampd_wire::{Error, ErrorCode};
+use futures::channel::oneshot;
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
+use serde_json::{json, Map, Number};
+use std::cell::Cell;
+use std::cmp::Ordering;
+use std::iter::Peekable;
+use std::ops::Bound;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Locked memory each executor registers for io_uring buffers. glommio's default is
+/// 10 MiB, more than this machine's whole `ulimit -l` of 8 MiB; the engine does no
+/// buffered I/O of its own yet, so it asks for glommio's minimum.
+const IO_MEMORY_BYTES: usize = 64 * 1024;
+
+/// How long a queue of write hand-offs may run before glommio lets another queue in.
+/// The write queue is `Latency::Matters` because wakes that come from other threads
+/// into a queue that is not have been measured at ~95 ms (DESIGN.md).
+const WRITE_QUEUE_LATENCY: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// Set on shard threads, so a `Db` dropped there does not join its own thread.
+    static ON_SHARD_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// How to open a [`Db`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Number of shards (executors); 0 means one per available core.
+    pub shards: usize,
+    /// Pin shard `i` to core `i % cores`.
+    pub pin: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            shards: 0,
+            pin: true,
+        }
+    }
+}
+
+/// Options of a single-item `set` (SPEC.md "set").
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SetOptions {
+    /// Return the item with its metadata (a presentation choice: the engine always
+    /// returns the whole [`Item`]).
+    pub meta: bool,
+    /// Replace the item whole, metadata included.
+    pub overwrite: bool,
+    /// `None`: not given. `Some(Value::Null)`: clear. Otherwise seconds or an ISO date.
+    pub ttl: Option<Value>,
+    /// `None`: not given. `Some(None)`: clear. `Some(Some(v))`: set.
+    pub labels: [Option<Option<String>>; LABEL_COUNT],
+}
+
+impl SetOptions {
+    pub fn meta(mut self) -> SetOptions {
+        self.meta = true;
+        self
+    }
+
+    pub fn overwrite(mut self) -> SetOptions {
+        self.overwrite = true;
+        self
+    }
+
+    pub fn ttl(mut self, ttl: impl Into<Value>) -> SetOptions {
+        self.ttl = Some(ttl.into());
+        self
+    }
+
+    /// Sets label `n` (1..=5). Panics on another `n`: that is a programming error.
+    pub fn label(mut self, n: usize, value: impl Into<String>) -> SetOptions {
+        self.labels[n - 1] = Some(Some(value.into()));
+        self
+    }
+}
+
+/// One item of a batch `set`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchItem {
+    pub key: String,
+    pub value: Value,
+    pub ttl: Option<Value>,
+    pub labels: [Option<String>; LABEL_COUNT],
+}
+
+/// The answer of [`Db::get`]: one item (or none) for an exact key, a page otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Got {
+    Item(Option<Item>),
+    Page(Page),
+}
+
+impl Got {
+    /// The result as the API shows it: the value (or `null`), or `{items, lastKey}`.
+    pub fn to_json(&self, meta: bool) -> Value {
+        match self {
+            Got::Item(Some(item)) => item.to_result_json(meta),
+            Got::Item(None) => Value::Null,
+            Got::Page(page) => page.to_json(meta),
+        }
+    }
+}
+
+/// One page of a multi-item `get`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub items: Vec<Item>,
+    /// Present exactly when more items remain: pass it as `start` for the next page.
+    pub last_key: Option<String>,
+    pattern: String,
+    options: QueryOptions,
+}
+
+impl Page {
+    /// `{"items": [...], "lastKey": ...}`, `lastKey` only when more remain.
+    pub fn to_json(&self, meta: bool) -> Value {
+        let items = self.items.iter().map(|i| i.to_entry_json(meta)).collect();
+        let mut m = Map::new();
+        m.insert("items".into(), Value::Array(items));
+        if let Some(k) = &self.last_key {
+            m.insert("lastKey".into(), json!(k));
+        }
+        Value::Object(m)
+    }
+}
+
+/// The embedded database: cheap to clone, `Send + Sync`, usable from any thread and
+/// any async runtime.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Vec<Arc<Shard>>,
+    executors: Mutex<Vec<glommio::ExecutorJoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for s in &self.shards {
+            s.close();
+        }
+        let executors =
+            std::mem::take(&mut *self.executors.lock().unwrap_or_else(|p| p.into_inner()));
+        if ON_SHARD_THREAD.with(Cell::get) {
+            // Joining would wait for this very thread; the closed shards end by
+            // themselves.
+            return;
+        }
+        for e in executors {
+            let _ = e.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("shards", &self.inner.shards.len())
+            .finish()
+    }
+}
+
+impl Db {
+    /// Starts the shards' executors and returns the handle. Dropping the last handle
+    /// stops them.
+    pub fn open(config: Config) -> Result<Db, Error> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let count = if config.shards == 0 {
+            cores
+        } else {
+            config.shards
+        };
+        let shards: Vec<Arc<Shard>> = (0..count).map(|i| Arc::new(Shard::new(i))).collect();
+        let mut executors = Vec::with_capacity(count);
+        for shard in &shards {
+            let placement = if config.pin {
+                Placement::Fixed(shard.id % cores)
+            } else {
+                Placement::Unbound
+            };
+            let shard = shard.clone();
+            let id = shard.id;
+            let handle = LocalExecutorBuilder::new(placement)
+                .name(&format!("ampd-shard-{id}"))
+                .io_memory(IO_MEMORY_BYTES)
+                .spawn(move || run_shard(shard))
+                .map_err(|e| {
+                    for s in &shards {
+                        s.close();
+                    }
+                    Error::new(
+                        ErrorCode::Internal,
+                        format!(
+                            "could not start the executor of shard {id}: {e} (io_uring \
+                             rings and buffers live in locked memory: check `ulimit -l`)"
+                        ),
+                    )
+                })?;
+            executors.push(handle);
+        }
+        Ok(Db {
+            inner: Arc::new(Inner {
+                shards,
+                executors: Mutex::new(executors),
+            }),
+        })
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// The shard that owns a key: by namespace, or by the whole key for a simple key.
+    /// This is the one routing rule of the engine.
+    pub fn shard_for(&self, key: &Key) -> usize {
+        self.shard_for_text(key.routing_text())
+    }
+
+    fn shard_for_text(&self, routing_text: &str) -> usize {
+        let h = xxhash_rust::xxh3::xxh3_64(routing_text.as_bytes());
+        (h % self.inner.shards.len() as u64) as usize
+    }
+
+    // ---- writes ----------------------------------------------------------------
+
+    /// `set(key, value, options)`: update-merge, or replace with `overwrite`.
+    pub async fn set(&self, key: &str, value: Value, options: &SetOptions) -> Result<Item, Error> {
+        let now_s = now_ms().div_euclid(1000);
+        let labels = options.labels.clone().map(|l| match l {
+            None => Ok(LabelChange::Keep),
+            Some(None) => Ok(LabelChange::Clear),
+            Some(Some(v)) => Key::parse_label(&v).map(LabelChange::Set),
+        });
+        let req = set_request(
+            key,
+            value,
+            options.overwrite,
+            options.ttl.as_ref(),
+            labels,
+            now_s,
+        )?;
+        let shard = self.shard_for(&req.key);
+        one_item(self.run(shard, vec![Write::Set(req)]).await?)
+    }
+
+    /// Batch `set` of up to 25 items; `overwrite` is required. The whole batch is
+    /// validated before anything is written.
+    pub async fn set_batch(
+        &self,
+        items: Vec<BatchItem>,
+        overwrite: bool,
+    ) -> Result<Vec<Item>, Error> {
+        check_batch_len(items.len())?;
+        if !overwrite {
+            return Err(Error::new(
+                ErrorCode::OverwriteRequired,
+                "a batch set must pass overwrite: true",
+            ));
+        }
+        let now_s = now_ms().div_euclid(1000);
+        let mut writes = Vec::with_capacity(items.len());
+        for it in items {
+            let labels = it.labels.map(|l| match l {
+                None => Ok(LabelChange::Keep),
+                Some(v) => Key::parse_label(&v).map(LabelChange::Set),
+            });
+            let req = set_request(&it.key, it.value, true, it.ttl.as_ref(), labels, now_s)?;
+            writes.push((self.shard_for(&req.key), Write::Set(req)));
+        }
+        self.run_spread(writes)
+            .await?
+            .into_iter()
+            .map(|o| one_item(vec![o]))
+            .collect()
+    }
+
+    /// `add(key, n)` when `field` is `None`, `add(key, field, n)` otherwise.
+    pub async fn add(&self, key: &str, field: Option<&str>, amount: Number) -> Result<Item, Error> {
+        let key = Key::parse(key)?;
+        let shard = self.shard_for(&key);
+        let req = AddRequest {
+            key,
+            field: field.map(str::to_owned),
+            amount,
+        };
+        one_item(self.run(shard, vec![Write::Add(req)]).await?)
+    }
+
+    /// `remove(key)`: whether an item was removed.
+    pub async fn remove(&self, key: &str) -> Result<bool, Error> {
+        let mut r = self.remove_many(&[key]).await?;
+        Ok(r.pop().unwrap_or(false))
+    }
+
+    /// `remove([keys])`: for each key in order, whether an item was removed.
+    pub async fn remove_many<S: AsRef<str>>(&self, keys: &[S]) -> Result<Vec<bool>, Error> {
+        check_batch_len(keys.len())?;
+        let mut writes = Vec::with_capacity(keys.len());
+        for k in keys {
+            let key = Key::parse(k.as_ref())?;
+            writes.push((self.shard_for(&key), Write::Remove(key)));
+        }
+        Ok(self
+            .run_spread(writes)
+            .await?
+            .into_iter()
+            .map(|o| matches!(o, Outcome::Removed(true)))
+            .collect())
+    }
+
+    /// Sends writes to one shard and waits for its answer.
+    async fn run(&self, shard: usize, writes: Vec<Write>) -> Result<Vec<Outcome>, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.inner.shards[shard].submit(Op { writes, reply });
+        answer
+            .await
+            .map_err(|_| Error::new(ErrorCode::Internal, "the shard stopped before answering"))?
+    }
+
+    /// Sends writes to their shards (one op per shard) and answers in request order.
+    async fn run_spread(&self, writes: Vec<(usize, Write)>) -> Result<Vec<Outcome>, Error> {
+        let n = writes.len();
+        let mut per_shard: Vec<(Vec<usize>, Vec<Write>)> = (0..self.shard_count())
+            .map(|_| Default::default())
+            .collect();
+        for (i, (shard, w)) in writes.into_iter().enumerate() {
+            per_shard[shard].0.push(i);
+            per_shard[shard].1.push(w);
+        }
+        let mut waits = Vec::new();
+        for (shard, (order, ws)) in per_shard.into_iter().enumerate() {
+            if !ws.is_empty() {
+                waits.push(async move { (order, self.run(shard, ws).await) });
+            }
+        }
+        let mut slots: Vec<Option<Outcome>> = (0..n).map(|_| None).collect();
+        for (order, result) in futures::future::join_all(waits).await {
+            for (i, o) in order.into_iter().zip(result?) {
+                slots[i] = Some(o);
+            }
+        }
+        slots
+            .into_iter()
+            .map(|o| {
+                o.ok_or_else(|| Error::new(ErrorCode::Internal, "a shard left a write unanswered"))
+            })
+            .collect()
+    }
+
+    // ---- reads -----------------------------------------------------------------
+
+    /// `get(pattern, options)`: an exact key gives one item (or none); every other
+    /// form, and every label query, gives a page.
+    pub fn get(&self, pattern: &str, options: &QueryOptions) -> Result<Got, Error> {
+        let limit = options.checked_limit()?;
+        let label = options.checked_label()?;
+        let parsed = Pattern::parse(pattern)?;
+        if let (None, Some(key)) = (label, parsed.exact_key()) {
+            return Ok(Got::Item(self.get_one(&key)?));
+        }
+        let page = match label {
+            None => self.key_page(&parsed, options, limit)?,
+            Some(n) => self.label_page(n, &parsed, options, limit)?,
+        };
+        Ok(Got::Page(Page {
+            items: page.0,
+            last_key: page.1,
+            pattern: pattern.to_owned(),
+            options: options.clone(),
+        }))
+    }
+
+    /// `getByLabel(label, pattern, options)`: always a page.
+    pub fn get_by_label(
+        &self,
+        label: &str,
+        pattern: &str,
+        options: &QueryOptions,
+    ) -> Result<Page, Error> {
+        let options = QueryOptions {
+            label: Some(label.to_owned()),
+            ..options.clone()
+        };
+        match self.get(pattern, &options)? {
+            Got::Page(p) => Ok(p),
+            Got::Item(_) => Err(Error::new(
+                ErrorCode::Internal,
+                "a label query gave one item",
+            )),
+        }
+    }
+
+    /// The page after `page`, or `None` when it was the last.
+    pub fn next_page(&self, page: &Page) -> Result<Option<Page>, Error> {
+        let Some(last) = &page.last_key else {
+            return Ok(None);
+        };
+        let options = QueryOptions {
+            start: Some(last.clone()),
+            ..page.options.clone()
+        };
+        match self.get(&page.pattern, &options)? {
+            Got::Page(p) => Ok(Some(p)),
+            Got::Item(_) => Err(Error::new(
+                ErrorCode::Internal,
+                "a page query gave one item",
+            )),
+        }
+    }
+
+    /// The live item under an exact key.
+    pub fn get_one(&self, key: &str) -> Result<Option<Item>, Error> {
+        let key = Key::parse(key)?;
+        let shard = &self.inner.shards[self.shard_for(&key)];
+        Ok(shard.get(&key.store_key(), now_s()))
+    }
+
+    /// `get([keys])`: the live items of up to 25 exact keys, in request order, absent
+    /// keys left out.
+    pub fn get_many<S: AsRef<str>>(&self, keys: &[S]) -> Result<Vec<Item>, Error> {
+        check_batch_len(keys.len())?;
+        let keys = keys
+            .iter()
+            .map(|k| Key::parse(k.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let now = now_s();
+        Ok(keys
+            .iter()
+            .filter_map(|k| self.inner.shards[self.shard_for(k)].get(&k.store_key(), now))
+            .collect())
+    }
+
+    fn key_page(
+        &self,
+        pattern: &Pattern,
+        options: &QueryOptions,
+        limit: usize,
+    ) -> Result<(Vec<Item>, Option<String>), Error> {
+        let mut range = pattern.range();
+        if let Some(start) = &options.start {
+            let start = start.trim();
+            range = range.after(
+                key::store_key(start.contains(':'), start).into_vec(),
+                options.reverse,
+            );
+        }
+        if range.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        let (lower, upper) = range.as_refs();
+        let bounds = (lower.map(Vec::as_slice), upper.map(Vec::as_slice));
+        let shards: Vec<&Arc<Shard>> = match &pattern.namespace {
+            Some(ns) => vec![&self.inner.shards[self.shard_for_text(ns)]],
+            None => self.inner.shards.iter().collect(),
+        };
+        let scans = shards
+            .into_iter()
+            .map(|s| {
+                let r = s.items.range::<[u8], _>(bounds);
+                let it: Box<dyn Iterator<Item = Item>> = if options.reverse {
+                    Box::new(r.rev().map(|e| e.value().clone()))
+                } else {
+                    Box::new(r.map(|e| e.value().clone()))
+                };
+                it
+            })
+            .collect();
+        let (items, more) = fill_page(scans, options.reverse, limit, |a, b| a.key().cmp(b.key()));
+        let last_key = more
+            .then(|| items.last().map(|i| i.key().to_owned()))
+            .flatten();
+        Ok((items, last_key))
+    }
+
+    fn label_page(
+        &self,
+        label: usize,
+        pattern: &Pattern,
+        options: &QueryOptions,
+        limit: usize,
+    ) -> Result<(Vec<Item>, Option<String>), Error> {
+        let n = label as u8;
+        let entry = |value: &[u8], key: &[u8]| LabelKey {
+            label: n,
+            value: value.into(),
+            key: key.into(),
+        };
+        const KEY_MIN: &[u8] = &[];
+        const KEY_MAX: &[u8] = &[PAST_TEXT];
+        let values = pattern.range();
+        let mut range = Range {
+            lower: match &values.lower {
+                Bound::Included(v) => Bound::Included(entry(v, KEY_MIN)),
+                Bound::Excluded(v) => Bound::Excluded(entry(v, KEY_MAX)),
+                Bound::Unbounded => Bound::Included(entry(&[], KEY_MIN)),
+            },
+            upper: match &values.upper {
+                Bound::Included(v) => Bound::Included(entry(v, KEY_MAX)),
+                Bound::Excluded(v) => Bound::Excluded(entry(v, KEY_MIN)),
+                Bound::Unbounded => Bound::Excluded(entry(&[PAST_TEXT], KEY_MIN)),
+            },
+        };
+        if let Some(start) = &options.start {
+            let (value, key) = query::parse_label_cursor(start)?;
+            let cursor = entry(
+                &label_store_key(value),
+                &key::store_key(key.contains(':'), key),
+            );
+            range = range.after(cursor, options.reverse);
+        }
+        if range.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        let bounds = range.as_refs();
+        let scans = self
+            .inner
+            .shards
+            .iter()
+            .map(|s| {
+                let r = s.labels.range::<LabelKey, _>(bounds);
+                let it: Box<dyn Iterator<Item = Item>> = if options.reverse {
+                    Box::new(r.rev().map(|e| e.value().clone()))
+                } else {
+                    Box::new(r.map(|e| e.value().clone()))
+                };
+                it
+            })
+            .collect();
+        let label_of = |i: &Item| i.label(label + 1).unwrap_or_default().to_owned();
+        let (items, more) = fill_page(scans, options.reverse, limit, |a, b| {
+            (label_of(a), a.key()).cmp(&(label_of(b), b.key()))
+        });
+        let last_key = more
+            .then(|| {
+                items
+                    .last()
+                    .map(|i| query::label_cursor(&label_of(i), i.key()))
+            })
+            .flatten();
+        Ok((items, last_key))
+    }
+}
+
+/// The write that one item of `set` makes, validated.
+fn set_request(
+    key: &str,
+    value: Value,
+    overwrite: bool,
+    ttl: Option<&Value>,
+    labels: [Result<LabelChange, Error>; LABEL_COUNT],
+    now_s: i64,
+) -> Result<SetRequest, Error> {
+    let key = Key::parse(key)?;
+    let mut checked: [LabelChange; LABEL_COUNT] = Default::default();
+    for (slot, l) in checked.iter_mut().zip(labels) {
+        *slot = l?;
+    }
+    let ttl = ttl::resolve(ttl, now_s)?;
+    let has_add = write::has_add_fields(&value)?;
+    let encoded = if !has_add {
+        Some(value::encode(&value))
+    } else if overwrite {
+        // Nothing stored survives an overwrite, so `$add` counts from zero and the
+        // final value is known here.
+        let stored = SetRequest {
+            key: key.clone(),
+            value: value.clone(),
+            encoded: None,
+            overwrite,
+            ttl: TtlChange::Keep,
+            labels: Default::default(),
+        };
+        Some(write::apply_set(None, &stored, 0)?.value)
+    } else {
+        None
+    };
+    if let Some(enc) = &encoded {
+        let given: Vec<Option<String>> = checked
+            .iter()
+            .map(|l| match l {
+                LabelChange::Set(k) => Some(k.as_str().to_owned()),
+                _ => None,
+            })
+            .collect();
+        write::check_item_size(
+            key.as_str(),
+            write::item_size(key.as_str(), enc.len(), &given),
+        )?;
+    }
+    Ok(SetRequest {
+        key,
+        value,
+        encoded,
+        overwrite,
+        ttl,
+        labels: checked,
+    })
+}
+
+fn check_batch_len(n: usize) -> Result<(), Error> {
+    if n > BATCH_ITEMS_MAX {
+        return Err(Error::new(
+            ErrorCode::BatchTooLarge,
+            format!("batch has {n} entries, limit {BATCH_ITEMS_MAX}"),
+        ));
+    }
+    Ok(())
+}
+
+fn one_item(outcomes: Vec<Outcome>) -> Result<Item, Error> {
+    match outcomes.into_iter().next() {
+        Some(Outcome::Item(item)) => Ok(item),
+        _ => Err(Error::new(
+            ErrorCode::Internal,
+            "a write answered without its item",
+        )),
+    }
+}
+
+fn now_s() -> i64 {
+    now_ms().div_euclid(1000)
+}
+
+/// Merges per-shard scans (each already in scan order) into one page: live items in
+/// order until `limit` items or `PAGE_BYTES_MAX` bytes. Returns the page and whether a
+/// live item remains after it.
+fn fill_page<'a>(
+    scans: Vec<Box<dyn Iterator<Item = Item> + 'a>>,
+    reverse: bool,
+    limit: usize,
+    cmp: impl Fn(&Item, &Item) -> Ordering,
+) -> (Vec<Item>, bool) {
+    let now = now_s();
+    let mut scans: Vec<Peekable<_>> = scans
+        .into_iter()
+        .map(|s| s.filter(move |i: &Item| !i.is_expired(now)).peekable())
+        .collect();
+    let mut items = Vec::new();
+    let mut bytes = 0;
+    loop {
+        let mut best: Option<(usize, &Item)> = None;
+        for (i, s) in scans.iter_mut().enumerate() {
+            if let Some(item) = s.peek() {
+                let better = match best {
+                    None => true,
+                    Some((_, b)) => {
+                        let o = cmp(item, b);
+                        if reverse {
+                            o == Ordering::Greater
+                        } else {
+                            o == Ordering::Less
+                        }
+                    }
+                };
+                if better {
+                    best = Some((i, item));
+                }
+            }
+        }
+        let Some((i, item)) = best else {
+            return (items, false);
+        };
+        let size = item.page_bytes();
+        if items.len() == limit || (!items.is_empty() && bytes + size > PAGE_BYTES_MAX) {
+            return (items, true);
+        }
+        bytes += size;
+        if let Some(item) = scans[i].next() {
+            items.push(item);
+        }
+    }
+}
+
+/// The body of one shard's executor thread.
+async fn run_shard(shard: Arc<Shard>) {
+    ON_SHARD_THREAD.with(|f| f.set(true));
+    let queue = glommio::executor().create_task_queue(
+        Shares::default(),
+        Latency::Matters(WRITE_QUEUE_LATENCY),
+        "ampd-writes",
+    );
+    let local = Rc::new(ShardLocal::new(shard));
+    let reaper = {
+        let local = local.clone();
+        glommio::spawn_local_into(async move { local.run_reaper().await }, queue)
+    };
+    let writes = glommio::spawn_local_into(async move { local.run_writes().await }, queue);
+    match (writes, reaper) {
+        (Ok(writes), Ok(reaper)) => {
+            writes.await;
+            drop(reaper);
+        }
+        (w, r) => {
+            // Creating tasks on a fresh executor only fails on a broken invariant.
+            panic!("shard tasks failed to start: {:?} {:?}", w.err(), r.err());
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Items: a key, its encoded value and its metadata (SPEC.md "Values and items").
+
+use ampd_wire::limits::LABEL_COUNT;
+use ampd_wire::value::{self, Value};
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Map};
+use std::sync::Arc;
+
+/// A stored item. Cheap to clone: the skiplists, the label indexes and every reader
+/// share one allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    inner: Arc<ItemData>,
+}
+
+/// The fields of an item, as the shard writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ItemData {
+    pub key: String,
+    /// The value in the wire's value encoding.
+    pub value: Bytes,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    pub modified_ms: i64,
+    /// Expiry, in seconds since the Unix epoch.
+    pub expires_s: Option<i64>,
+    pub labels: [Option<String>; LABEL_COUNT],
+}
+
+impl Item {
+    pub(crate) fn new(data: ItemData) -> Item {
+        Item {
+            inner: Arc::new(data),
+        }
+    }
+
+    pub(crate) fn data(&self) -> &ItemData {
+        &self.inner
+    }
+
+    pub fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    /// The value, decoded.
+    pub fn value(&self) -> Value {
+        // The engine stores only values it encoded itself.
+        value::decode(&self.inner.value).unwrap_or(Value::Null)
+    }
+
+    /// The value in the wire encoding (MessagePack), as stored.
+    pub fn value_bytes(&self) -> &Bytes {
+        &self.inner.value
+    }
+
+    pub fn created_ms(&self) -> i64 {
+        self.inner.created_ms
+    }
+
+    pub fn modified_ms(&self) -> i64 {
+        self.inner.modified_ms
+    }
+
+    /// Expiry in epoch seconds, when the item has a ttl.
+    pub fn ttl(&self) -> Option<i64> {
+        self.inner.expires_s
+    }
+
+    /// Label `n` (1..=5).
+    pub fn label(&self, n: usize) -> Option<&str> {
+        self.inner.labels.get(n.wrapping_sub(1))?.as_deref()
+    }
+
+    pub(crate) fn is_expired(&self, now_s: i64) -> bool {
+        self.inner.expires_s.is_some_and(|e| e <= now_s)
+    }
+
+    /// Bytes this item counts against a page (key and encoded value).
+    pub(crate) fn page_bytes(&self) -> usize {
+        self.inner.key.len() + self.inner.value.len()
+    }
+
+    /// The item as SPEC.md shows it with `meta`: `key`, `value`, `created`, `modified`,
+    /// `ttl` and `label1`..`label5` when set.
+    pub fn to_meta_json(&self) -> Value {
+        let d = &*self.inner;
+        let mut m = Map::new();
+        m.insert("key".into(), json!(d.key));
+        m.insert("value".into(), self.value());
+        m.insert("created".into(), json!(rfc3339_ms(d.created_ms)));
+        m.insert("modified".into(), json!(rfc3339_ms(d.modified_ms)));
+        if let Some(t) = d.expires_s {
+            m.insert("ttl".into(), json!(t));
+        }
+        for (i, l) in d.labels.iter().enumerate() {
+            if let Some(l) = l {
+                m.insert(format!("label{}", i + 1), json!(l));
+            }
+        }
+        Value::Object(m)
+    }
+
+    /// The item inside an `items` array: `{key, value}`, or the meta object.
+    pub fn to_entry_json(&self, meta: bool) -> Value {
+        if meta {
+            self.to_meta_json()
+        } else {
+            json!({"key": self.inner.key, "value": self.value()})
+        }
+    }
+
+    /// A single-item result: the bare value, or the meta object.
+    pub fn to_result_json(&self, meta: bool) -> Value {
+        if meta {
+            self.to_meta_json()
+        } else {
+            self.value()
+        }
+    }
+}
+
+/// RFC 3339 in UTC with millisecond precision: `2026-11-26T14:20:39.123Z`.
+pub fn rfc3339_ms(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The wall clock in milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_json_shape() {
+        let item = Item::new(ItemData {
+            key: "ns:k".into(),
+            value: value::encode(&json!({"a": 1})),
+            created_ms: 1_700_000_000_123,
+            modified_ms: 1_700_000_000_456,
+            expires_s: Some(1_800_000_000),
+            labels: [None, Some("x:y".into()), None, None, None],
+        });
+        assert_eq!(
+            item.to_meta_json(),
+            json!({
+                "key": "ns:k", "value": {"a": 1},
+                "created": "2023-11-14T22:13:20.123Z",
+                "modified": "2023-11-14T22:13:20.456Z",
+                "ttl": 1_800_000_000, "label2": "x:y"
+            })
+        );
+        assert_eq!(item.label(2), Some("x:y"));
+        assert_eq!(item.label(0), None);
+        assert_eq!(item.label(6), None);
+        assert!(item.is_expired(1_800_000_000));
+        assert!(!item.is_expired(1_799_999_999));
+    }
+}

@@ -1,0 +1,173 @@
+//! The key grammar (SPEC.md "Keys"): trimming, length, namespaces, and which keys
+//! `set` refuses because `get` could not address them.
+//!
+//! Inside the engine a key is stored under its *store key*: one tag byte, then the
+//! user's key bytes. The tag keeps the global namespace (simple keys, tag `0`) apart
+//! from namespaced keys (tag `1`), so `get("*")` is one contiguous range and so is every
+//! `ns:` collection ("ns:" is a prefix no key of another namespace can have, because a
+//! namespace ends at the first colon). UTF-8 never contains the byte `0xFF`, so
+//! `prefix + [0xFF]` is an exclusive upper bound for everything that starts with
+//! `prefix`.
+
+use ampd_wire::limits::KEY_LEN_MAX;
+use ampd_wire::{Error, ErrorCode};
+
+/// Tag byte of a simple key (global namespace).
+pub(crate) const TAG_GLOBAL: u8 = 0;
+/// Tag byte of a namespaced key.
+pub(crate) const TAG_NAMESPACED: u8 = 1;
+/// Greater than every byte of UTF-8 text: `prefix + [PAST_TEXT]` bounds a prefix range.
+pub(crate) const PAST_TEXT: u8 = 0xFF;
+
+/// A validated key: trimmed, 1..=256 bytes, addressable by `get`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    text: String,
+    /// Byte length of the namespace when the key has one (the text before the first `:`).
+    namespace_len: Option<usize>,
+}
+
+impl Key {
+    /// Parses a key for writing: trims, checks its length, and refuses a key that a
+    /// `get` could not address exactly (SPEC.md "Keys").
+    pub fn parse(raw: &str) -> Result<Key, Error> {
+        Key::parse_as(raw, "key")
+    }
+
+    /// Parses a label value: the same rules as a key.
+    pub fn parse_label(raw: &str) -> Result<Key, Error> {
+        Key::parse_as(raw, "label value")
+    }
+
+    fn parse_as(raw: &str, what: &str) -> Result<Key, Error> {
+        let text = check_len(raw, what)?;
+        let namespace_len = text.find(':');
+        let part = match namespace_len {
+            Some(n) => &text[n + 1..],
+            None => text,
+        };
+        if part.ends_with('*') || part.contains('|') || part.starts_with(['<', '>']) {
+            return Err(Error::new(
+                ErrorCode::InvalidKey,
+                format!(
+                    "{what} {text:?} could not be read back by get: after the namespace it \
+                     may not end in '*', hold '|', or start with '<' or '>'"
+                ),
+            ));
+        }
+        if namespace_len.is_some() && part.is_empty() {
+            return Err(Error::new(
+                ErrorCode::InvalidKey,
+                format!("{what} {text:?} has a namespace but nothing after the colon"),
+            ));
+        }
+        Ok(Key {
+            text: text.to_owned(),
+            namespace_len,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The namespace, or `None` for a simple key (the global namespace).
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace_len.map(|n| &self.text[..n])
+    }
+
+    /// The text that picks the owning shard: the namespace, or the whole simple key.
+    pub(crate) fn routing_text(&self) -> &str {
+        self.namespace().unwrap_or(&self.text)
+    }
+
+    pub(crate) fn store_key(&self) -> Box<[u8]> {
+        store_key(self.namespace_len.is_some(), &self.text)
+    }
+}
+
+/// Trims and checks the length of a key, a label value or a query pattern.
+pub(crate) fn check_len<'a>(raw: &'a str, what: &str) -> Result<&'a str, Error> {
+    let text = raw.trim();
+    if text.is_empty() {
+        return Err(Error::new(
+            ErrorCode::InvalidKey,
+            format!("{what} is empty after trimming white space"),
+        ));
+    }
+    if text.len() > KEY_LEN_MAX {
+        return Err(Error::new(
+            ErrorCode::KeyTooLong,
+            format!("{what} is {} bytes, limit {KEY_LEN_MAX}", text.len()),
+        ));
+    }
+    Ok(text)
+}
+
+/// The store key of a key text: tag byte, then the text.
+pub(crate) fn store_key(namespaced: bool, text: &str) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(1 + text.len());
+    out.push(if namespaced {
+        TAG_NAMESPACED
+    } else {
+        TAG_GLOBAL
+    });
+    out.extend_from_slice(text.as_bytes());
+    out.into_boxed_slice()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_and_splits_namespace() {
+        let k = Key::parse("  users:ann smith ").unwrap();
+        assert_eq!(k.as_str(), "users:ann smith");
+        assert_eq!(k.namespace(), Some("users"));
+        assert_eq!(k.routing_text(), "users");
+        let s = Key::parse("keyName").unwrap();
+        assert_eq!(s.namespace(), None);
+        assert_eq!(s.routing_text(), "keyName");
+        assert_eq!(Key::parse(" keyName ").unwrap(), s);
+        assert_eq!(Key::parse("a:b:c").unwrap().namespace(), Some("a"));
+    }
+
+    #[test]
+    fn length_limits_count_bytes() {
+        assert_eq!(Key::parse("   ").unwrap_err().code(), ErrorCode::InvalidKey);
+        assert!(Key::parse(&"x".repeat(256)).is_ok());
+        let e = Key::parse(&"x".repeat(257)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::KeyTooLong);
+        assert_eq!(e.message(), "key is 257 bytes, limit 256");
+        // 86 three-byte characters = 258 bytes.
+        assert_eq!(
+            Key::parse(&"€".repeat(86)).unwrap_err().code(),
+            ErrorCode::KeyTooLong
+        );
+    }
+
+    #[test]
+    fn unaddressable_keys_are_refused() {
+        for bad in [
+            "a*", "ns:a*", "ns:*", "a|b", "ns:a|b", ">a", "ns:>a", "ns:<=a", "<", "ns:",
+        ] {
+            assert_eq!(
+                Key::parse(bad).unwrap_err().code(),
+                ErrorCode::InvalidKey,
+                "{bad}"
+            );
+        }
+        for good in ["a*b", "ns:a>b", "ns:a<", "*a", "n*s:a", ":a", "a:b*c"] {
+            assert!(Key::parse(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn store_keys_separate_namespaces() {
+        let g = Key::parse("zzz").unwrap().store_key();
+        let n = Key::parse("aaa:b").unwrap().store_key();
+        assert!(g < n, "all simple keys sort before namespaced keys");
+        assert_eq!(&n[1..], b"aaa:b");
+    }
+}

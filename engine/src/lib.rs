@@ -1,0 +1,28 @@
+//! ampd's engine: the Ampt data API, embedded, on thread-per-core shards.
+//!
+//! # Layout
+//! - [`db`]: [`Db`], the embedded API, the routing rule ([`Db::shard_for`]) and the
+//!   read path (scans merged across shards).
+//! - [`shard`]: one shard: its skiplists, its inbox, its writer and its reaper.
+//! - [`write`]: what a `set` or `add` makes of a stored item (merge, `$add`, counters).
+//! - [`key`]: the key grammar and the store-key encoding.
+//! - [`query`]: query patterns, ranges, options and label cursors.
+//! - [`item`]: items and their metadata.
+//! - [`ttl`]: time-to-live parsing.
+//!
+//! Errors are [`ampd_wire::Error`]: one type with the stable codes of SPEC.md, the same
+//! in-process and over the network.
+
+pub mod db;
+pub mod item;
+pub mod key;
+pub mod query;
+mod shard;
+mod ttl;
+mod write;
+
+pub use ampd_wire::{Error, ErrorCode, Value};
+pub use db::{BatchItem, Config, Db, Got, Page, SetOptions};
+pub use item::Item;
+pub use key::Key;
+pub use query::QueryOptions;

@@ -1,0 +1,349 @@
+//! Query patterns (SPEC.md "get"): exact keys, `*` and prefixes, `>` `>=` `<` `<=`,
+//! and `a|b`, each inside one namespace (or among simple keys), turned into a range of
+//! store keys.
+//!
+//! The same ranges serve key queries and label queries: a label query runs the range
+//! over label values instead of keys.
+
+use crate::key::{self, PAST_TEXT, TAG_GLOBAL, TAG_NAMESPACED};
+use ampd_wire::limits::{KEY_LEN_MAX, QUERY_LIMIT_DEFAULT, QUERY_LIMIT_MAX};
+use ampd_wire::{Error, ErrorCode};
+use std::ops::Bound;
+
+/// A pattern may hold two keys (`a|b`) and the query syntax around them.
+const PATTERN_LEN_MAX: usize = 2 * KEY_LEN_MAX + 3;
+
+/// What a pattern asks for, within its namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Form {
+    Exact(String),
+    Prefix(String),
+    Greater(String),
+    GreaterOrEqual(String),
+    Less(String),
+    LessOrEqual(String),
+    Between(String, String),
+}
+
+/// A parsed pattern: its namespace (`None` = simple keys) and its form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pattern {
+    pub namespace: Option<String>,
+    pub form: Form,
+}
+
+/// A range of store keys (or of label-value store keys, or of label index entries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Range<T = Vec<u8>> {
+    pub lower: Bound<T>,
+    pub upper: Bound<T>,
+}
+
+impl Pattern {
+    pub fn parse(raw: &str) -> Result<Pattern, Error> {
+        let text = raw.trim();
+        if text.is_empty() {
+            return Err(invalid("the pattern is empty"));
+        }
+        if text.len() > PATTERN_LEN_MAX {
+            return Err(Error::new(
+                ErrorCode::KeyTooLong,
+                format!("pattern is {} bytes, limit {PATTERN_LEN_MAX}", text.len()),
+            ));
+        }
+        let (namespace, part) = match text.split_once(':') {
+            Some((ns, part)) => (Some(ns.to_owned()), part),
+            None => (None, text),
+        };
+        let nonempty = |s: &str, what: &str| {
+            if s.is_empty() {
+                Err(invalid(&format!("{text:?}: {what}")))
+            } else {
+                Ok(s.to_owned())
+            }
+        };
+        let form = if let Some((a, b)) = part.split_once('|') {
+            Form::Between(
+                nonempty(a, "nothing before '|'")?,
+                nonempty(b, "nothing after '|'")?,
+            )
+        } else if let Some(x) = part.strip_prefix(">=") {
+            Form::GreaterOrEqual(nonempty(x, "nothing after '>='")?)
+        } else if let Some(x) = part.strip_prefix('>') {
+            Form::Greater(nonempty(x, "nothing after '>'")?)
+        } else if let Some(x) = part.strip_prefix("<=") {
+            Form::LessOrEqual(nonempty(x, "nothing after '<='")?)
+        } else if let Some(x) = part.strip_prefix('<') {
+            Form::Less(nonempty(x, "nothing after '<'")?)
+        } else if let Some(p) = part.strip_suffix('*') {
+            Form::Prefix(p.to_owned())
+        } else {
+            Form::Exact(nonempty(part, "nothing after the namespace colon")?)
+        };
+        if let Form::Exact(x) = &form {
+            // An exact pattern names one key: it obeys the key's length limit.
+            key::check_len(x, "key")?;
+        }
+        Ok(Pattern { namespace, form })
+    }
+
+    /// The full key text of an exact pattern.
+    pub fn exact_key(&self) -> Option<String> {
+        match (&self.form, &self.namespace) {
+            (Form::Exact(x), Some(ns)) => Some(format!("{ns}:{x}")),
+            (Form::Exact(x), None) => Some(x.clone()),
+            _ => None,
+        }
+    }
+
+    /// The range of store keys this pattern covers.
+    pub fn range(&self) -> Range {
+        let mut base = Vec::with_capacity(2 + self.namespace.as_ref().map_or(0, String::len));
+        match &self.namespace {
+            Some(ns) => {
+                base.push(TAG_NAMESPACED);
+                base.extend_from_slice(ns.as_bytes());
+                base.push(b':');
+            }
+            None => base.push(TAG_GLOBAL),
+        }
+        let at = |x: &str| [base.as_slice(), x.as_bytes()].concat();
+        let end = || [base.as_slice(), &[PAST_TEXT]].concat();
+        use Bound::{Excluded, Included};
+        let (lower, upper) = match &self.form {
+            Form::Exact(x) => (Included(at(x)), Included(at(x))),
+            Form::Prefix(p) => (Included(at(p)), Excluded([at(p), vec![PAST_TEXT]].concat())),
+            Form::Greater(x) => (Excluded(at(x)), Excluded(end())),
+            Form::GreaterOrEqual(x) => (Included(at(x)), Excluded(end())),
+            Form::Less(x) => (Included(base.clone()), Excluded(at(x))),
+            Form::LessOrEqual(x) => (Included(base.clone()), Included(at(x))),
+            Form::Between(a, b) => (Included(at(a)), Included(at(b))),
+        };
+        Range { lower, upper }
+    }
+}
+
+impl<T: Ord + Clone> Range<T> {
+    /// Narrows the range to what comes strictly after `cursor` in scan order.
+    pub fn after(mut self, cursor: T, reverse: bool) -> Range<T> {
+        if reverse {
+            if bound_below(&Bound::Excluded(cursor.clone()), &self.upper) {
+                self.upper = Bound::Excluded(cursor);
+            }
+        } else if bound_above(&Bound::Excluded(cursor.clone()), &self.lower) {
+            self.lower = Bound::Excluded(cursor);
+        }
+        self
+    }
+
+    /// Whether no value can lie in the range.
+    pub fn is_empty(&self) -> bool {
+        use Bound::*;
+        match (&self.lower, &self.upper) {
+            (Included(a), Included(b)) => a > b,
+            (Included(a) | Excluded(a), Excluded(b)) | (Excluded(a), Included(b)) => a >= b,
+            _ => false,
+        }
+    }
+
+    pub fn as_refs(&self) -> (Bound<&T>, Bound<&T>) {
+        (self.lower.as_ref(), self.upper.as_ref())
+    }
+}
+
+/// Whether lower bound `a` is tighter (starts later) than lower bound `b`.
+fn bound_above<T: Ord>(a: &Bound<T>, b: &Bound<T>) -> bool {
+    use Bound::*;
+    match (a, b) {
+        (_, Unbounded) => true,
+        (Unbounded, _) => false,
+        (Included(x) | Excluded(x), Included(y)) => x >= y,
+        (Included(x), Excluded(y)) => x > y,
+        (Excluded(x), Excluded(y)) => x >= y,
+    }
+}
+
+/// Whether upper bound `a` is tighter (ends sooner) than upper bound `b`.
+fn bound_below<T: Ord>(a: &Bound<T>, b: &Bound<T>) -> bool {
+    use Bound::*;
+    match (a, b) {
+        (_, Unbounded) => true,
+        (Unbounded, _) => false,
+        (Included(x) | Excluded(x), Included(y)) => x <= y,
+        (Included(x), Excluded(y)) => x < y,
+        (Excluded(x), Excluded(y)) => x <= y,
+    }
+}
+
+/// Options of a multi-item `get` (SPEC.md "get").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryOptions {
+    /// Return items with their metadata.
+    pub meta: bool,
+    /// Items per page, 1..=1000; `None` means 100.
+    pub limit: Option<i64>,
+    /// Descending order.
+    pub reverse: bool,
+    /// Resume after this key (or this label cursor): the `lastKey` of the previous page.
+    pub start: Option<String>,
+    /// `"label1"` ..= `"label5"`: query label values instead of keys.
+    pub label: Option<String>,
+}
+
+impl QueryOptions {
+    /// The page size, checked.
+    pub(crate) fn checked_limit(&self) -> Result<usize, Error> {
+        match self.limit {
+            None => Ok(QUERY_LIMIT_DEFAULT),
+            Some(n) if (1..=QUERY_LIMIT_MAX as i64).contains(&n) => Ok(n as usize),
+            Some(n) => Err(Error::new(
+                ErrorCode::LimitOutOfRange,
+                format!("limit is {n}, allowed 1..={QUERY_LIMIT_MAX}"),
+            )),
+        }
+    }
+
+    /// The label index (0-based) the query runs on, checked.
+    pub(crate) fn checked_label(&self) -> Result<Option<usize>, Error> {
+        self.label.as_deref().map(label_index).transpose()
+    }
+}
+
+/// `"label1"` ..= `"label5"` → 0..=4.
+pub(crate) fn label_index(name: &str) -> Result<usize, Error> {
+    match name {
+        "label1" => Ok(0),
+        "label2" => Ok(1),
+        "label3" => Ok(2),
+        "label4" => Ok(3),
+        "label5" => Ok(4),
+        other => Err(invalid(&format!(
+            "label is {other:?}, expected one of label1..label5"
+        ))),
+    }
+}
+
+/// The `lastKey` of a label query: the label value and the key, as one string that
+/// `start` takes back: `<bytes of value>:<value><key>`.
+pub(crate) fn label_cursor(value: &str, key: &str) -> String {
+    format!("{}:{value}{key}", value.len())
+}
+
+/// Splits a label cursor back into (label value, key).
+pub(crate) fn parse_label_cursor(cursor: &str) -> Result<(&str, &str), Error> {
+    let bad = || {
+        invalid(&format!(
+            "start {cursor:?} is not a lastKey of a label query"
+        ))
+    };
+    let (len, rest) = cursor.split_once(':').ok_or_else(bad)?;
+    let len: usize = len.parse().map_err(|_| bad())?;
+    if !rest.is_char_boundary(len) || len > rest.len() {
+        return Err(bad());
+    }
+    Ok(rest.split_at(len))
+}
+
+fn invalid(what: &str) -> Error {
+    Error::new(ErrorCode::InvalidQuery, format!("invalid pattern: {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Bound::{Excluded, Included};
+
+    fn form(p: &str) -> Form {
+        Pattern::parse(p).unwrap().form
+    }
+
+    #[test]
+    fn forms() {
+        assert_eq!(form("user123:*"), Form::Prefix(String::new()));
+        assert_eq!(form("user123:orders*"), Form::Prefix("orders".into()));
+        assert_eq!(
+            form("user123:>2021-05-18"),
+            Form::Greater("2021-05-18".into())
+        );
+        assert_eq!(form("u:>=a"), Form::GreaterOrEqual("a".into()));
+        assert_eq!(form("u:<a"), Form::Less("a".into()));
+        assert_eq!(form("u:<=a"), Form::LessOrEqual("a".into()));
+        assert_eq!(form("u:a|b"), Form::Between("a".into(), "b".into()));
+        assert_eq!(form("foo"), Form::Exact("foo".into()));
+        assert_eq!(form("*"), Form::Prefix(String::new()));
+        assert_eq!(Pattern::parse("*").unwrap().namespace, None);
+        assert_eq!(
+            Pattern::parse("a:b:c").unwrap().exact_key().as_deref(),
+            Some("a:b:c")
+        );
+    }
+
+    #[test]
+    fn malformed_patterns() {
+        for bad in ["", "ns:", "ns:>", "ns:<=", "ns:|b", "ns:a|", "|"] {
+            assert_eq!(
+                Pattern::parse(bad).unwrap_err().code(),
+                ErrorCode::InvalidQuery,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        let r = Pattern::parse("ns:a*").unwrap().range();
+        assert_eq!(r.lower, Included(b"\x01ns:a".to_vec()));
+        assert_eq!(r.upper, Excluded(b"\x01ns:a\xff".to_vec()));
+        let r = Pattern::parse("<b").unwrap().range();
+        assert_eq!(r.lower, Included(vec![0]));
+        assert_eq!(r.upper, Excluded(b"\x00b".to_vec()));
+    }
+
+    #[test]
+    fn start_only_narrows() {
+        let r = Pattern::parse("ns:b|d").unwrap().range();
+        let early = r.clone().after(b"\x01ns:a".to_vec(), false);
+        assert_eq!(early.lower, Included(b"\x01ns:b".to_vec()));
+        let mid = r.clone().after(b"\x01ns:c".to_vec(), false);
+        assert_eq!(mid.lower, Excluded(b"\x01ns:c".to_vec()));
+        let rev = r.after(b"\x01ns:c".to_vec(), true);
+        assert_eq!(rev.upper, Excluded(b"\x01ns:c".to_vec()));
+    }
+
+    #[test]
+    fn label_cursor_round_trip() {
+        let c = label_cursor("ORDER:9:1", "user-1:ORDER_x");
+        assert_eq!(
+            parse_label_cursor(&c).unwrap(),
+            ("ORDER:9:1", "user-1:ORDER_x")
+        );
+        for bad in ["", "x", "5:ab", "a:b", "1:é"] {
+            assert_eq!(
+                parse_label_cursor(bad).unwrap_err().code(),
+                ErrorCode::InvalidQuery,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits() {
+        let o = |n| QueryOptions {
+            limit: Some(n),
+            ..Default::default()
+        };
+        assert_eq!(o(1).checked_limit().unwrap(), 1);
+        assert_eq!(o(1000).checked_limit().unwrap(), 1000);
+        for n in [0, -1, 1001] {
+            assert_eq!(
+                o(n).checked_limit().unwrap_err().code(),
+                ErrorCode::LimitOutOfRange
+            );
+        }
+        assert_eq!(QueryOptions::default().checked_limit().unwrap(), 100);
+        assert_eq!(
+            label_index("label6").unwrap_err().code(),
+            ErrorCode::InvalidQuery
+        );
+    }
+}

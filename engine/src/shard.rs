@@ -1,0 +1,304 @@
+//! A shard: the items of the namespaces that hash to it, their label index and their
+//! expiry index, and the one thread (a glommio executor) that writes them.
+//!
+//! # Why a lock-free skiplist inside a single-owner shard
+//! Every write of a shard is applied by its own executor, one after the other, so
+//! writes need no locks and a namespace's changes have one order (which events and the
+//! WAL build on). Reads, though, are most of the traffic, and a hop to the owning
+//! thread would cost a cross-core wake-up per read. The crossbeam skiplist lets any
+//! thread read a consistent entry without a lock while the owner writes, so a read is
+//! served on the thread where it arrives. Writers reach the owner through the
+//! [`Inbox`]: callers push, the shard drains everything queued in one swap, so a burst
+//! of writes costs one wake-up, not one per write.
+//!
+//! The expiry index is only ever touched by the owner, so it is a plain `BTreeSet` in
+//! [`ShardLocal`]; the reaper task walks it in slices on the same executor.
+
+use crate::item::{now_ms, Item, ItemData};
+use crate::key::{self, Key};
+use crate::write::{self, AddRequest, SetRequest};
+use ampd_wire::limits::LABEL_COUNT;
+use ampd_wire::{Error, ErrorCode};
+use crossbeam_skiplist::SkipMap;
+use futures::channel::oneshot;
+use futures::task::AtomicWaker;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::task::Poll;
+use std::time::Duration;
+
+/// How often the reaper looks for expired items. Reads hide expired items at once;
+/// the reaper only frees them, within a second of expiry (SPEC.md).
+const REAP_INTERVAL: Duration = Duration::from_millis(250);
+/// Items the reaper removes before it yields to the writes waiting behind it.
+const REAP_SLICE_MAX: usize = 256;
+
+/// An entry of a label index: ordered by label, then label value, then item key, so a
+/// label query is one range scan and its order is (label value, key).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct LabelKey {
+    pub label: u8,
+    /// Store key of the label value.
+    pub value: Box<[u8]>,
+    /// Store key of the item.
+    pub key: Box<[u8]>,
+}
+
+/// One write inside an [`Op`].
+#[derive(Debug)]
+pub(crate) enum Write {
+    Set(SetRequest),
+    Add(AddRequest),
+    Remove(Key),
+}
+
+/// What a write answers: the item as written, or whether a remove found an item.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Item(Item),
+    Removed(bool),
+}
+
+/// Writes for one shard, answered together.
+#[derive(Debug)]
+pub(crate) struct Op {
+    pub writes: Vec<Write>,
+    pub reply: oneshot::Sender<Result<Vec<Outcome>, Error>>,
+}
+
+/// The shared half of a shard: what readers on any thread see, and the inbox.
+pub(crate) struct Shard {
+    pub id: usize,
+    pub items: SkipMap<Box<[u8]>, Item>,
+    pub labels: SkipMap<LabelKey, Item>,
+    inbox: Inbox,
+}
+
+/// Ops queued for the owner. A `Mutex<Vec>` swapped whole: pushing is a short critical
+/// section, and the owner takes every queued op in one go (the batch).
+struct Inbox {
+    queue: Mutex<Vec<Op>>,
+    waker: AtomicWaker,
+    closed: AtomicBool,
+}
+
+impl Shard {
+    pub fn new(id: usize) -> Shard {
+        Shard {
+            id,
+            items: SkipMap::new(),
+            labels: SkipMap::new(),
+            inbox: Inbox {
+                queue: Mutex::new(Vec::new()),
+                waker: AtomicWaker::new(),
+                closed: AtomicBool::new(false),
+            },
+        }
+    }
+
+    /// Queues an op for the owner. After `close` the op is answered with an error.
+    pub fn submit(&self, op: Op) {
+        if self.inbox.closed.load(Ordering::Acquire) {
+            let _ = op.reply.send(Err(stopped()));
+            return;
+        }
+        lock(&self.inbox.queue).push(op);
+        self.inbox.waker.wake();
+    }
+
+    /// Tells the owner to stop once the queued ops are done.
+    pub fn close(&self) {
+        self.inbox.closed.store(true, Ordering::Release);
+        self.inbox.waker.wake();
+    }
+
+    /// The live item under a store key (expired items are absent).
+    pub fn get(&self, store_key: &[u8], now_s: i64) -> Option<Item> {
+        let entry = self.items.get(store_key)?;
+        let item = entry.value();
+        (!item.is_expired(now_s)).then(|| item.clone())
+    }
+
+    /// Waits for queued ops; `None` once closed and drained.
+    async fn next_batch(&self, spare: &mut Vec<Op>) -> Option<()> {
+        poll_fn(|cx| {
+            self.inbox.waker.register(cx.waker());
+            let mut q = lock(&self.inbox.queue);
+            if !q.is_empty() {
+                std::mem::swap(&mut *q, spare);
+                Poll::Ready(Some(()))
+            } else if self.inbox.closed.load(Ordering::Acquire) {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the inbox lock leaves a Vec that is still valid.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn stopped() -> Error {
+    Error::new(ErrorCode::Internal, "the shard has stopped")
+}
+
+/// The owner's half of a shard, living on its executor.
+pub(crate) struct ShardLocal {
+    shared: std::sync::Arc<Shard>,
+    /// (expiry second, store key) of every item with a ttl.
+    expiry: RefCell<BTreeSet<(i64, Box<[u8]>)>>,
+}
+
+impl ShardLocal {
+    pub fn new(shared: std::sync::Arc<Shard>) -> ShardLocal {
+        ShardLocal {
+            shared,
+            expiry: RefCell::new(BTreeSet::new()),
+        }
+    }
+
+    /// Applies ops until the shard is closed.
+    pub async fn run_writes(&self) {
+        let mut batch = Vec::new();
+        while self.shared.next_batch(&mut batch).await.is_some() {
+            for op in batch.drain(..) {
+                let result = self.apply(op.writes);
+                // The caller may have stopped waiting; the write stands either way.
+                let _ = op.reply.send(result);
+            }
+            glommio::yield_if_needed().await;
+        }
+    }
+
+    /// Removes expired items, a slice at a time, until the shard is closed.
+    pub async fn run_reaper(&self) {
+        while !self.shared.inbox.closed.load(Ordering::Acquire) {
+            glommio::timer::sleep(REAP_INTERVAL).await;
+            loop {
+                let reaped = self.reap_slice(now_ms().div_euclid(1000));
+                glommio::yield_if_needed().await;
+                if reaped < REAP_SLICE_MAX {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn reap_slice(&self, now_s: i64) -> usize {
+        let mut due = Vec::new();
+        {
+            let expiry = self.expiry.borrow();
+            for (at, sk) in expiry.iter().take(REAP_SLICE_MAX) {
+                if *at > now_s {
+                    break;
+                }
+                due.push(sk.clone());
+            }
+        }
+        for sk in &due {
+            self.remove(sk);
+        }
+        due.len()
+    }
+
+    fn apply(&self, writes: Vec<Write>) -> Result<Vec<Outcome>, Error> {
+        let now = now_ms();
+        let now_s = now.div_euclid(1000);
+        let mut out = Vec::with_capacity(writes.len());
+        for w in writes {
+            match w {
+                Write::Set(req) => {
+                    let sk = req.key.store_key();
+                    let stored = self.shared.get(&sk, now_s);
+                    let data = write::apply_set(stored.as_ref(), &req, now)?;
+                    out.push(Outcome::Item(self.install(sk, data)));
+                }
+                Write::Add(req) => {
+                    let sk = req.key.store_key();
+                    let stored = self.shared.get(&sk, now_s);
+                    let data = write::apply_add(stored.as_ref(), &req, now)?;
+                    out.push(Outcome::Item(self.install(sk, data)));
+                }
+                Write::Remove(key) => {
+                    let sk = key.store_key();
+                    let live = self.shared.get(&sk, now_s).is_some();
+                    self.remove(&sk);
+                    out.push(Outcome::Removed(live));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes `data` the item under `sk`: label entries first (so a label query never
+    /// misses an acknowledged item), then the item, then the stale label entries go.
+    fn install(&self, sk: Box<[u8]>, data: ItemData) -> Item {
+        let item = Item::new(data);
+        let old = self.shared.items.get(&sk).map(|e| e.value().clone());
+        for (label, value) in labels_of(&item) {
+            let lk = LabelKey {
+                label,
+                value: label_store_key(value),
+                key: sk.clone(),
+            };
+            self.shared.labels.insert(lk, item.clone());
+        }
+        self.shared.items.insert(sk.clone(), item.clone());
+        if let Some(old) = old {
+            for (label, value) in labels_of(&old) {
+                if item.data().labels[usize::from(label)].as_deref() != Some(value) {
+                    self.shared.labels.remove(&LabelKey {
+                        label,
+                        value: label_store_key(value),
+                        key: sk.clone(),
+                    });
+                }
+            }
+            self.unindex_expiry(&old, &sk);
+        }
+        if let Some(at) = item.ttl() {
+            self.expiry.borrow_mut().insert((at, sk));
+        }
+        item
+    }
+
+    fn remove(&self, sk: &[u8]) {
+        let Some(entry) = self.shared.items.remove(sk) else {
+            return;
+        };
+        let old = entry.value().clone();
+        drop(entry);
+        for (label, value) in labels_of(&old) {
+            self.shared.labels.remove(&LabelKey {
+                label,
+                value: label_store_key(value),
+                key: sk.into(),
+            });
+        }
+        self.unindex_expiry(&old, sk);
+    }
+
+    fn unindex_expiry(&self, old: &Item, sk: &[u8]) {
+        if let Some(at) = old.ttl() {
+            self.expiry.borrow_mut().remove(&(at, Box::from(sk)));
+        }
+    }
+}
+
+/// (label index 0..5, label value) of each label an item has.
+fn labels_of(item: &Item) -> impl Iterator<Item = (u8, &str)> {
+    (0..LABEL_COUNT as u8)
+        .filter_map(move |i| Some((i, item.data().labels[usize::from(i)].as_deref()?)))
+}
+
+/// Store key of a label value: the same namespace rule as keys.
+pub(crate) fn label_store_key(value: &str) -> Box<[u8]> {
+    key::store_key(value.contains(':'), value)
+}

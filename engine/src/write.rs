@@ -1,0 +1,334 @@
+//! What a write makes of an item: update-merge, overwrite, `$add`, `add`, ttl and
+//! labels (SPEC.md "set" and "add"). Pure functions of (stored item, request, clock),
+//! run by the owning shard; nothing here touches a skiplist.
+
+use crate::item::{Item, ItemData};
+use crate::key::Key;
+use crate::ttl::TtlChange;
+use ampd_wire::limits::{ITEM_SIZE_MAX, LABEL_COUNT};
+use ampd_wire::value::{self, Value};
+use ampd_wire::{Error, ErrorCode};
+use bytes::Bytes;
+use serde_json::{Map, Number};
+
+/// What a write does to one label.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) enum LabelChange {
+    /// Not given: an update keeps the stored label, an overwrite drops it.
+    #[default]
+    Keep,
+    Clear,
+    Set(Key),
+}
+
+/// A validated `set` of one item.
+#[derive(Debug, Clone)]
+pub(crate) struct SetRequest {
+    pub key: Key,
+    pub value: Value,
+    /// The encoded `value` when it can be stored as given (no `$add` field), made on
+    /// the caller's thread so the shard does not have to.
+    pub encoded: Option<Bytes>,
+    pub overwrite: bool,
+    pub ttl: TtlChange,
+    pub labels: [LabelChange; LABEL_COUNT],
+}
+
+/// A validated `add`.
+#[derive(Debug, Clone)]
+pub(crate) struct AddRequest {
+    pub key: Key,
+    pub field: Option<String>,
+    pub amount: Number,
+}
+
+/// The operand of a `{"$add": n}` field, if `v` is one. A `$add` of a non-number is
+/// `not_a_number`.
+pub(crate) fn add_operand(field: &str, v: &Value) -> Result<Option<Number>, Error> {
+    let Value::Object(m) = v else {
+        return Ok(None);
+    };
+    if m.len() != 1 {
+        return Ok(None);
+    }
+    match m.get("$add") {
+        None => Ok(None),
+        Some(Value::Number(n)) => Ok(Some(n.clone())),
+        Some(other) => Err(Error::new(
+            ErrorCode::NotANumber,
+            format!("field {field:?}: $add needs a number, got {other}"),
+        )),
+    }
+}
+
+/// Whether a value holds a top-level `$add` field (checked for well-formedness).
+pub(crate) fn has_add_fields(v: &Value) -> Result<bool, Error> {
+    let Value::Object(m) = v else {
+        return Ok(false);
+    };
+    let mut any = false;
+    for (k, fv) in m {
+        any |= add_operand(k, fv)?.is_some();
+    }
+    Ok(any)
+}
+
+/// `a + b` with the rules of SPEC.md: integers stay exact (overflow is an error), a
+/// float on either side makes a float.
+pub(crate) fn add_numbers(a: &Number, b: &Number) -> Result<Number, Error> {
+    let int = |n: &Number| n.as_i64().map(i128::from).or(n.as_u64().map(i128::from));
+    if let (Some(x), Some(y)) = (int(a), int(b)) {
+        let sum = x + y;
+        return i64::try_from(sum)
+            .map(Number::from)
+            .or_else(|_| u64::try_from(sum).map(Number::from))
+            .map_err(|_| {
+                Error::new(
+                    ErrorCode::Overflow,
+                    format!("{a} + {b} does not fit a 64-bit integer"),
+                )
+            });
+    }
+    let (x, y) = (a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0));
+    Number::from_f64(x + y).ok_or_else(|| {
+        Error::new(
+            ErrorCode::Overflow,
+            format!("{a} + {b} is not a finite number"),
+        )
+    })
+}
+
+/// The item a `set` makes of `stored` (the live item, or `None`).
+pub(crate) fn apply_set(
+    stored: Option<&Item>,
+    req: &SetRequest,
+    now_ms: i64,
+) -> Result<ItemData, Error> {
+    let base = if req.overwrite {
+        None
+    } else {
+        stored.map(Item::data)
+    };
+    let value = match (&req.encoded, base) {
+        (Some(enc), Some(old)) if !(req.value.is_object() && value::is_object(&old.value)) => {
+            enc.clone()
+        }
+        (Some(enc), None) => enc.clone(),
+        _ => {
+            let old = base
+                .filter(|old| value::is_object(&old.value))
+                .and_then(|old| match value::decode(&old.value) {
+                    Ok(Value::Object(m)) => Some(m),
+                    _ => None,
+                });
+            value::encode(&merge(old, &req.value)?)
+        }
+    };
+    let labels = std::array::from_fn(|i| match &req.labels[i] {
+        LabelChange::Keep => base.and_then(|b| b.labels[i].clone()),
+        LabelChange::Clear => None,
+        LabelChange::Set(k) => Some(k.as_str().to_owned()),
+    });
+    let expires_s = match req.ttl {
+        TtlChange::Keep => base.and_then(|b| b.expires_s),
+        TtlChange::Clear => None,
+        TtlChange::At(s) => Some(s),
+    };
+    finish(
+        req.key.as_str(),
+        value,
+        base.map_or(now_ms, |b| b.created_ms),
+        now_ms,
+        expires_s,
+        labels,
+    )
+}
+
+/// Shallow merge of `new` over the stored object `old` (when both are objects),
+/// resolving `$add` fields against the stored fields.
+fn merge(old: Option<Map<String, Value>>, new: &Value) -> Result<Value, Error> {
+    let Value::Object(fields) = new else {
+        return Ok(new.clone());
+    };
+    let mut out = old.unwrap_or_default();
+    for (k, v) in fields {
+        let merged = match add_operand(k, v)? {
+            Some(n) => Value::Number(add_to_field(out.get(k), k, &n)?),
+            None => v.clone(),
+        };
+        out.insert(k.clone(), merged);
+    }
+    Ok(Value::Object(out))
+}
+
+fn add_to_field(stored: Option<&Value>, field: &str, n: &Number) -> Result<Number, Error> {
+    match stored {
+        None => Ok(n.clone()),
+        Some(Value::Number(old)) => add_numbers(old, n),
+        Some(other) => Err(Error::new(
+            ErrorCode::NotANumber,
+            format!("field {field:?} holds {other}, not a number"),
+        )),
+    }
+}
+
+/// The item an `add` makes of `stored`.
+pub(crate) fn apply_add(
+    stored: Option<&Item>,
+    req: &AddRequest,
+    now_ms: i64,
+) -> Result<ItemData, Error> {
+    let old = stored.map(|s| s.value());
+    let value = match (&req.field, old) {
+        (None, None) => Value::Number(req.amount.clone()),
+        (None, Some(Value::Number(n))) => Value::Number(add_numbers(&n, &req.amount)?),
+        (None, Some(other)) => {
+            return Err(Error::new(
+                ErrorCode::NotANumber,
+                format!("{:?} holds {other}, not a number", req.key.as_str()),
+            ))
+        }
+        (Some(f), None) => Value::Object(Map::from_iter([(
+            f.clone(),
+            Value::Number(req.amount.clone()),
+        )])),
+        (Some(f), Some(Value::Object(mut m))) => {
+            let sum = add_to_field(m.get(f), f, &req.amount)?;
+            m.insert(f.clone(), Value::Number(sum));
+            Value::Object(m)
+        }
+        (Some(_), Some(other)) => {
+            return Err(Error::new(
+                ErrorCode::NotANumber,
+                format!("{:?} holds {other}, not an object", req.key.as_str()),
+            ))
+        }
+    };
+    let base = stored.map(Item::data);
+    finish(
+        req.key.as_str(),
+        value::encode(&value),
+        base.map_or(now_ms, |b| b.created_ms),
+        now_ms,
+        base.and_then(|b| b.expires_s),
+        base.map(|b| b.labels.clone()).unwrap_or_default(),
+    )
+}
+
+/// Assembles an item and enforces the item size limit.
+fn finish(
+    key: &str,
+    value: Bytes,
+    created_ms: i64,
+    modified_ms: i64,
+    expires_s: Option<i64>,
+    labels: [Option<String>; LABEL_COUNT],
+) -> Result<ItemData, Error> {
+    let size = item_size(key, value.len(), &labels);
+    check_item_size(key, size)?;
+    Ok(ItemData {
+        key: key.to_owned(),
+        value,
+        created_ms,
+        modified_ms,
+        expires_s,
+        labels,
+    })
+}
+
+/// Encoded size of an item: key, value and labels.
+pub(crate) fn item_size(key: &str, value_len: usize, labels: &[Option<String>]) -> usize {
+    key.len() + value_len + labels.iter().flatten().map(String::len).sum::<usize>()
+}
+
+pub(crate) fn check_item_size(key: &str, size: usize) -> Result<(), Error> {
+    if size > ITEM_SIZE_MAX {
+        return Err(Error::new(
+            ErrorCode::ValueTooLarge,
+            format!("item {key:?} is {size} bytes, limit {ITEM_SIZE_MAX}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn n(v: Value) -> Number {
+        match v {
+            Value::Number(n) => n,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn integer_and_float_sums() {
+        assert_eq!(
+            add_numbers(&n(json!(2)), &n(json!(3))).unwrap(),
+            n(json!(5))
+        );
+        assert_eq!(
+            add_numbers(&n(json!(2)), &n(json!(-3))).unwrap(),
+            n(json!(-1))
+        );
+        assert_eq!(
+            add_numbers(&n(json!(2)), &n(json!(0.5))).unwrap(),
+            n(json!(2.5))
+        );
+        assert!(add_numbers(&n(json!(1.0)), &n(json!(1))).unwrap().is_f64());
+        let e = add_numbers(&n(json!(i64::MAX)), &n(json!(u64::MAX))).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Overflow);
+        assert_eq!(
+            add_numbers(&n(json!(i64::MIN)), &n(json!(-1)))
+                .unwrap_err()
+                .code(),
+            ErrorCode::Overflow
+        );
+        assert_eq!(
+            add_numbers(&n(json!(1e308)), &n(json!(1e308)))
+                .unwrap_err()
+                .code(),
+            ErrorCode::Overflow
+        );
+    }
+
+    #[test]
+    fn add_operands() {
+        assert_eq!(
+            add_operand("f", &json!({"$add": 2})).unwrap(),
+            Some(n(json!(2)))
+        );
+        assert_eq!(add_operand("f", &json!({"$add": 2, "x": 1})).unwrap(), None);
+        assert_eq!(add_operand("f", &json!(5)).unwrap(), None);
+        assert_eq!(
+            add_operand("f", &json!({"$add": "2"})).unwrap_err().code(),
+            ErrorCode::NotANumber
+        );
+        assert!(has_add_fields(&json!({"a": {"$add": 1}, "b": 2})).unwrap());
+        assert!(!has_add_fields(&json!({"a": {"b": 1}})).unwrap());
+    }
+
+    #[test]
+    fn merge_keeps_other_fields_and_adds() {
+        let old = json!({"a": 1, "b": "x", "c": 10});
+        let Value::Object(old) = old else {
+            unreachable!()
+        };
+        let new = json!({"b": "y", "c": {"$add": 5}, "d": {"$add": 1.5}});
+        assert_eq!(
+            merge(Some(old), &new).unwrap(),
+            json!({"a": 1, "b": "y", "c": 15, "d": 1.5})
+        );
+        let Value::Object(old) = json!({"c": "text"}) else {
+            unreachable!()
+        };
+        assert_eq!(
+            merge(Some(old), &json!({"c": {"$add": 1}}))
+                .unwrap_err()
+                .code(),
+            ErrorCode::NotANumber
+        );
+    }
+}

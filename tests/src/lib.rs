@@ -1,0 +1,142 @@
+//! Support for ampd's integration tests.
+//!
+//! The conformance suite is written once against [`Api`], a small async trait whose
+//! methods return each call's result as the API shows it (the JSON of SPEC.md: a value,
+//! `null`, `{"items": [...], "lastKey": ...}`, `true`/`false`, an array). Any way into
+//! ampd that can implement it — the embedded engine here, the network client later —
+//! runs the same cases unchanged: [`conformance_suite!`] stamps out one `#[test]` per
+//! case for a backend.
+
+use ampd_engine::{BatchItem, Config, Db, Error, QueryOptions, SetOptions, Value};
+use serde_json::{json, Number};
+
+/// The data API as its users call it, with results as JSON.
+#[allow(async_fn_in_trait)]
+pub trait Api {
+    /// `set(key, value, options)`: the stored value, or the item with `meta`.
+    async fn set(&self, key: &str, value: Value, options: SetOptions) -> Result<Value, Error>;
+    /// `set([items], {overwrite, meta})`: `{"items": [...]}` in request order.
+    async fn set_batch(
+        &self,
+        items: Vec<BatchItem>,
+        overwrite: bool,
+        meta: bool,
+    ) -> Result<Value, Error>;
+    /// `add(key, n)` / `add(key, field, n)`: the updated value, or the item with `meta`.
+    async fn add(
+        &self,
+        key: &str,
+        field: Option<&str>,
+        amount: Number,
+        meta: bool,
+    ) -> Result<Value, Error>;
+    /// `get(pattern, options)`: a value or `null` for an exact key, else a page.
+    async fn get(&self, pattern: &str, options: QueryOptions) -> Result<Value, Error>;
+    /// `get([keys])`: `{"items": [...]}` in request order, absent keys left out.
+    async fn get_many(&self, keys: &[&str], meta: bool) -> Result<Value, Error>;
+    /// `getByLabel(label, pattern, options)`: always a page.
+    async fn get_by_label(
+        &self,
+        label: &str,
+        pattern: &str,
+        options: QueryOptions,
+    ) -> Result<Value, Error>;
+    /// `remove(key)`: `true` when an item was removed.
+    async fn remove(&self, key: &str) -> Result<Value, Error>;
+    /// `remove([keys])`: an array of booleans in request order.
+    async fn remove_many(&self, keys: &[&str]) -> Result<Value, Error>;
+}
+
+/// The embedded engine as an [`Api`].
+pub struct Embedded {
+    pub db: Db,
+}
+
+impl Embedded {
+    /// A fresh in-memory engine with `shards` shards, not pinned (tests share cores).
+    pub fn open(shards: usize) -> Embedded {
+        let db = Db::open(Config { shards, pin: false }).expect("engine opens");
+        Embedded { db }
+    }
+}
+
+fn items_json(items: &[ampd_engine::Item], meta: bool) -> Value {
+    json!({"items": items.iter().map(|i| i.to_entry_json(meta)).collect::<Vec<_>>()})
+}
+
+impl Api for Embedded {
+    async fn set(&self, key: &str, value: Value, options: SetOptions) -> Result<Value, Error> {
+        let item = self.db.set(key, value, &options).await?;
+        Ok(item.to_result_json(options.meta))
+    }
+
+    async fn set_batch(
+        &self,
+        items: Vec<BatchItem>,
+        overwrite: bool,
+        meta: bool,
+    ) -> Result<Value, Error> {
+        let items = self.db.set_batch(items, overwrite).await?;
+        Ok(items_json(&items, meta))
+    }
+
+    async fn add(
+        &self,
+        key: &str,
+        field: Option<&str>,
+        amount: Number,
+        meta: bool,
+    ) -> Result<Value, Error> {
+        let item = self.db.add(key, field, amount).await?;
+        Ok(item.to_result_json(meta))
+    }
+
+    async fn get(&self, pattern: &str, options: QueryOptions) -> Result<Value, Error> {
+        Ok(self.db.get(pattern, &options)?.to_json(options.meta))
+    }
+
+    async fn get_many(&self, keys: &[&str], meta: bool) -> Result<Value, Error> {
+        Ok(items_json(&self.db.get_many(keys)?, meta))
+    }
+
+    async fn get_by_label(
+        &self,
+        label: &str,
+        pattern: &str,
+        options: QueryOptions,
+    ) -> Result<Value, Error> {
+        Ok(self
+            .db
+            .get_by_label(label, pattern, &options)?
+            .to_json(options.meta))
+    }
+
+    async fn remove(&self, key: &str) -> Result<Value, Error> {
+        Ok(json!(self.db.remove(key).await?))
+    }
+
+    async fn remove_many(&self, keys: &[&str]) -> Result<Value, Error> {
+        Ok(json!(self.db.remove_many(keys).await?))
+    }
+}
+
+/// Stamps out one `#[test]` per conformance case for a backend.
+///
+/// `conformance_suite!(open_expr; case_a, case_b, ...)` where `open_expr` makes a fresh
+/// backend implementing [`Api`] and each case is `async fn(&impl Api)`.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($open:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let api = $open;
+                rt.block_on(super::$case(&api));
+            }
+        )*
+    };
+}
