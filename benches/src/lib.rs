@@ -1,1 +1,174 @@
 //! Shared set-up of the engine benchmarks.
+//!
+//! # Layout
+//! - The data set: [`key`], [`label`] and [`value`] name item `i` of a preload, so
+//!   every bench can pick an existing key without keeping a list of them.
+//! - [`open`] and [`preload`]: an engine filled with `n` items, fast (sets in flight by
+//!   the thousand, so the shards drain whole batches).
+//! - [`Rng`]: a small deterministic random source (the benches need no `rand`).
+//! - [`is_bench_run`]: whether the binary runs as a benchmark or as a smoke test
+//!   (`cargo test --benches`), which must stay quick.
+//!
+//! # The data set
+//! Item `i` lives in namespace `ns{i % 1000}` as `ns{n}:k{i:07}`, except about 1% that
+//! are simple keys `s{i:07}` (so both routing rules are exercised). About 10% carry
+//! `label1 = grp{g}` with `g` among [`LABEL_GROUPS`] values, so a label query for one
+//! value returns about `items / 10 / LABEL_GROUPS` items (50 at 1 M). Values are
+//! objects of ~100 encoded bytes.
+
+use ampd_engine::{Config, Db, SetOptions, Value};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Namespaces of the data set.
+pub const NAMESPACES: u64 = 1000;
+/// Distinct `label1` values of the data set.
+pub const LABEL_GROUPS: u64 = 2000;
+/// Items of the full data set.
+pub const ITEMS_FULL: u64 = 1_000_000;
+/// Items when the binary runs as a smoke test.
+pub const ITEMS_SMOKE: u64 = 10_000;
+/// Sets in flight at once during a preload.
+const PRELOAD_IN_FLIGHT: usize = 8192;
+
+/// Whether the binary was started by `cargo bench` (`--bench`) rather than by
+/// `cargo test --benches` or with `--test`/`--list` (criterion's own rule).
+pub fn is_bench_run() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    has("--bench") && !has("--test") && !has("--list")
+}
+
+/// Items to preload: `AMPD_BENCH_ITEMS` if set, else the full data set when
+/// benchmarking and a small one otherwise.
+pub fn item_count() -> u64 {
+    if let Some(n) = std::env::var("AMPD_BENCH_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
+    if is_bench_run() {
+        ITEMS_FULL
+    } else {
+        ITEMS_SMOKE
+    }
+}
+
+/// splitmix64: a well-mixed hash of `i`, used to decide an item's shape.
+pub fn mix(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The key of item `i`.
+pub fn key(i: u64) -> String {
+    if mix(i) % 100 == 0 {
+        format!("s{i:07}")
+    } else {
+        format!("ns{}:k{i:07}", i % NAMESPACES)
+    }
+}
+
+/// The `label1` value of item `i`, if it has one.
+pub fn label(i: u64) -> Option<String> {
+    let h = mix(i);
+    ((h >> 8) % 10 == 0).then(|| label_value((h >> 16) % LABEL_GROUPS))
+}
+
+/// The `g`th `label1` value.
+pub fn label_value(g: u64) -> String {
+    format!("grp{g}")
+}
+
+/// The value of item `i`: an object of ~100 bytes once encoded.
+pub fn value(i: u64) -> Value {
+    json!({
+        "name": format!("user-{i:07}"),
+        "score": i % 10_000,
+        "active": i % 3 != 0,
+        "bio": "a value padded to make the encoded item about one hundred bytes",
+    })
+}
+
+/// The options that give item `i` its label.
+pub fn set_options(i: u64) -> SetOptions {
+    match label(i) {
+        Some(l) => SetOptions::default().label(1, l),
+        None => SetOptions::default(),
+    }
+}
+
+/// Opens an engine with `shards` pinned shards.
+pub fn open(shards: usize) -> Db {
+    Db::open(Config {
+        shards,
+        pin: true,
+        ..Config::default()
+    })
+    .expect("the engine opens")
+}
+
+/// Sets items `0..items`, [`PRELOAD_IN_FLIGHT`] at a time, printing progress to stderr
+/// about once a second.
+pub fn preload(db: &Db, items: u64) {
+    let started = Instant::now();
+    let mut reported = started;
+    let mut done = 0u64;
+    while done < items {
+        let end = (done + PRELOAD_IN_FLIGHT as u64).min(items);
+        let sets = (done..end).map(|i| async move {
+            db.set(&key(i), value(i), &set_options(i))
+                .await
+                .expect("a preload set succeeds")
+        });
+        futures::executor::block_on(futures::future::join_all(sets));
+        done = end;
+        if reported.elapsed() >= Duration::from_secs(1) {
+            reported = Instant::now();
+            eprintln!(
+                "preload ({} shards): {done}/{items} items, {:.1} s",
+                db.shard_count(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "preload ({} shards): {items} items in {secs:.1} s ({:.0} sets/s)",
+        db.shard_count(),
+        items as f64 / secs
+    );
+}
+
+/// A small deterministic random source (xorshift over splitmix seeds).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(mix(seed) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// Uniform-enough in `0..n` for picking keys.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// `count` keys of existing items, picked at random among `0..items`.
+pub fn random_keys(items: u64, count: usize, seed: u64) -> Vec<String> {
+    let mut rng = Rng::new(seed);
+    (0..count).map(|_| key(rng.below(items))).collect()
+}

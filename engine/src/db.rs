@@ -2,7 +2,7 @@
 //! there too (straight on the shards' skiplists), and writes travel to the owning
 //! shard's executor and back.
 
-use crate::item::{now_ms, Item};
+use crate::item::{now_ms, Item, Slot};
 use crate::key::{self, Key, PAST_TEXT};
 use crate::query::{self, Pattern, QueryOptions, Range};
 use crate::shard::{label_store_key, LabelKey, Op, Outcome, Shard, ShardLocal, Write};
@@ -11,6 +11,7 @@ use crate::write::{self, AddRequest, LabelChange, SetRequest};
 use ampd_wire::limits::{BATCH_ITEMS_MAX, LABEL_COUNT, PAGE_BYTES_MAX};
 use ampd_wire::value::{self, Value};
 use ampd_wire::{Error, ErrorCode};
+use crossbeam_skiplist::map::Entry;
 use futures::channel::oneshot;
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 use serde_json::{json, Map, Number};
@@ -478,9 +479,9 @@ impl Db {
             .map(|s| {
                 let r = s.items.range::<[u8], _>(bounds);
                 let it: Box<dyn Iterator<Item = Item>> = if options.reverse {
-                    Box::new(r.rev().map(|e| e.value().clone()))
+                    Box::new(r.rev().map(|e| e.value().item()))
                 } else {
-                    Box::new(r.map(|e| e.value().clone()))
+                    Box::new(r.map(|e| e.value().item()))
                 };
                 it
             })
@@ -522,10 +523,7 @@ impl Db {
         };
         if let Some(start) = &options.start {
             let (value, key) = query::parse_label_cursor(start)?;
-            let cursor = entry(
-                &label_store_key(value),
-                &key::store_key(key.contains(':'), key),
-            );
+            let cursor = entry(&label_store_key(value), key.as_bytes());
             range = range.after(cursor, options.reverse);
         }
         if range.is_empty() {
@@ -537,24 +535,30 @@ impl Db {
             .shards
             .iter()
             .map(|s| {
+                // An entry is current when its slot's item still has this label value.
+                let current = move |e: Entry<'_, LabelKey, Arc<Slot>>| {
+                    let item = e.value().item();
+                    let value = item.label(label + 1)?;
+                    (e.key().value.get(1..) == Some(value.as_bytes())).then_some(item)
+                };
                 let r = s.labels.range::<LabelKey, _>(bounds);
                 let it: Box<dyn Iterator<Item = Item>> = if options.reverse {
-                    Box::new(r.rev().map(|e| e.value().clone()))
+                    Box::new(r.rev().filter_map(current))
                 } else {
-                    Box::new(r.map(|e| e.value().clone()))
+                    Box::new(r.filter_map(current))
                 };
                 it
             })
             .collect();
-        let label_of = |i: &Item| i.label(label + 1).unwrap_or_default().to_owned();
+        let n = label + 1;
         let (items, more) = fill_page(scans, options.reverse, limit, |a, b| {
-            (label_of(a), a.key()).cmp(&(label_of(b), b.key()))
+            (a.label(n), a.key()).cmp(&(b.label(n), b.key()))
         });
         let last_key = more
             .then(|| {
                 items
                     .last()
-                    .map(|i| query::label_cursor(&label_of(i), i.key()))
+                    .map(|i| query::label_cursor(i.label(n).unwrap_or_default(), i.key()))
             })
             .flatten();
         Ok((items, last_key))

@@ -28,6 +28,29 @@ pub(crate) struct ItemData {
     pub labels: [Option<String>; LABEL_COUNT],
 }
 
+/// Where an item lives in a shard: the hash index, the skiplist and the label index
+/// all point at one slot, so an update of an existing key swaps the slot's item and
+/// touches no index at all.
+#[derive(Debug)]
+pub(crate) struct Slot(arc_swap::ArcSwap<ItemData>);
+
+impl Slot {
+    pub fn new(item: &Item) -> Slot {
+        Slot(arc_swap::ArcSwap::new(item.inner.clone()))
+    }
+
+    /// The item in the slot now.
+    pub fn item(&self) -> Item {
+        Item {
+            inner: self.0.load_full(),
+        }
+    }
+
+    pub fn store(&self, item: &Item) {
+        self.0.store(item.inner.clone());
+    }
+}
+
 impl Item {
     pub(crate) fn new(data: ItemData) -> Item {
         Item {

@@ -11,10 +11,17 @@
 //! [`Inbox`]: callers push, the shard drains everything queued in one swap, so a burst
 //! of writes costs one wake-up, not one per write.
 //!
+//! Exact-key reads do not walk the skiplist: at 1 M items a skiplist lookup chases ~20
+//! levels of pointers (3.6 µs measured, see ARCHITECTURE.md), so each shard also keeps
+//! a lock-free hash index (papaya) from store key to item. Both indexes (and the label
+//! index) point at one [`Slot`] per key; updating an existing key swaps the item in its
+//! slot and leaves every index alone, so only new keys, removals and label changes pay
+//! for a skiplist insert.
+//!
 //! The expiry index is only ever touched by the owner, so it is a plain `BTreeSet` in
 //! [`ShardLocal`]; the reaper task walks it in slices on the same executor.
 
-use crate::item::{now_ms, Item, ItemData};
+use crate::item::{now_ms, Item, ItemData, Slot};
 use crate::key::{self, Key};
 use crate::write::{self, AddRequest, SetRequest};
 use ampd_wire::limits::LABEL_COUNT;
@@ -26,7 +33,7 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -43,11 +50,15 @@ pub(crate) struct LabelKey {
     pub label: u8,
     /// Store key of the label value.
     pub value: Box<[u8]>,
-    /// Store key of the item.
+    /// The item's key text (not its store key: results order by the key as the user
+    /// sees it, whatever its namespace).
     pub key: Box<[u8]>,
 }
 
 /// One write inside an [`Op`].
+// Writes travel in a Vec that is filled once and drained once; boxing the large
+// variant would cost an allocation per `set` and save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Write {
     Set(SetRequest),
@@ -72,8 +83,13 @@ pub(crate) struct Op {
 /// The shared half of a shard: what readers on any thread see, and the inbox.
 pub(crate) struct Shard {
     pub id: usize,
-    pub items: SkipMap<Box<[u8]>, Item>,
-    pub labels: SkipMap<LabelKey, Item>,
+    /// Every item of the shard, by store key, for point reads.
+    exact: papaya::HashMap<Box<[u8]>, Arc<Slot>, foldhash::fast::RandomState>,
+    /// The same slots in store-key order, for scans.
+    pub items: SkipMap<Box<[u8]>, Arc<Slot>>,
+    /// Label entries; an entry whose slot now holds an item with another label value
+    /// is stale for the instant of a label change and is skipped by readers.
+    pub labels: SkipMap<LabelKey, Arc<Slot>>,
     inbox: Inbox,
 }
 
@@ -89,6 +105,9 @@ impl Shard {
     pub fn new(id: usize) -> Shard {
         Shard {
             id,
+            exact: papaya::HashMap::builder()
+                .hasher(foldhash::fast::RandomState::default())
+                .build(),
             items: SkipMap::new(),
             labels: SkipMap::new(),
             inbox: Inbox {
@@ -117,9 +136,8 @@ impl Shard {
 
     /// The live item under a store key (expired items are absent).
     pub fn get(&self, store_key: &[u8], now_s: i64) -> Option<Item> {
-        let entry = self.items.get(store_key)?;
-        let item = entry.value();
-        (!item.is_expired(now_s)).then(|| item.clone())
+        let item = self.exact.pin().get(store_key)?.item();
+        (!item.is_expired(now_s)).then_some(item)
     }
 
     /// Waits for queued ops; `None` once closed and drained.
@@ -151,13 +169,13 @@ fn stopped() -> Error {
 
 /// The owner's half of a shard, living on its executor.
 pub(crate) struct ShardLocal {
-    shared: std::sync::Arc<Shard>,
+    shared: Arc<Shard>,
     /// (expiry second, store key) of every item with a ttl.
     expiry: RefCell<BTreeSet<(i64, Box<[u8]>)>>,
 }
 
 impl ShardLocal {
-    pub fn new(shared: std::sync::Arc<Shard>) -> ShardLocal {
+    pub fn new(shared: Arc<Shard>) -> ShardLocal {
         ShardLocal {
             shared,
             expiry: RefCell::new(BTreeSet::new()),
@@ -167,11 +185,17 @@ impl ShardLocal {
     /// Applies ops until the shard is closed.
     pub async fn run_writes(&self) {
         let mut batch = Vec::new();
+        let mut answers = Vec::new();
         while self.shared.next_batch(&mut batch).await.is_some() {
+            // Apply the whole batch, then answer it: the callers wake together and
+            // queue their next writes while this thread is still awake, so the next
+            // batch needs no wake-up of its own.
             for op in batch.drain(..) {
-                let result = self.apply(op.writes);
+                answers.push((op.reply, self.apply(op.writes)));
+            }
+            for (reply, result) in answers.drain(..) {
                 // The caller may have stopped waiting; the write stands either way.
-                let _ = op.reply.send(result);
+                let _ = reply.send(result);
             }
             glommio::yield_if_needed().await;
         }
@@ -237,58 +261,76 @@ impl ShardLocal {
         Ok(out)
     }
 
-    /// Makes `data` the item under `sk`: label entries first (so a label query never
-    /// misses an acknowledged item), then the item, then the stale label entries go.
+    /// Makes `data` the item under `sk`. New label entries go in before the item is
+    /// visible and stale ones go after, so a label query never misses an
+    /// acknowledged item.
     fn install(&self, sk: Box<[u8]>, data: ItemData) -> Item {
         let item = Item::new(data);
-        let old = self.shared.items.get(&sk).map(|e| e.value().clone());
-        for (label, value) in labels_of(&item) {
-            let lk = LabelKey {
-                label,
-                value: label_store_key(value),
-                key: sk.clone(),
-            };
-            self.shared.labels.insert(lk, item.clone());
-        }
-        self.shared.items.insert(sk.clone(), item.clone());
-        if let Some(old) = old {
-            for (label, value) in labels_of(&old) {
-                if item.data().labels[usize::from(label)].as_deref() != Some(value) {
-                    self.shared.labels.remove(&LabelKey {
-                        label,
-                        value: label_store_key(value),
-                        key: sk.clone(),
-                    });
-                }
+        let exact = self.shared.exact.pin();
+        let Some(slot) = exact.get(&sk).cloned() else {
+            let slot = Arc::new(Slot::new(&item));
+            for (label, value) in labels_of(&item) {
+                self.shared
+                    .labels
+                    .insert(label_key(label, value, &item), slot.clone());
             }
-            self.unindex_expiry(&old, &sk);
+            self.shared.items.insert(sk.clone(), slot.clone());
+            exact.insert(sk.clone(), slot);
+            self.index_expiry(&item, sk);
+            return item;
+        };
+        let old = slot.item();
+        for (label, value) in labels_of(&item) {
+            if old.label(usize::from(label) + 1) != Some(value) {
+                self.shared
+                    .labels
+                    .insert(label_key(label, value, &item), slot.clone());
+            }
         }
-        if let Some(at) = item.ttl() {
-            self.expiry.borrow_mut().insert((at, sk));
+        slot.store(&item);
+        for (label, value) in labels_of(&old) {
+            if item.label(usize::from(label) + 1) != Some(value) {
+                self.shared.labels.remove(&label_key(label, value, &old));
+            }
+        }
+        if old.ttl() != item.ttl() {
+            self.unindex_expiry(&old, &sk);
+            self.index_expiry(&item, sk);
         }
         item
     }
 
     fn remove(&self, sk: &[u8]) {
-        let Some(entry) = self.shared.items.remove(sk) else {
+        let exact = self.shared.exact.pin();
+        let Some(slot) = exact.remove(sk).cloned() else {
             return;
         };
-        let old = entry.value().clone();
-        drop(entry);
+        let old = slot.item();
+        self.shared.items.remove(sk);
         for (label, value) in labels_of(&old) {
-            self.shared.labels.remove(&LabelKey {
-                label,
-                value: label_store_key(value),
-                key: sk.into(),
-            });
+            self.shared.labels.remove(&label_key(label, value, &old));
         }
         self.unindex_expiry(&old, sk);
+    }
+
+    fn index_expiry(&self, item: &Item, sk: Box<[u8]>) {
+        if let Some(at) = item.ttl() {
+            self.expiry.borrow_mut().insert((at, sk));
+        }
     }
 
     fn unindex_expiry(&self, old: &Item, sk: &[u8]) {
         if let Some(at) = old.ttl() {
             self.expiry.borrow_mut().remove(&(at, Box::from(sk)));
         }
+    }
+}
+
+fn label_key(label: u8, value: &str, item: &Item) -> LabelKey {
+    LabelKey {
+        label,
+        value: label_store_key(value),
+        key: item.key().as_bytes().into(),
     }
 }
 
