@@ -103,12 +103,7 @@ pub fn set_options(i: u64) -> SetOptions {
 
 /// Opens an engine with `shards` pinned shards.
 pub fn open(shards: usize) -> Db {
-    Db::open(Config {
-        shards,
-        pin: true,
-        ..Config::default()
-    })
-    .expect("the engine opens")
+    Db::open(Config { shards, pin: true }).expect("the engine opens")
 }
 
 /// Sets items `0..items`, [`PRELOAD_IN_FLIGHT`] at a time, printing progress to stderr

@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn dates() {
         let d = |s: &str| parse_iso8601(s);
-        let base = 1_795_996_800; // 2026-12-01T00:00:00Z
+        let base = 1_796_083_200; // 2026-12-01T00:00:00Z
         assert_eq!(d("2026-12-01"), Some(base));
         assert_eq!(d("2026-12"), Some(base));
         assert_eq!(d("2027"), Some(1_798_761_600));
