@@ -4,6 +4,11 @@
 
 mod cli;
 
+// Writes allocate on one thread and free on another; mimalloc handles that without
+// the arena lock that glibc's allocator takes (see ARCHITECTURE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use ampd_engine::{Config, Db};
 use clap::Parser;
 use std::io::{BufRead, Write};

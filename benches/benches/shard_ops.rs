@@ -16,6 +16,12 @@
 //! The engine is built once per shard count; `cargo test --benches` runs each bench
 //! once on a small data set.
 
+// Writes allocate on the caller's thread and free on the shard's (and back): glibc's
+// allocator serialises such frees on an arena lock (7% of the caller's time in
+// `__lll_lock_wait_private`), mimalloc does not. See ARCHITECTURE.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use ampd_benches::{
     item_count, label_value, open, preload, random_keys, value, Rng, LABEL_GROUPS, NAMESPACES,
 };

@@ -246,20 +246,12 @@ impl Db {
 
     /// `set(key, value, options)`: update-merge, or replace with `overwrite`.
     pub async fn set(&self, key: &str, value: Value, options: &SetOptions) -> Result<Item, Error> {
-        let now_s = now_ms().div_euclid(1000);
         let labels = options.labels.clone().map(|l| match l {
             None => Ok(LabelChange::Keep),
             Some(None) => Ok(LabelChange::Clear),
             Some(Some(v)) => Key::parse_label(&v).map(LabelChange::Set),
         });
-        let req = set_request(
-            key,
-            value,
-            options.overwrite,
-            options.ttl.as_ref(),
-            labels,
-            now_s,
-        )?;
+        let req = set_request(key, value, options.overwrite, options.ttl.as_ref(), labels)?;
         let shard = self.shard_for(&req.key);
         one_item(self.run(shard, vec![Write::Set(req)]).await?)
     }
@@ -278,14 +270,13 @@ impl Db {
                 "a batch set must pass overwrite: true",
             ));
         }
-        let now_s = now_ms().div_euclid(1000);
         let mut writes = Vec::with_capacity(items.len());
         for it in items {
             let labels = it.labels.map(|l| match l {
                 None => Ok(LabelChange::Keep),
                 Some(v) => Key::parse_label(&v).map(LabelChange::Set),
             });
-            let req = set_request(&it.key, it.value, true, it.ttl.as_ref(), labels, now_s)?;
+            let req = set_request(&it.key, it.value, true, it.ttl.as_ref(), labels)?;
             writes.push((self.shard_for(&req.key), Write::Set(req)));
         }
         self.run_spread(writes)
@@ -572,14 +563,17 @@ fn set_request(
     overwrite: bool,
     ttl: Option<&Value>,
     labels: [Result<LabelChange, Error>; LABEL_COUNT],
-    now_s: i64,
 ) -> Result<SetRequest, Error> {
     let key = Key::parse(key)?;
     let mut checked: [LabelChange; LABEL_COUNT] = Default::default();
     for (slot, l) in checked.iter_mut().zip(labels) {
         *slot = l?;
     }
-    let ttl = ttl::resolve(ttl, now_s)?;
+    // Only a ttl needs the clock.
+    let ttl = match ttl {
+        None => TtlChange::Keep,
+        Some(t) => ttl::resolve(Some(t), now_s())?,
+    };
     let has_add = write::has_add_fields(&value)?;
     let encoded = if !has_add {
         Some(value::encode(&value))
