@@ -2,6 +2,9 @@
 //! the preloaded data set of `ampd_benches` (1 M items when benchmarking):
 //! - `set` / `set_overwrite`: 64 tasks on one tokio current-thread runtime, each
 //!   looping awaited sets (update-merge, or overwrite) over its own keys.
+//! - `set_local` / `set_local_overwrite`: 64 tasks on each shard's own executor
+//!   (`Db::spawn_on`), each looping awaited sets over keys its shard owns, so every
+//!   write is applied in place (how the server will run its connections).
 //! - `get_one`: reads are synchronous, so 1 and 2 OS threads looping `get_one` on
 //!   random existing keys.
 //!
@@ -67,6 +70,13 @@ fn main() {
             let rates = measure(&plan, || set_rate(&db, &options, items, &plan));
             report(name, shards, &format!("{CALLERS} tasks"), &rates);
         }
+        for (name, options) in [
+            ("set_local", SetOptions::default()),
+            ("set_local_overwrite", SetOptions::default().overwrite()),
+        ] {
+            let rates = measure(&plan, || set_local_rate(&db, &options, items, &plan));
+            report(name, shards, &format!("{CALLERS}/shard"), &rates);
+        }
         for threads in [1usize, 2] {
             let rates = measure(&plan, || get_rate(&db, items, threads, &plan));
             report("get_one", shards, &format!("{threads} threads"), &rates);
@@ -123,6 +133,43 @@ fn set_rate(db: &Db, options: &SetOptions, items: u64, plan: &Plan) -> f64 {
         }
         total
     }));
+    total as f64 / plan.window.as_secs_f64()
+}
+
+/// Sets per second from [`CALLERS`] tasks on each shard's executor, each writing keys
+/// of its own shard.
+fn set_local_rate(db: &Db, options: &SetOptions, items: u64, plan: &Plan) -> f64 {
+    let start = Instant::now() + plan.warm_up;
+    let end = start + plan.window;
+    let shards = db.shard_count();
+    // Keys of the data set, dealt out to the shard that owns each.
+    let mut owned: Vec<Vec<String>> = vec![Vec::new(); shards];
+    for i in 0..items.min(CALLERS * KEYS_PER_CALLER * shards as u64) {
+        let k = key(i);
+        let s = db.shard_for(&ampd_engine::Key::parse(&k).expect("a valid key"));
+        owned[s].push(k);
+    }
+    let waits: Vec<_> = owned
+        .into_iter()
+        .enumerate()
+        .flat_map(|(s, keys)| {
+            let per_caller = keys.len().div_ceil(CALLERS as usize).max(1);
+            let chunks: Vec<Vec<String>> =
+                keys.chunks(per_caller).map(<[String]>::to_vec).collect();
+            chunks.into_iter().map(move |chunk| (s, chunk))
+        })
+        .map(|(s, chunk)| {
+            let (db2, options) = (db.clone(), options.clone());
+            db.spawn_on(s, move || async move {
+                let v = value(7);
+                set_loop(&db2, &chunk, &v, &options, start, end).await
+            })
+        })
+        .collect();
+    let total: u64 = futures::executor::block_on(futures::future::join_all(waits))
+        .into_iter()
+        .map(|r| r.expect("a caller task finishes"))
+        .sum();
     total as f64 / plan.window.as_secs_f64()
 }
 

@@ -30,9 +30,11 @@ use crossbeam_queue::SegQueue;
 use crossbeam_skiplist::SkipMap;
 use futures::channel::oneshot;
 use futures::task::AtomicWaker;
+use glommio::{Latency, Shares};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::future::poll_fn;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
@@ -45,6 +47,8 @@ const REAP_INTERVAL: Duration = Duration::from_millis(250);
 const REAP_SLICE_MAX: usize = 256;
 /// Ops the writer applies before it answers them and looks at its other tasks.
 const BATCH_OPS_MAX: usize = 1024;
+/// How long the write queue may run before glommio lets another queue in.
+const WRITE_QUEUE_LATENCY: Duration = Duration::from_millis(1);
 
 /// An entry of a label index: ordered by label, then label value, then item key, so a
 /// label query is one range scan and its order is (label value, key).
@@ -76,11 +80,36 @@ pub(crate) enum Outcome {
     Removed(bool),
 }
 
-/// Writes for one shard, answered together.
-#[derive(Debug)]
-pub(crate) struct Op {
-    pub writes: Vec<Write>,
-    pub reply: oneshot::Sender<Result<Vec<Outcome>, Error>>,
+/// What a shard's inbox carries.
+pub(crate) enum Op {
+    /// Writes for this shard, answered together.
+    Writes {
+        writes: Vec<Write>,
+        reply: oneshot::Sender<Result<Vec<Outcome>, Error>>,
+    },
+    /// Starts a task on this shard's executor ([`crate::Db::spawn_on`]).
+    Spawn(Box<dyn FnOnce() + Send>),
+}
+
+thread_local! {
+    /// The shard whose executor runs on this thread, if any.
+    static LOCAL: RefCell<Option<Rc<ShardLocal>>> = const { RefCell::new(None) };
+}
+
+/// The owner's half of `shard` when the calling thread is that shard's executor: its
+/// writes can then be applied in place, with no hand-off and no wake-up.
+pub(crate) fn local_for(shard: &Arc<Shard>) -> Option<Rc<ShardLocal>> {
+    LOCAL.with(|l| {
+        l.borrow()
+            .as_ref()
+            .filter(|l| Arc::ptr_eq(&l.shared, shard))
+            .cloned()
+    })
+}
+
+/// Whether the calling thread is a shard's executor.
+pub(crate) fn on_shard_thread() -> bool {
+    LOCAL.with(|l| l.borrow().is_some())
 }
 
 /// The shared half of a shard: what readers on any thread see, and the inbox.
@@ -122,10 +151,13 @@ impl Shard {
         }
     }
 
-    /// Queues an op for the owner. After `close` the op is answered with an error.
+    /// Queues an op for the owner. After `close` writes are answered with an error
+    /// and tasks are dropped (their callers see the shard gone).
     pub fn submit(&self, op: Op) {
         if self.inbox.closed.load(Ordering::Acquire) {
-            let _ = op.reply.send(Err(stopped()));
+            if let Op::Writes { reply, .. } = op {
+                let _ = reply.send(Err(stopped()));
+            }
             return;
         }
         self.inbox.queue.push(op);
@@ -195,7 +227,10 @@ impl ShardLocal {
             // queue their next writes while this thread is still awake, so the next
             // batch needs no wake-up of its own.
             for op in batch.drain(..) {
-                answers.push((op.reply, self.apply(op.writes)));
+                match op {
+                    Op::Writes { writes, reply } => answers.push((reply, self.apply(writes))),
+                    Op::Spawn(start) => start(),
+                }
             }
             for (reply, result) in answers.drain(..) {
                 // The caller may have stopped waiting; the write stands either way.
@@ -236,7 +271,8 @@ impl ShardLocal {
         due.len()
     }
 
-    fn apply(&self, writes: Vec<Write>) -> Result<Vec<Outcome>, Error> {
+    /// Applies writes in order; the first refusal stops the rest.
+    pub fn apply(&self, writes: Vec<Write>) -> Result<Vec<Outcome>, Error> {
         let now = now_ms();
         let now_s = now.div_euclid(1000);
         let mut out = Vec::with_capacity(writes.len());
@@ -336,6 +372,38 @@ fn label_key(label: u8, value: &str, item: &Item) -> LabelKey {
         value: label_store_key(value),
         key: item.key().as_bytes().into(),
     }
+}
+
+/// The body of a shard's executor thread: the writer and the reaper, in a
+/// `Latency::Matters` queue (wakes from other threads into a queue without it were
+/// measured at ~95 ms, DESIGN.md), until the shard is closed.
+pub(crate) async fn run(shard: Arc<Shard>) {
+    let queue = glommio::executor().create_task_queue(
+        Shares::default(),
+        Latency::Matters(WRITE_QUEUE_LATENCY),
+        "ampd-writes",
+    );
+    let local = Rc::new(ShardLocal::new(shard));
+    LOCAL.with(|l| *l.borrow_mut() = Some(local.clone()));
+    let reaper = {
+        let local = local.clone();
+        glommio::spawn_local_into(async move { local.run_reaper().await }, queue)
+    };
+    let writes = {
+        let local = local.clone();
+        glommio::spawn_local_into(async move { local.run_writes().await }, queue)
+    };
+    match (writes, reaper) {
+        (Ok(writes), Ok(reaper)) => {
+            writes.await;
+            drop(reaper);
+        }
+        (w, r) => {
+            // Creating tasks on a fresh executor only fails on a broken invariant.
+            panic!("shard tasks failed to start: {:?} {:?}", w.err(), r.err());
+        }
+    }
+    LOCAL.with(|l| l.borrow_mut().take());
 }
 
 /// (label index 0..5, label value) of each label an item has.

@@ -137,3 +137,45 @@ fn writers_to_one_namespace_lose_no_item() {
     want.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(seen, want);
 }
+
+/// Tasks started on the shards' own executors: writes to keys of the task's shard are
+/// applied in place, writes to another shard's keys hop there; none is lost either way.
+#[test]
+fn tasks_on_shard_executors_write_in_place_and_across() {
+    let db = open();
+    // One key owned by each shard.
+    let keys: Vec<String> = (0..db.shard_count())
+        .map(|s| {
+            (0..)
+                .map(|i| format!("local{i}:n"))
+                .find(|k| db.shard_for(&ampd_engine::Key::parse(k).expect("key")) == s)
+                .expect("some key lands on every shard")
+        })
+        .collect();
+    let tasks: Vec<_> = (0..db.shard_count())
+        .map(|s| {
+            let (db2, keys) = (db.clone(), keys.clone());
+            db.spawn_on(s, move || async move {
+                for _ in 0..ADDS_PER_THREAD {
+                    for k in &keys {
+                        db2.add(k, None, Number::from(1)).await.expect("add");
+                    }
+                }
+                ADDS_PER_THREAD
+            })
+        })
+        .collect();
+    let done: Vec<i64> = futures::executor::block_on(futures::future::join_all(tasks))
+        .into_iter()
+        .map(|r| r.expect("task finishes"))
+        .collect();
+    assert_eq!(done, vec![ADDS_PER_THREAD; db.shard_count()]);
+    for k in &keys {
+        let item = db.get_one(k).expect("get").expect("present");
+        assert_eq!(
+            item.value(),
+            json!(ADDS_PER_THREAD * db.shard_count() as i64),
+            "{k}"
+        );
+    }
+}
