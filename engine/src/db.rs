@@ -150,7 +150,7 @@ impl Drop for Inner {
         }
         let executors =
             std::mem::take(&mut *self.executors.lock().unwrap_or_else(|p| p.into_inner()));
-        if shard::on_shard_thread() {
+        if shard::on_thread_of(&self.shards) {
             // Joining would wait for this very thread; the closed shards end by
             // themselves.
             return;
@@ -187,25 +187,47 @@ impl Db {
             } else {
                 Placement::Unbound
             };
-            let shard = shard.clone();
+            let (ready, started) = std::sync::mpsc::channel();
             let id = shard.id;
-            let handle = LocalExecutorBuilder::new(placement)
-                .name(&format!("ampd-shard-{id}"))
-                .io_memory(IO_MEMORY_BYTES)
-                .spawn(move || shard::run(shard))
-                .map_err(|e| {
-                    for s in &shards {
-                        s.close();
+            let spawned = {
+                let shard = shard.clone();
+                LocalExecutorBuilder::new(placement)
+                    .name(&format!("ampd-shard-{id}"))
+                    .io_memory(IO_MEMORY_BYTES)
+                    .spawn(move || shard::run(shard, ready))
+            };
+            // glommio sets up the rings, the locked memory and the CPU binding on the
+            // new thread, after `spawn` returns: wait for the shard to say it runs.
+            let failure = match spawned {
+                Err(e) => Some(e.to_string()),
+                Ok(handle) => match started.recv() {
+                    Ok(()) => {
+                        executors.push(handle);
+                        None
                     }
-                    Error::new(
-                        ErrorCode::Internal,
-                        format!(
-                            "could not start the executor of shard {id}: {e} (io_uring \
-                             rings and buffers live in locked memory: check `ulimit -l`)"
-                        ),
-                    )
-                })?;
-            executors.push(handle);
+                    Err(_) => Some(match handle.join() {
+                        Err(e) => e.to_string(),
+                        Ok(()) => "it stopped while starting".to_owned(),
+                    }),
+                },
+            };
+            if let Some(why) = failure {
+                for s in &shards {
+                    s.close();
+                }
+                for e in executors {
+                    let _ = e.join();
+                }
+                return Err(Error::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "could not start the executor of shard {id}: {why} (io_uring rings \
+                         and buffers live in locked memory: check `ulimit -l`; with `pin`, \
+                         core {} must be usable)",
+                        id % cores
+                    ),
+                ));
+            }
         }
         Ok(Db {
             inner: Arc::new(Inner {
@@ -217,6 +239,11 @@ impl Db {
 
     pub fn shard_count(&self) -> usize {
         self.inner.shards.len()
+    }
+
+    /// Items held in memory, including expired items the reaper has not removed yet.
+    pub fn stored_item_count(&self) -> usize {
+        self.inner.shards.iter().map(|s| s.items.len()).sum()
     }
 
     /// The shard that owns a key: by namespace, or by the whole key for a simple key.
@@ -332,7 +359,12 @@ impl Db {
         let (done, output) = oneshot::channel();
         self.inner.shards[shard].submit(Op::Spawn(Box::new(move || {
             glommio::spawn_local(async move {
-                let _ = done.send(make().await);
+                // A panicking task must not take the shard's executor down with it:
+                // its caller sees the task gone, the shard goes on.
+                let run = std::panic::AssertUnwindSafe(async move { make().await });
+                if let Ok(output) = futures::FutureExt::catch_unwind(run).await {
+                    let _ = done.send(output);
+                }
             })
             .detach();
         })));
@@ -508,7 +540,9 @@ impl Db {
                 it
             })
             .collect();
-        let (items, more) = fill_page(scans, options.reverse, limit, |a, b| a.key().cmp(b.key()));
+        let (items, more) = fill_page(scans, options.reverse, limit, false, |a, b| {
+            a.key().cmp(b.key())
+        });
         let last_key = more
             .then(|| items.last().map(|i| i.key().to_owned()))
             .flatten();
@@ -573,7 +607,7 @@ impl Db {
             })
             .collect();
         let n = label + 1;
-        let (items, more) = fill_page(scans, options.reverse, limit, |a, b| {
+        let (items, more) = fill_page(scans, options.reverse, limit, true, |a, b| {
             (a.label(n), a.key()).cmp(&(b.label(n), b.key()))
         });
         let last_key = more
@@ -673,10 +707,15 @@ fn now_s() -> i64 {
 /// Merges per-shard scans (each already in scan order) into one page: live items in
 /// order until `limit` items or `PAGE_BYTES_MAX` bytes. Returns the page and whether a
 /// live item remains after it.
+///
+/// With `distinct`, an item already on the page is passed over: a label scan can meet
+/// one item twice when its label value changes while the scan runs (the entry for the
+/// new value goes in before the old one leaves).
 fn fill_page<'a>(
     scans: Vec<Box<dyn Iterator<Item = Item> + 'a>>,
     reverse: bool,
     limit: usize,
+    distinct: bool,
     cmp: impl Fn(&Item, &Item) -> Ordering,
 ) -> (Vec<Item>, bool) {
     let now = now_s();
@@ -685,6 +724,7 @@ fn fill_page<'a>(
         .map(|s| s.filter(move |i: &Item| !i.is_expired(now)).peekable())
         .collect();
     let mut items = Vec::new();
+    let mut keys_on_page = std::collections::HashSet::new();
     let mut bytes = 0;
     loop {
         let mut best: Option<(usize, &Item)> = None;
@@ -709,12 +749,19 @@ fn fill_page<'a>(
         let Some((i, item)) = best else {
             return (items, false);
         };
+        if distinct && keys_on_page.contains(item.key()) {
+            scans[i].next();
+            continue;
+        }
         let size = item.page_bytes();
         if items.len() == limit || (!items.is_empty() && bytes + size > PAGE_BYTES_MAX) {
             return (items, true);
         }
         bytes += size;
         if let Some(item) = scans[i].next() {
+            if distinct {
+                keys_on_page.insert(item.key().to_owned());
+            }
             items.push(item);
         }
     }

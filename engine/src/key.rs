@@ -46,12 +46,13 @@ impl Key {
             Some(n) => &text[n + 1..],
             None => text,
         };
-        if part.ends_with('*') || part.contains('|') || part.starts_with(['<', '>']) {
+        if text.ends_with('*') || text.contains('|') || part.starts_with(['<', '>']) {
             return Err(Error::new(
                 ErrorCode::InvalidKey,
                 format!(
-                    "{what} {text:?} could not be read back by get: after the namespace it \
-                     may not end in '*', hold '|', or start with '<' or '>'"
+                    "{what} {text:?} could not be read back by get: it may not end in \
+                     '*' or hold '|', and after the namespace it may not start with '<' \
+                     or '>'"
                 ),
             ));
         }

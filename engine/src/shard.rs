@@ -107,9 +107,17 @@ pub(crate) fn local_for(shard: &Arc<Shard>) -> Option<Rc<ShardLocal>> {
     })
 }
 
-/// Whether the calling thread is a shard's executor.
-pub(crate) fn on_shard_thread() -> bool {
-    LOCAL.with(|l| l.borrow().is_some())
+/// Whether the calling thread is the executor of one of `shards`.
+pub(crate) fn on_thread_of(shards: &[Arc<Shard>]) -> bool {
+    shards.iter().any(|s| {
+        LOCAL
+            .try_with(|l| {
+                l.borrow()
+                    .as_ref()
+                    .is_some_and(|l| Arc::ptr_eq(&l.shared, s))
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// The shared half of a shard: what readers on any thread see, and the inbox.
@@ -162,12 +170,25 @@ impl Shard {
         }
         self.inbox.queue.push(op);
         self.inbox.waker.wake();
+        if self.inbox.closed.load(Ordering::Acquire) {
+            // Closed between the check and the push: the owner may already be gone.
+            self.fail_queued();
+        }
     }
 
     /// Tells the owner to stop once the queued ops are done.
     pub fn close(&self) {
         self.inbox.closed.store(true, Ordering::Release);
         self.inbox.waker.wake();
+    }
+
+    /// Answers every queued write with an error: the owner is gone.
+    fn fail_queued(&self) {
+        while let Some(op) = self.inbox.queue.pop() {
+            if let Op::Writes { reply, .. } = op {
+                let _ = reply.send(Err(stopped()));
+            }
+        }
     }
 
     /// The live item under a store key (expired items are absent).
@@ -254,19 +275,25 @@ impl ShardLocal {
         }
     }
 
+    /// Removes up to [`REAP_SLICE_MAX`] due items; returns how many index entries it
+    /// took. Each entry leaves the index whatever it finds, so the reaper always makes
+    /// progress, and an item is removed only if it still expires at that second.
     fn reap_slice(&self, now_s: i64) -> usize {
         let mut due = Vec::new();
         {
-            let expiry = self.expiry.borrow();
-            for (at, sk) in expiry.iter().take(REAP_SLICE_MAX) {
-                if *at > now_s {
-                    break;
+            let mut expiry = self.expiry.borrow_mut();
+            while due.len() < REAP_SLICE_MAX {
+                match expiry.first() {
+                    Some((at, _)) if *at <= now_s => due.extend(expiry.pop_first()),
+                    _ => break,
                 }
-                due.push(sk.clone());
             }
         }
-        for sk in &due {
-            self.remove(sk);
+        for (at, sk) in &due {
+            let expires = self.shared.exact.pin().get(sk).and_then(|s| s.item().ttl());
+            if expires == Some(*at) {
+                self.remove(sk);
+            }
         }
         due.len()
     }
@@ -377,7 +404,19 @@ fn label_key(label: u8, value: &str, item: &Item) -> LabelKey {
 /// The body of a shard's executor thread: the writer and the reaper, in a
 /// `Latency::Matters` queue (wakes from other threads into a queue without it were
 /// measured at ~95 ms, DESIGN.md), until the shard is closed.
-pub(crate) async fn run(shard: Arc<Shard>) {
+pub(crate) async fn run(shard: Arc<Shard>, ready: std::sync::mpsc::Sender<()>) {
+    /// However the executor ends (closed, or unwinding from a panic), the shard is
+    /// marked closed and whatever is still queued is answered, so no caller waits on
+    /// a shard that is gone.
+    struct CloseOnExit(Arc<Shard>);
+    impl Drop for CloseOnExit {
+        fn drop(&mut self) {
+            self.0.close();
+            self.0.fail_queued();
+            let _ = LOCAL.try_with(|l| l.borrow_mut().take());
+        }
+    }
+    let _close = CloseOnExit(shard.clone());
     let queue = glommio::executor().create_task_queue(
         Shares::default(),
         Latency::Matters(WRITE_QUEUE_LATENCY),
@@ -395,6 +434,7 @@ pub(crate) async fn run(shard: Arc<Shard>) {
     };
     match (writes, reaper) {
         (Ok(writes), Ok(reaper)) => {
+            let _ = ready.send(());
             writes.await;
             drop(reaper);
         }
@@ -403,7 +443,6 @@ pub(crate) async fn run(shard: Arc<Shard>) {
             panic!("shard tasks failed to start: {:?} {:?}", w.err(), r.err());
         }
     }
-    LOCAL.with(|l| l.borrow_mut().take());
 }
 
 /// (label index 0..5, label value) of each label an item has.

@@ -30,6 +30,12 @@ pub(crate) fn resolve(ttl: Option<&Value>, now_s: i64) -> Result<TtlChange, Erro
                 "ttl {n} is not a positive whole number of seconds"
             ))),
         },
+        // Digits in a string are seconds, as they would be in a number (a bare year
+        // is not taken as a date: "3600" means an hour).
+        Value::String(s) if s.trim().parse::<i64>().is_ok() => {
+            let n = s.trim().parse::<i64>().unwrap_or_default();
+            resolve(Some(&Value::from(n)), now_s)
+        }
         Value::String(s) => {
             let at = parse_iso8601(s)
                 .ok_or_else(|| invalid(&format!("ttl {s:?} is not an ISO-8601 date")))?;
@@ -48,7 +54,7 @@ fn invalid(message: &str) -> Error {
     Error::new(ErrorCode::InvalidTtl, message)
 }
 
-/// Parses `2026`, `2026-12`, `2026-12-01`, `2026-12-01T10`, `2026-12-01T10:00`,
+/// Parses `2026-12`, `2026-12-01`, `2026-12-01T10`, `2026-12-01T10:00`,
 /// `2026-12-01T10:00:00(.fff)` each with an optional `Z` or `±HH[:MM]` offset (UTC when
 /// none), into epoch seconds.
 fn parse_iso8601(text: &str) -> Option<i64> {
@@ -58,7 +64,6 @@ fn parse_iso8601(text: &str) -> Option<i64> {
         None => (text, None),
     };
     let date = match date.len() {
-        4 => NaiveDate::parse_from_str(&format!("{date}-01-01"), "%Y-%m-%d").ok()?,
         7 => NaiveDate::parse_from_str(&format!("{date}-01"), "%Y-%m-%d").ok()?,
         _ => NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?,
     };
@@ -127,6 +132,8 @@ mod tests {
             assert_eq!(at(bad).unwrap_err().code(), ErrorCode::InvalidTtl);
         }
         assert_eq!(at(Value::Null).unwrap(), TtlChange::Clear);
+        assert_eq!(at(json!("3600")).unwrap(), TtlChange::At(NOW + 3600));
+        assert_eq!(at(json!(" -5 ")).unwrap_err().code(), ErrorCode::InvalidTtl);
         assert_eq!(resolve(None, NOW).unwrap(), TtlChange::Keep);
     }
 
@@ -136,7 +143,8 @@ mod tests {
         let base = 1_796_083_200; // 2026-12-01T00:00:00Z
         assert_eq!(d("2026-12-01"), Some(base));
         assert_eq!(d("2026-12"), Some(base));
-        assert_eq!(d("2027"), Some(1_798_761_600));
+        assert_eq!(d("2027-01"), Some(1_798_761_600));
+        assert_eq!(d("2027"), None);
         assert_eq!(d("2026-12-01T10"), Some(base + 36_000));
         assert_eq!(d("2026-12-01T10:00"), Some(base + 36_000));
         assert_eq!(d("2026-12-01T10:00:00Z"), Some(base + 36_000));

@@ -179,3 +179,28 @@ fn tasks_on_shard_executors_write_in_place_and_across() {
         );
     }
 }
+
+/// A task that panics on a shard's executor is reported to its caller as an error, and
+/// the shard goes on serving writes (a dead executor would leave every later write to
+/// its keys waiting forever).
+#[test]
+fn a_panicking_shard_task_leaves_the_shard_serving() {
+    let db = open();
+    for s in 0..db.shard_count() {
+        let failed = futures::executor::block_on(db.spawn_on(s, || async {
+            panic!("a task that fails on purpose");
+        }));
+        assert_eq!(
+            failed.expect_err("the panic is reported").code(),
+            ampd_engine::ErrorCode::Internal
+        );
+    }
+    futures::executor::block_on(async {
+        for i in 0..100 {
+            db.set(&format!("after{i}:k"), json!(i), &SetOptions::default())
+                .await
+                .expect("the shards still take writes");
+        }
+    });
+    assert_eq!(db.stored_item_count(), 100);
+}
