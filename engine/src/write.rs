@@ -113,11 +113,9 @@ pub(crate) fn apply_set(
         _ => {
             let old = base
                 .filter(|old| value::is_object(&old.value))
-                .and_then(|old| match value::decode(&old.value) {
-                    Ok(Value::Object(m)) => Some(m),
-                    _ => None,
-                });
-            value::encode(&merge(old, &req.value)?)
+                .and_then(|old| value::object_fields(&old.value))
+                .unwrap_or_default();
+            merge(&old, &req.value)?
         }
     };
     let labels = std::array::from_fn(|i| match &req.labels[i] {
@@ -140,21 +138,53 @@ pub(crate) fn apply_set(
     )
 }
 
-/// Shallow merge of `new` over the stored object `old` (when both are objects),
-/// resolving `$add` fields against the stored fields.
-fn merge(old: Option<Map<String, Value>>, new: &Value) -> Result<Value, Error> {
+/// Shallow merge of `new` over the stored object whose encoded fields are `old`,
+/// resolving `$add` fields against the stored fields. Works on the encoding: stored
+/// fields that `new` does not name are copied as bytes, and only a field under `$add`
+/// is decoded (a merge through `Value` spent most of its time decoding and hashing
+/// fields it then wrote back unchanged).
+fn merge(old: &[(&str, &[u8])], new: &Value) -> Result<Bytes, Error> {
     let Value::Object(fields) = new else {
-        return Ok(new.clone());
+        return Ok(value::encode(new));
     };
-    let mut out = old.unwrap_or_default();
-    for (k, v) in fields {
-        let merged = match add_operand(k, v)? {
-            Some(n) => Value::Number(add_to_field(out.get(k), k, &n)?),
-            None => v.clone(),
-        };
-        out.insert(k.clone(), merged);
+    // Few fields: a scan beats hashing. Many: a map keeps the merge linear.
+    let by_name: Option<std::collections::HashMap<&str, &[u8]>> =
+        (old.len() > 16).then(|| old.iter().copied().collect());
+    let stored = |name: &str| match &by_name {
+        Some(m) => m.get(name).copied(),
+        None => old.iter().find(|(n, _)| *n == name).map(|(_, raw)| *raw),
+    };
+    let added = fields.keys().filter(|k| stored(k).is_none()).count();
+    let capacity = old
+        .iter()
+        .map(|(n, raw)| n.len() + raw.len() + 2)
+        .sum::<usize>();
+    let mut out = value::ObjectWriter::new(old.len() + added, capacity + 16 * fields.len());
+    let write_new = |out: &mut value::ObjectWriter, name: &str, v: &Value, raw: Option<&[u8]>| {
+        match add_operand(name, v)? {
+            Some(n) => {
+                let current = raw.map(value::decode).transpose()?;
+                out.field(
+                    name,
+                    &Value::Number(add_to_field(current.as_ref(), name, &n)?),
+                );
+            }
+            None => out.field(name, v),
+        }
+        Ok::<(), Error>(())
+    };
+    for (name, raw) in old {
+        match fields.get(*name) {
+            Some(v) => write_new(&mut out, name, v, Some(raw))?,
+            None => out.encoded_field(name, raw),
+        }
     }
-    Ok(Value::Object(out))
+    for (name, v) in fields {
+        if stored(name).is_none() {
+            write_new(&mut out, name, v, None)?;
+        }
+    }
+    Ok(out.finish())
 }
 
 fn add_to_field(stored: Option<&Value>, field: &str, n: &Number) -> Result<Number, Error> {
@@ -310,25 +340,33 @@ mod tests {
         assert!(!has_add_fields(&json!({"a": {"b": 1}})).unwrap());
     }
 
+    fn merged(old: Value, new: Value) -> Result<Value, Error> {
+        let old = value::encode(&old);
+        let fields = value::object_fields(&old).unwrap();
+        Ok(value::decode(&merge(&fields, &new)?).unwrap())
+    }
+
     #[test]
     fn merge_keeps_other_fields_and_adds() {
-        let old = json!({"a": 1, "b": "x", "c": 10});
-        let Value::Object(old) = old else {
-            unreachable!()
-        };
-        let new = json!({"b": "y", "c": {"$add": 5}, "d": {"$add": 1.5}});
+        let old = json!({"a": 1, "b": "x", "c": 10, "n": {"deep": [1]}});
+        let new = json!({"b": "y", "c": {"$add": 5}, "d": {"$add": 1.5}, "e": null});
+        let got = merged(old, new).unwrap();
         assert_eq!(
-            merge(Some(old), &new).unwrap(),
-            json!({"a": 1, "b": "y", "c": 15, "d": 1.5})
+            got,
+            json!({"a": 1, "b": "y", "c": 15, "n": {"deep": [1]}, "d": 1.5, "e": null})
         );
-        let Value::Object(old) = json!({"c": "text"}) else {
-            unreachable!()
-        };
+        // Stored fields keep their order, new ones follow.
         assert_eq!(
-            merge(Some(old), &json!({"c": {"$add": 1}}))
+            got.to_string(),
+            r#"{"a":1,"b":"y","c":15,"n":{"deep":[1]},"d":1.5,"e":null}"#
+        );
+        assert_eq!(
+            merged(json!({"c": "text"}), json!({"c": {"$add": 1}}))
                 .unwrap_err()
                 .code(),
             ErrorCode::NotANumber
         );
+        assert_eq!(merged(json!({}), json!(5)).unwrap(), json!(5));
+        assert_eq!(merged(json!({"a": 1}), json!({})).unwrap(), json!({"a": 1}));
     }
 }

@@ -51,6 +51,55 @@ pub fn is_object(bytes: &[u8]) -> bool {
     matches!(bytes.first(), Some(0x80..=0x8f | 0xde | 0xdf))
 }
 
+/// The fields of an encoded object, in order: each name and the encoded bytes of its
+/// value, borrowed from `bytes`, so a merge copies the fields it keeps without decoding
+/// them. `None` when `bytes` is not a whole encoded object with string keys.
+pub fn object_fields(bytes: &[u8]) -> Option<Vec<(&str, &[u8])>> {
+    let mut rest = bytes;
+    let len = rmp::decode::read_map_len(&mut rest).ok()?;
+    // A length read from the bytes bounds nothing: every field takes at least 2 bytes.
+    let mut fields = Vec::with_capacity((len as usize).min(rest.len() / 2));
+    for _ in 0..len {
+        let (name, after_name) = rmp::decode::read_str_from_slice(rest).ok()?;
+        let mut after_value = after_name;
+        rmpv::decode::read_value_ref(&mut after_value).ok()?;
+        let used = after_name.len() - after_value.len();
+        fields.push((name, after_name.get(..used)?));
+        rest = after_value;
+    }
+    rest.is_empty().then_some(fields)
+}
+
+/// Writes an encoded object field by field: the counterpart of [`object_fields`].
+pub struct ObjectWriter {
+    out: Vec<u8>,
+}
+
+impl ObjectWriter {
+    /// Starts an object of exactly `len` fields.
+    pub fn new(len: usize, capacity: usize) -> ObjectWriter {
+        let mut out = Vec::with_capacity(capacity + 5);
+        // Writing into a Vec cannot fail.
+        let _ = rmp::encode::write_map_len(&mut out, len as u32);
+        ObjectWriter { out }
+    }
+
+    /// A field whose value is already encoded.
+    pub fn encoded_field(&mut self, name: &str, encoded: &[u8]) {
+        let _ = rmp::encode::write_str(&mut self.out, name);
+        self.out.extend_from_slice(encoded);
+    }
+
+    pub fn field(&mut self, name: &str, value: &Value) {
+        let _ = rmp::encode::write_str(&mut self.out, name);
+        encode_into(value, &mut self.out);
+    }
+
+    pub fn finish(self) -> Bytes {
+        Bytes::from(self.out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +142,28 @@ mod tests {
         assert_eq!(decode(&long).unwrap_err().code(), ErrorCode::BadFrame);
     }
 
+    #[test]
+    fn object_fields_round_trip_through_the_writer() {
+        let v = json!({"a": 1, "b": {"c": [1, 2, {"d": null}]}, "e": "text", "f": 2.5});
+        let enc = encode(&v);
+        let fields = object_fields(&enc).unwrap();
+        let names: Vec<&str> = fields.iter().map(|f| f.0).collect();
+        assert_eq!(names, ["a", "b", "e", "f"]);
+        assert_eq!(
+            decode(fields[1].1).unwrap(),
+            json!({"c": [1, 2, {"d": null}]})
+        );
+        let mut w = ObjectWriter::new(fields.len(), enc.len());
+        for (name, raw) in &fields {
+            w.encoded_field(name, raw);
+        }
+        assert_eq!(w.finish(), enc);
+        assert_eq!(object_fields(&encode(&json!([1]))), None);
+        for len in 0..enc.len() {
+            assert_eq!(object_fields(&enc[..len]), None, "prefix of {len} bytes");
+        }
+    }
+
     fn arb_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -116,6 +187,22 @@ mod tests {
         #[test]
         fn round_trip(v in arb_value()) {
             prop_assert_eq!(decode(&encode(&v)).unwrap(), v);
+        }
+
+        #[test]
+        fn object_fields_agree_with_decode(v in arb_value()) {
+            let enc = encode(&v);
+            match (object_fields(&enc), &v) {
+                (Some(fields), Value::Object(m)) => {
+                    prop_assert_eq!(fields.len(), m.len());
+                    for ((name, raw), (k, fv)) in fields.iter().zip(m) {
+                        prop_assert_eq!(*name, k.as_str());
+                        prop_assert_eq!(&decode(raw).unwrap(), fv);
+                    }
+                }
+                (None, Value::Object(_)) => prop_assert!(false, "an object was not read"),
+                (fields, _) => prop_assert!(fields.is_none()),
+            }
         }
 
         #[test]
