@@ -540,9 +540,7 @@ impl Db {
                 it
             })
             .collect();
-        let (items, more) = fill_page(scans, options.reverse, limit, false, |a, b| {
-            a.key().cmp(b.key())
-        });
+        let (items, more) = fill_page(scans, options.reverse, limit, |a, b| a.key().cmp(b.key()));
         let last_key = more
             .then(|| items.last().map(|i| i.key().to_owned()))
             .flatten();
@@ -585,6 +583,11 @@ impl Db {
         if range.is_empty() {
             return Ok((Vec::new(), None));
         }
+        let changes = || -> u64 {
+            let count = |s: &Arc<Shard>| s.changes.load(std::sync::atomic::Ordering::SeqCst);
+            self.inner.shards.iter().map(count).sum()
+        };
+        let changes_before = changes();
         let bounds = range.as_refs();
         let scans = self
             .inner
@@ -607,7 +610,7 @@ impl Db {
             })
             .collect();
         let n = label + 1;
-        let (items, more) = fill_page(scans, options.reverse, limit, true, |a, b| {
+        let (items, more) = fill_page(scans, options.reverse, limit, |a, b| {
             (a.label(n), a.key()).cmp(&(b.label(n), b.key()))
         });
         let last_key = more
@@ -617,6 +620,12 @@ impl Db {
                     .map(|i| query::label_cursor(i.label(n).unwrap_or_default(), i.key()))
             })
             .flatten();
+        // Only a label change during the scan can show an item twice.
+        let items = if changes() == changes_before {
+            items
+        } else {
+            distinct_keys(items)
+        };
         Ok((items, last_key))
     }
 }
@@ -704,18 +713,28 @@ fn now_s() -> i64 {
     now_ms().div_euclid(1000)
 }
 
+/// A label scan can meet one item twice, when its label value changes while the scan
+/// runs (the entry for the new value goes in before the old one leaves): keep the first.
+fn distinct_keys(mut items: Vec<Item>) -> Vec<Item> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_unstable_by(|a, b| items[*a].key().cmp(items[*b].key()));
+    if order
+        .windows(2)
+        .any(|w| items[w[0]].key() == items[w[1]].key())
+    {
+        let mut seen = std::collections::HashSet::new();
+        items.retain(|i| seen.insert(i.key().to_owned()));
+    }
+    items
+}
+
 /// Merges per-shard scans (each already in scan order) into one page: live items in
 /// order until `limit` items or `PAGE_BYTES_MAX` bytes. Returns the page and whether a
 /// live item remains after it.
-///
-/// With `distinct`, an item already on the page is passed over: a label scan can meet
-/// one item twice when its label value changes while the scan runs (the entry for the
-/// new value goes in before the old one leaves).
 fn fill_page<'a>(
     scans: Vec<Box<dyn Iterator<Item = Item> + 'a>>,
     reverse: bool,
     limit: usize,
-    distinct: bool,
     cmp: impl Fn(&Item, &Item) -> Ordering,
 ) -> (Vec<Item>, bool) {
     let now = now_s();
@@ -724,7 +743,6 @@ fn fill_page<'a>(
         .map(|s| s.filter(move |i: &Item| !i.is_expired(now)).peekable())
         .collect();
     let mut items = Vec::new();
-    let mut keys_on_page = std::collections::HashSet::new();
     let mut bytes = 0;
     loop {
         let mut best: Option<(usize, &Item)> = None;
@@ -749,19 +767,12 @@ fn fill_page<'a>(
         let Some((i, item)) = best else {
             return (items, false);
         };
-        if distinct && keys_on_page.contains(item.key()) {
-            scans[i].next();
-            continue;
-        }
         let size = item.page_bytes();
         if items.len() == limit || (!items.is_empty() && bytes + size > PAGE_BYTES_MAX) {
             return (items, true);
         }
         bytes += size;
         if let Some(item) = scans[i].next() {
-            if distinct {
-                keys_on_page.insert(item.key().to_owned());
-            }
             items.push(item);
         }
     }
@@ -789,6 +800,33 @@ mod tests {
         send(db.add("k", None, Number::from(1)));
         send(db.remove("k"));
         send(db.remove_many(&["k"]));
+    }
+
+    #[test]
+    fn distinct_keys_keeps_the_first_of_each_key() {
+        let item = |key: &str, label: &str| {
+            Item::new(crate::item::ItemData {
+                key: key.into(),
+                value: value::encode(&json!(1)),
+                created_ms: 0,
+                modified_ms: 0,
+                expires_s: None,
+                labels: [Some(label.into()), None, None, None, None],
+            })
+        };
+        let page = vec![
+            item("b", "a"),
+            item("a", "b"),
+            item("b", "z"),
+            item("c", "z"),
+        ];
+        let got: Vec<(String, Option<String>)> = distinct_keys(page)
+            .iter()
+            .map(|i| (i.key().to_owned(), i.label(1).map(str::to_owned)))
+            .collect();
+        let want =
+            [("b", "a"), ("a", "b"), ("c", "z")].map(|(k, l)| (k.to_owned(), Some(l.to_owned())));
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! WAL build on). Reads, though, are most of the traffic, and a hop to the owning
 //! thread would cost a cross-core wake-up per read. The crossbeam skiplist lets any
 //! thread read a consistent entry without a lock while the owner writes, so a read is
-//! served on the thread where it arrives. Writers reach the owner through the
-//! [`Inbox`]: callers push, the shard drains everything queued in one swap, so a burst
-//! of writes costs one wake-up, not one per write.
+//! served on the thread where it arrives. Writers on other threads reach the owner
+//! through the [`Inbox`]: they push onto a lock-free queue and the owner drains
+//! everything queued at once, so a burst of writes costs one wake-up, not one per
+//! write. Writers on the owner's own executor skip the inbox and apply in place.
 //!
 //! Exact-key reads do not walk the skiplist: at 1 M items a skiplist lookup chases ~20
 //! levels of pointers (3.6 µs measured, see ARCHITECTURE.md), so each shard also keeps
@@ -35,7 +36,7 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -130,6 +131,9 @@ pub(crate) struct Shard {
     /// Label entries; an entry whose slot now holds an item with another label value
     /// is stale for the instant of a label change and is skipped by readers.
     pub labels: SkipMap<LabelKey, Arc<Slot>>,
+    /// Installs and removes so far, counted before each touches an index: a scan that
+    /// sees the same count before and after ran while nothing changed.
+    pub changes: AtomicU64,
     inbox: Inbox,
 }
 
@@ -151,6 +155,7 @@ impl Shard {
                 .build(),
             items: SkipMap::new(),
             labels: SkipMap::new(),
+            changes: AtomicU64::new(0),
             inbox: Inbox {
                 queue: SegQueue::new(),
                 waker: AtomicWaker::new(),
@@ -332,6 +337,7 @@ impl ShardLocal {
     /// visible and stale ones go after, so a label query never misses an
     /// acknowledged item.
     fn install(&self, sk: Box<[u8]>, data: ItemData) -> Item {
+        self.shared.changes.fetch_add(1, Ordering::SeqCst);
         let item = Item::new(data);
         let exact = self.shared.exact.pin();
         let Some(slot) = exact.get(&sk).cloned() else {
@@ -368,6 +374,7 @@ impl ShardLocal {
     }
 
     fn remove(&self, sk: &[u8]) {
+        self.shared.changes.fetch_add(1, Ordering::SeqCst);
         let exact = self.shared.exact.pin();
         let Some(slot) = exact.remove(sk).cloned() else {
             return;
