@@ -204,3 +204,59 @@ fn a_panicking_shard_task_leaves_the_shard_serving() {
     });
     assert_eq!(db.stored_item_count(), 100);
 }
+
+/// Label scans while labels change under them: no page shows an item twice, and the
+/// items whose labels never change are on every page that covers them.
+#[test]
+fn label_scans_during_label_changes_show_each_item_once() {
+    let db = open();
+    futures::executor::block_on(async {
+        for i in 0..200 {
+            let options = SetOptions::default().label(1, format!("m{:03}", i % 10));
+            db.set(&format!("steady{i:03}"), json!(i), &options)
+                .await
+                .expect("set");
+        }
+    });
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    /// Stops the writer however the scans end, so a failed assertion fails the test
+    /// instead of leaving the scope waiting for the writer.
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            futures::executor::block_on(async {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Flip between a label value before and after the steady ones.
+                    let label = if n % 2 == 0 { "a" } else { "z" };
+                    let options = SetOptions::default().label(1, label);
+                    db.set("flipper", json!(n), &options).await.expect("set");
+                    n += 1;
+                }
+            })
+        });
+        let _stop = StopOnDrop(&stop);
+        for round in 0..300 {
+            let options = QueryOptions {
+                limit: Some(1000),
+                reverse: round % 2 == 1,
+                ..Default::default()
+            };
+            let page = db
+                .get_by_label("label1", "*", &options)
+                .expect("label query");
+            let keys: Vec<&str> = page.items.iter().map(|i| i.key()).collect();
+            let mut distinct = keys.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), keys.len(), "a key repeats in round {round}");
+            let steady = keys.iter().filter(|k| k.starts_with("steady")).count();
+            assert_eq!(steady, 200, "round {round}");
+        }
+    });
+}
