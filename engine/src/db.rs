@@ -532,12 +532,7 @@ impl Db {
             .into_iter()
             .map(|s| {
                 let r = s.items.range::<[u8], _>(bounds);
-                let it: Box<dyn Iterator<Item = Item>> = if options.reverse {
-                    Box::new(r.rev().map(|e| e.value().item()))
-                } else {
-                    Box::new(r.map(|e| e.value().item()))
-                };
-                it
+                directed(r.map(|e| e.value().item()), options.reverse)
             })
             .collect();
         let (items, more) = fill_page(scans, options.reverse, limit, |a, b| a.key().cmp(b.key()));
@@ -601,12 +596,7 @@ impl Db {
                     (e.key().value.get(1..) == Some(value.as_bytes())).then_some(item)
                 };
                 let r = s.labels.range::<LabelKey, _>(bounds);
-                let it: Box<dyn Iterator<Item = Item>> = if options.reverse {
-                    Box::new(r.rev().filter_map(current))
-                } else {
-                    Box::new(r.filter_map(current))
-                };
-                it
+                directed(r.filter_map(current), options.reverse)
             })
             .collect();
         let n = label + 1;
@@ -711,6 +701,18 @@ fn one_item(outcomes: Vec<Outcome>) -> Result<Item, Error> {
 
 fn now_s() -> i64 {
     now_ms().div_euclid(1000)
+}
+
+/// A scan in the order the query asks for.
+fn directed<'a, T>(
+    scan: impl DoubleEndedIterator<Item = T> + 'a,
+    reverse: bool,
+) -> Box<dyn Iterator<Item = T> + 'a> {
+    if reverse {
+        Box::new(scan.rev())
+    } else {
+        Box::new(scan)
+    }
 }
 
 /// A label scan can meet one item twice, when its label value changes while the scan
