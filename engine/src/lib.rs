@@ -19,6 +19,7 @@ pub mod key;
 pub mod query;
 mod shard;
 mod ttl;
+pub mod wal;
 mod write;
 
 pub use ampd_wire::{Error, ErrorCode, Value};

@@ -1,0 +1,438 @@
+//! The WAL's on-disk format: a segment header, then records, each a fixed header and an
+//! rkyv body. Defined once here; everything that writes or reads the log goes through
+//! [`SegmentHeader`], [`encode_record`] and [`decode_record`].
+//!
+//! # Segment header (32 bytes, little endian)
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 8 | magic `\x89AMPDWAL` (PNG-style: a high byte, then text) |
+//! | 8 | 2 | format version ([`FORMAT_VERSION`]) |
+//! | 10 | 2 | shard id |
+//! | 12 | 4 | zero |
+//! | 16 | 8 | segment id |
+//! | 24 | 4 | CRC32C of bytes 0..24 |
+//! | 28 | 4 | zero |
+//!
+//! # Record (32-byte header, then `body_len` bytes of body)
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 4 | `body_len` |
+//! | 4 | 4 | CRC32C of header bytes 8..32 and the whole body |
+//! | 8 | 2 | shard id |
+//! | 10 | 6 | zero |
+//! | 16 | 8 | segment id |
+//! | 24 | 8 | sequence number (per shard, contiguous across segments) |
+//!
+//! The body is an rkyv archive of an [`Entry`]: an **after-image** (the item as
+//! written, with its metadata) or a tombstone, never a delta, so replaying a record
+//! twice leaves the same state.
+//!
+//! A record is checked in order: length bound, CRC32C (which covers the header's
+//! identity fields, so a valid record copied to the wrong place still fails the next
+//! check), shard / segment / sequence, then rkyv validation. Too few bytes for a whole
+//! record is `Ok(None)`: whether that is a torn tail or a truncation in the middle of
+//! the log is for the segment reader to say, since only it knows what follows.
+
+use ampd_wire::limits::{ITEM_SIZE_MAX, LABEL_COUNT};
+use rkyv::rancor;
+
+/// Magic of a segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"\x89AMPDWAL";
+/// The version this build writes. A reader refuses versions it does not know.
+pub const FORMAT_VERSION: u16 = 1;
+/// Bytes of a segment header.
+pub const SEGMENT_HEADER_LEN: usize = 32;
+/// Bytes of a record header.
+pub const RECORD_HEADER_LEN: usize = 32;
+/// The largest body a record may declare: one item at its size limit plus room for the
+/// archive's own fields. A length above it is corruption, and nothing is allocated for
+/// it.
+pub const RECORD_BODY_LEN_MAX: usize = ITEM_SIZE_MAX + 4096;
+
+const HEADER_CRC_OFFSET: usize = 24;
+const RECORD_CRC_OFFSET: usize = 4;
+const RECORD_CRC_START: usize = 8;
+
+const _: () = assert!(SEGMENT_HEADER_LEN == HEADER_CRC_OFFSET + 8);
+const _: () = assert!(RECORD_HEADER_LEN == 24 + 8);
+const _: () = assert!(RECORD_BODY_LEN_MAX <= u32::MAX as usize);
+
+/// An item as the log keeps it: everything needed to rebuild it exactly.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ItemImage {
+    pub key: String,
+    /// The value in the wire's value encoding.
+    pub value: Vec<u8>,
+    pub created_ms: i64,
+    pub modified_ms: i64,
+    pub expires_s: Option<i64>,
+    pub labels: [Option<String>; LABEL_COUNT],
+}
+
+/// What one record says happened to one key.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Entry {
+    /// The key now holds this item.
+    Put(ItemImage),
+    /// The key holds nothing.
+    Remove { key: String },
+}
+
+/// Where a record must be: its shard, its segment and its sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub shard: u16,
+    pub segment: u64,
+    pub seq: u64,
+}
+
+/// A decoded segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub shard: u16,
+    pub segment: u64,
+}
+
+/// Why bytes are not a valid header or record. Each names what it found, so the
+/// caller can report file and offset with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatError {
+    BadMagic,
+    UnknownVersion(u16),
+    BadLength { body_len: u64 },
+    BadChecksum { stored: u32, computed: u32 },
+    Misplaced { expected: Position, found: Position },
+    BadBody(String),
+}
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FormatError::BadMagic => write!(f, "not an ampd WAL segment (bad magic)"),
+            FormatError::UnknownVersion(v) => {
+                write!(
+                    f,
+                    "WAL format version {v}, this build reads {FORMAT_VERSION}"
+                )
+            }
+            FormatError::BadLength { body_len } => {
+                write!(
+                    f,
+                    "record declares {body_len} bytes, limit {RECORD_BODY_LEN_MAX}"
+                )
+            }
+            FormatError::BadChecksum { stored, computed } => {
+                write!(f, "CRC32C {stored:#010x} stored, {computed:#010x} computed")
+            }
+            FormatError::Misplaced { expected, found } => write!(
+                f,
+                "record of shard {} segment {} seq {} where shard {} segment {} seq {} \
+                 belongs",
+                found.shard,
+                found.segment,
+                found.seq,
+                expected.shard,
+                expected.segment,
+                expected.seq
+            ),
+            FormatError::BadBody(why) => write!(f, "record body does not validate: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    let mut a = [0; 2];
+    a.copy_from_slice(&b[at..at + 2]);
+    u16::from_le_bytes(a)
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+impl SegmentHeader {
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut out = [0; SEGMENT_HEADER_LEN];
+        out[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[10..12].copy_from_slice(&self.shard.to_le_bytes());
+        out[16..24].copy_from_slice(&self.segment.to_le_bytes());
+        let crc = crc32c::crc32c(&out[..HEADER_CRC_OFFSET]);
+        out[24..28].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Reads a segment header; `Ok(None)` when fewer than 32 bytes are there.
+    pub fn decode(bytes: &[u8]) -> Result<Option<SegmentHeader>, FormatError> {
+        let Some(h) = bytes.get(..SEGMENT_HEADER_LEN) else {
+            return Ok(None);
+        };
+        if h[0..8] != SEGMENT_MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        let stored = le_u32(h, 24);
+        let computed = crc32c::crc32c(&h[..HEADER_CRC_OFFSET]);
+        if stored != computed {
+            return Err(FormatError::BadChecksum { stored, computed });
+        }
+        let version = le_u16(h, 8);
+        if version != FORMAT_VERSION {
+            return Err(FormatError::UnknownVersion(version));
+        }
+        Ok(Some(SegmentHeader {
+            shard: le_u16(h, 10),
+            segment: le_u64(h, 16),
+        }))
+    }
+}
+
+/// Appends one record for `entry` at `at` to `out`.
+pub fn encode_record(entry: &Entry, at: Position, out: &mut Vec<u8>) {
+    // Archiving into an AlignedVec only fails on allocation failure, which aborts.
+    #[allow(clippy::expect_used)]
+    let body = rkyv::to_bytes::<rancor::Error>(entry).expect("an entry always archives");
+    assert!(
+        body.len() <= RECORD_BODY_LEN_MAX,
+        "entry of {} bytes passed the item size check",
+        body.len()
+    );
+    let start = out.len();
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&at.shard.to_le_bytes());
+    out.extend_from_slice(&[0; 6]);
+    out.extend_from_slice(&at.segment.to_le_bytes());
+    out.extend_from_slice(&at.seq.to_le_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&out[start + RECORD_CRC_START..]);
+    out[start + RECORD_CRC_OFFSET..start + RECORD_CRC_START].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Decodes the record at the start of `bytes`, which must be at `expected`.
+/// `Ok(None)`: not enough bytes for a whole record. `Ok(Some((entry, len)))`: the
+/// record and how many bytes it took.
+pub fn decode_record(
+    bytes: &[u8],
+    expected: Position,
+) -> Result<Option<(Entry, usize)>, FormatError> {
+    let Some(h) = bytes.get(..RECORD_HEADER_LEN) else {
+        return Ok(None);
+    };
+    let body_len = le_u32(h, 0) as usize;
+    if body_len > RECORD_BODY_LEN_MAX {
+        return Err(FormatError::BadLength {
+            body_len: body_len as u64,
+        });
+    }
+    let total = RECORD_HEADER_LEN + body_len;
+    let Some(record) = bytes.get(..total) else {
+        return Ok(None);
+    };
+    let stored = le_u32(h, RECORD_CRC_OFFSET);
+    let computed = crc32c::crc32c(&record[RECORD_CRC_START..]);
+    if stored != computed {
+        return Err(FormatError::BadChecksum { stored, computed });
+    }
+    let found = Position {
+        shard: le_u16(h, 8),
+        segment: le_u64(h, 16),
+        seq: le_u64(h, 24),
+    };
+    if found != expected {
+        return Err(FormatError::Misplaced { expected, found });
+    }
+    // rkyv reads archives in place and needs them aligned: copy the body into an
+    // aligned buffer, validate it once, then deserialize.
+    let mut body = rkyv::util::AlignedVec::<16>::with_capacity(body_len);
+    body.extend_from_slice(&record[RECORD_HEADER_LEN..]);
+    let archived = rkyv::access::<ArchivedEntry, rancor::Error>(&body)
+        .map_err(|e| FormatError::BadBody(e.to_string()))?;
+    let entry = rkyv::deserialize::<Entry, rancor::Error>(archived)
+        .map_err(|e| FormatError::BadBody(e.to_string()))?;
+    Ok(Some((entry, total)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const AT: Position = Position {
+        shard: 3,
+        segment: 7,
+        seq: 42,
+    };
+
+    fn put(key: &str, value_len: usize) -> Entry {
+        Entry::Put(ItemImage {
+            key: key.into(),
+            value: vec![0xa5; value_len],
+            created_ms: 1_700_000_000_000,
+            modified_ms: 1_700_000_000_001,
+            expires_s: Some(1_800_000_000),
+            labels: [
+                Some("ORDER-9321".into()),
+                None,
+                None,
+                Some("g:x".into()),
+                None,
+            ],
+        })
+    }
+
+    fn record(entry: &Entry, at: Position) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_record(entry, at, &mut out);
+        out
+    }
+
+    #[test]
+    fn segment_header_round_trip_and_checks() {
+        let h = SegmentHeader {
+            shard: 2,
+            segment: 9,
+        };
+        let bytes = h.encode();
+        assert_eq!(SegmentHeader::decode(&bytes), Ok(Some(h)));
+        for len in 0..SEGMENT_HEADER_LEN {
+            assert_eq!(SegmentHeader::decode(&bytes[..len]), Ok(None));
+        }
+        let mut bad = bytes;
+        bad[0] ^= 1;
+        assert_eq!(SegmentHeader::decode(&bad), Err(FormatError::BadMagic));
+        for byte in 8..28 {
+            let mut bad = bytes;
+            bad[byte] ^= 0x10;
+            assert!(
+                matches!(
+                    SegmentHeader::decode(&bad),
+                    Err(FormatError::BadChecksum { .. })
+                ),
+                "byte {byte}"
+            );
+        }
+    }
+
+    #[test]
+    fn records_round_trip_in_sequence() {
+        let entries = [
+            put("ns:a", 0),
+            Entry::Remove { key: "ns:a".into() },
+            put("b", 5000),
+        ];
+        let mut log = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            encode_record(
+                e,
+                Position {
+                    seq: AT.seq + i as u64,
+                    ..AT
+                },
+                &mut log,
+            );
+        }
+        let mut at = 0;
+        for (i, e) in entries.iter().enumerate() {
+            let want = Position {
+                seq: AT.seq + i as u64,
+                ..AT
+            };
+            let (got, len) = decode_record(&log[at..], want).unwrap().unwrap();
+            assert_eq!(&got, e);
+            at += len;
+        }
+        assert_eq!(at, log.len());
+        assert_eq!(decode_record(&log[at..], AT), Ok(None));
+    }
+
+    #[test]
+    fn every_prefix_is_incomplete() {
+        for value_len in [0, 1, 100, 4095, 4096, 4097] {
+            let bytes = record(&put("k", value_len), AT);
+            for len in 0..bytes.len() {
+                assert_eq!(
+                    decode_record(&bytes[..len], AT),
+                    Ok(None),
+                    "{value_len}/{len}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_largest_item_fits_a_record() {
+        let big = put(&"k".repeat(256), ITEM_SIZE_MAX - 256);
+        let bytes = record(&big, AT);
+        assert!(bytes.len() - RECORD_HEADER_LEN <= RECORD_BODY_LEN_MAX);
+        assert_eq!(decode_record(&bytes, AT).unwrap().unwrap().0, big);
+    }
+
+    #[test]
+    fn every_flipped_bit_is_caught() {
+        let bytes = record(&put("ns:key", 20), AT);
+        for bit in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            match decode_record(&bad, AT) {
+                Err(_) => {}
+                // A flip in the length can make the record look longer than the bytes.
+                Ok(None) if bit < 32 => {}
+                other => panic!("bit {bit}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_valid_record_in_the_wrong_place_is_refused() {
+        let bytes = record(&put("k", 3), AT);
+        for wrong in [
+            Position { shard: 4, ..AT },
+            Position { segment: 8, ..AT },
+            Position { seq: 41, ..AT },
+        ] {
+            assert_eq!(
+                decode_record(&bytes, wrong),
+                Err(FormatError::Misplaced {
+                    expected: wrong,
+                    found: AT
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_reading() {
+        let mut bytes = record(&put("k", 3), AT);
+        bytes[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            decode_record(&bytes, AT),
+            Err(FormatError::BadLength {
+                body_len: u64::from(u32::MAX)
+            })
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_record(&bytes, AT);
+            let _ = SegmentHeader::decode(&bytes);
+        }
+
+        #[test]
+        fn zero_ff_and_random_tails_are_not_records(fill in prop_oneof![Just(0u8), Just(0xffu8), any::<u8>()], len in 0usize..128) {
+            let tail = vec![fill; len];
+            prop_assert!(!matches!(decode_record(&tail, AT), Ok(Some(_))));
+        }
+    }
+}
