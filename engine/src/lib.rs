@@ -9,6 +9,9 @@
 //! - [`query`]: query patterns, ranges, options and label cursors.
 //! - [`item`]: items and their metadata.
 //! - [`ttl`]: time-to-live parsing.
+//! - [`wal`]: the write-ahead log's on-disk format (durability is being built).
+//! - [`storage`]: the storage trait all WAL and snapshot I/O goes through, with a
+//!   glommio implementation and a simulated disk (power cuts, faults) for tests.
 //!
 //! Errors are [`ampd_wire::Error`]: one type with the stable codes of SPEC.md, the same
 //! in-process and over the network.
@@ -18,6 +21,7 @@ pub mod item;
 pub mod key;
 pub mod query;
 mod shard;
+pub mod storage;
 mod ttl;
 pub mod wal;
 mod write;

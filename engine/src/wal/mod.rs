@@ -2,7 +2,8 @@
 //! files of records whose bodies are after-images of items.
 //!
 //! Landed so far: the on-disk format of a segment header and of a record
-//! ([`record`]), defined once, with its checks. Still to come: the storage trait with
-//! its simulated disk, the segment writer with group commit, snapshots and recovery.
+//! ([`record`]), defined once, with its checks; the file I/O it will go through is
+//! [`crate::storage`]. Still to come: the segment writer with group commit, the
+//! segment reader (torn tail vs corruption), snapshots, recovery and repair.
 
 pub mod record;

@@ -1,0 +1,538 @@
+//! The one door through which the WAL and snapshots touch files: [`Storage`] (a flat
+//! directory) and [`StorageFile`]. Production uses [`GlommioStorage`] (io_uring through
+//! glommio, so a shard awaits its fsync while its other tasks run); tests use
+//! [`SimDisk`], which can cut the power and fail any operation.
+//!
+//! # What `SimDisk` models (and why)
+//! - Power cut: every byte written since the file's last successful `sync_data` is lost,
+//!   except a random prefix of the last unsynced write (a torn write); directory changes
+//!   (creates, renames, removes) since the last `sync_dir` are undone.
+//! - Faults: the Nth operation (counting writes, syncs, renames, removes, creates) fails
+//!   with EIO or ENOSPC, once or from then on.
+//! - fsyncgate: after a failed `sync_data`, Linux may mark the dirty pages clean without
+//!   writing them; a later `sync_data` then succeeds and persists nothing. The simulated
+//!   disk does the same, so a writer that retries a failed fsync "successfully" is caught
+//!   losing data.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// A flat directory of files.
+#[allow(async_fn_in_trait)]
+pub trait Storage {
+    type File: StorageFile;
+    /// Creates an empty file; fails if `name` exists.
+    async fn create(&self, name: &str) -> io::Result<Self::File>;
+    async fn open(&self, name: &str) -> io::Result<Self::File>;
+    /// The names of the files, sorted.
+    async fn list(&self) -> io::Result<Vec<String>>;
+    /// Replaces `to` with `from`, atomically.
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    async fn remove(&self, name: &str) -> io::Result<()>;
+    /// Makes the creates, renames and removes so far durable.
+    async fn sync_dir(&self) -> io::Result<()>;
+}
+
+/// One open file.
+#[allow(async_fn_in_trait)]
+pub trait StorageFile {
+    /// Writes all of `bytes` at `pos`.
+    async fn write_at(&self, pos: u64, bytes: Vec<u8>) -> io::Result<()>;
+    /// Reads up to `len` bytes at `pos` (fewer at the end of the file).
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>>;
+    async fn size(&self) -> io::Result<u64>;
+    /// Makes the file's data durable (`fdatasync`).
+    async fn sync_data(&self) -> io::Result<()>;
+    async fn truncate(&self, len: u64) -> io::Result<()>;
+}
+
+// ---- production: glommio ------------------------------------------------------------
+
+/// Files in a real directory, through glommio's io_uring. Usable only on a glommio
+/// executor (a shard's thread).
+#[derive(Debug, Clone)]
+pub struct GlommioStorage {
+    dir: PathBuf,
+}
+
+impl GlommioStorage {
+    pub fn new(dir: impl Into<PathBuf>) -> GlommioStorage {
+        GlommioStorage { dir: dir.into() }
+    }
+}
+
+/// A file of [`GlommioStorage`].
+#[derive(Debug)]
+pub struct GlommioFile(glommio::io::BufferedFile);
+
+impl Storage for GlommioStorage {
+    type File = GlommioFile;
+
+    async fn create(&self, name: &str) -> io::Result<GlommioFile> {
+        let file = glommio::io::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .buffered_open(self.dir.join(name))
+            .await?;
+        Ok(GlommioFile(file))
+    }
+
+    async fn open(&self, name: &str) -> io::Result<GlommioFile> {
+        let file = glommio::io::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .buffered_open(self.dir.join(name))
+            .await?;
+        Ok(GlommioFile(file))
+    }
+
+    async fn list(&self) -> io::Result<Vec<String>> {
+        // Only at recovery: a blocking readdir is fine there.
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        Ok(glommio::io::rename(self.dir.join(from), self.dir.join(to)).await?)
+    }
+
+    async fn remove(&self, name: &str) -> io::Result<()> {
+        Ok(glommio::io::remove(self.dir.join(name)).await?)
+    }
+
+    async fn sync_dir(&self) -> io::Result<()> {
+        let dir = glommio::io::Directory::open(&self.dir).await?;
+        dir.sync().await?;
+        Ok(dir.close().await?)
+    }
+}
+
+impl StorageFile for GlommioFile {
+    async fn write_at(&self, pos: u64, bytes: Vec<u8>) -> io::Result<()> {
+        let mut done = 0;
+        while done < bytes.len() {
+            let rest = bytes[done..].to_vec();
+            let n = self.0.write_at(rest, pos + done as u64).await?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes"));
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        Ok(self.0.read_at(pos, len).await?.to_vec())
+    }
+
+    async fn size(&self) -> io::Result<u64> {
+        Ok(self.0.file_size().await?)
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        Ok(self.0.fdatasync().await?)
+    }
+
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        Ok(self.0.truncate(len).await?)
+    }
+}
+
+// ---- tests: the simulated disk ------------------------------------------------------
+
+/// Which error a planned fault raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// EIO.
+    Io,
+    /// ENOSPC.
+    NoSpace,
+}
+
+/// A planned failure: the operation numbered `at` (0-based, counting every write,
+/// sync, create, rename and remove) fails, and with `persistent` so does every one after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    pub at: u64,
+    pub kind: FaultKind,
+    pub persistent: bool,
+}
+
+/// An in-memory disk with power cuts and injected faults. Clones share one disk.
+#[derive(Debug, Clone, Default)]
+pub struct SimDisk {
+    state: Arc<Mutex<SimState>>,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    /// File contents by inode.
+    inodes: BTreeMap<u64, SimInode>,
+    next_inode: u64,
+    /// The directory as the running system sees it, and as a power cut would leave it.
+    names: BTreeMap<String, u64>,
+    durable_names: BTreeMap<String, u64>,
+    ops: u64,
+    fault: Option<Fault>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct SimInode {
+    current: Vec<u8>,
+    durable: Vec<u8>,
+    /// Whether a `sync_data` would persist anything (false after a failed one: the
+    /// pages were marked clean, fsyncgate).
+    dirty: bool,
+    /// The last write since the last sync: (position, bytes), for a torn prefix.
+    last_write: Option<(u64, Vec<u8>)>,
+}
+
+/// A file of a [`SimDisk`].
+#[derive(Debug, Clone)]
+pub struct SimFile {
+    disk: SimDisk,
+    inode: u64,
+}
+
+impl SimDisk {
+    pub fn new() -> SimDisk {
+        SimDisk::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Plans a fault (replacing any earlier plan); operations count from now.
+    pub fn plan_fault(&self, fault: Fault) {
+        let mut s = self.state();
+        s.fault = Some(Fault {
+            at: s.ops + fault.at,
+            ..fault
+        });
+    }
+
+    /// Operations so far.
+    pub fn ops(&self) -> u64 {
+        self.state().ops
+    }
+
+    /// Cuts the power: what was not synced is lost, but for a torn prefix of each file's
+    /// last unsynced write, `torn(len)` bytes long (pass `|_| 0` for none). Faults are
+    /// cleared, as after a reboot.
+    pub fn power_cut(&self, mut torn: impl FnMut(usize) -> usize) {
+        let mut s = self.state();
+        s.names = s.durable_names.clone();
+        let live: Vec<u64> = s.names.values().copied().collect();
+        s.inodes.retain(|ino, _| live.contains(ino));
+        for inode in s.inodes.values_mut() {
+            let mut content = inode.durable.clone();
+            if let Some((pos, bytes)) = inode.last_write.take() {
+                let keep = torn(bytes.len()).min(bytes.len());
+                write_into(&mut content, pos, &bytes[..keep]);
+            }
+            inode.current = content.clone();
+            inode.durable = content;
+            inode.dirty = false;
+        }
+        s.fault = None;
+    }
+
+    /// Counts an operation and raises the planned fault if it is due.
+    fn op(&self) -> io::Result<()> {
+        let mut s = self.state();
+        let n = s.ops;
+        s.ops += 1;
+        match s.fault {
+            Some(f) if n == f.at || (f.persistent && n > f.at) => Err(match f.kind {
+                FaultKind::Io => io::Error::from_raw_os_error(5),
+                FaultKind::NoSpace => io::Error::from_raw_os_error(28),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn inode_of(&self, name: &str) -> io::Result<u64> {
+        self.state()
+            .names
+            .get(name)
+            .copied()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{name} not found")))
+    }
+}
+
+fn write_into(content: &mut Vec<u8>, pos: u64, bytes: &[u8]) {
+    let pos = pos as usize;
+    if content.len() < pos + bytes.len() {
+        content.resize(pos + bytes.len(), 0);
+    }
+    content[pos..pos + bytes.len()].copy_from_slice(bytes);
+}
+
+impl Storage for SimDisk {
+    type File = SimFile;
+
+    async fn create(&self, name: &str) -> io::Result<SimFile> {
+        self.op()?;
+        let mut s = self.state();
+        if s.names.contains_key(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{name} exists"),
+            ));
+        }
+        let inode = s.next_inode;
+        s.next_inode += 1;
+        s.inodes.insert(inode, SimInode::default());
+        s.names.insert(name.to_owned(), inode);
+        Ok(SimFile {
+            disk: self.clone(),
+            inode,
+        })
+    }
+
+    async fn open(&self, name: &str) -> io::Result<SimFile> {
+        Ok(SimFile {
+            disk: self.clone(),
+            inode: self.inode_of(name)?,
+        })
+    }
+
+    async fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self.state().names.keys().cloned().collect())
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.op()?;
+        let inode = self.inode_of(from)?;
+        let mut s = self.state();
+        s.names.remove(from);
+        s.names.insert(to.to_owned(), inode);
+        Ok(())
+    }
+
+    async fn remove(&self, name: &str) -> io::Result<()> {
+        self.op()?;
+        self.inode_of(name)?;
+        self.state().names.remove(name);
+        Ok(())
+    }
+
+    async fn sync_dir(&self) -> io::Result<()> {
+        self.op()?;
+        let mut s = self.state();
+        s.durable_names = s.names.clone();
+        Ok(())
+    }
+}
+
+impl SimFile {
+    fn with<T>(&self, f: impl FnOnce(&mut SimInode) -> T) -> io::Result<T> {
+        let mut s = self.disk.state();
+        let inode = s
+            .inodes
+            .get_mut(&self.inode)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "file is gone"))?;
+        Ok(f(inode))
+    }
+}
+
+impl StorageFile for SimFile {
+    async fn write_at(&self, pos: u64, bytes: Vec<u8>) -> io::Result<()> {
+        self.disk.op()?;
+        self.with(|f| {
+            write_into(&mut f.current, pos, &bytes);
+            f.dirty = true;
+            f.last_write = Some((pos, bytes));
+        })
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.with(|f| {
+            let start = (pos as usize).min(f.current.len());
+            let end = start.saturating_add(len).min(f.current.len());
+            f.current[start..end].to_vec()
+        })
+    }
+
+    async fn size(&self) -> io::Result<u64> {
+        self.with(|f| f.current.len() as u64)
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        if let Err(e) = self.disk.op() {
+            // fsyncgate: the kernel may drop the dirty state without writing.
+            self.with(|f| f.dirty = false)?;
+            return Err(e);
+        }
+        self.with(|f| {
+            if f.dirty {
+                f.durable = f.current.clone();
+            }
+            f.dirty = false;
+            f.last_write = None;
+        })
+    }
+
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.disk.op()?;
+        self.with(|f| {
+            f.current.truncate(len as usize);
+            f.dirty = true;
+            f.last_write = None;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+
+    #[test]
+    fn unsynced_bytes_and_directory_entries_die_in_a_power_cut() {
+        let disk = SimDisk::new();
+        block_on(async {
+            let f = disk.create("a").await.unwrap();
+            disk.sync_dir().await.unwrap();
+            f.write_at(0, b"hello ".to_vec()).await.unwrap();
+            f.sync_data().await.unwrap();
+            f.write_at(6, b"world".to_vec()).await.unwrap();
+            let g = disk.create("b").await.unwrap();
+            g.write_at(0, b"never listed".to_vec()).await.unwrap();
+            g.sync_data().await.unwrap();
+        });
+        disk.power_cut(|_| 0);
+        block_on(async {
+            assert_eq!(disk.list().await.unwrap(), ["a"]);
+            let f = disk.open("a").await.unwrap();
+            assert_eq!(f.read_at(0, 100).await.unwrap(), b"hello ");
+        });
+    }
+
+    #[test]
+    fn a_torn_write_keeps_a_prefix() {
+        let disk = SimDisk::new();
+        block_on(async {
+            let f = disk.create("a").await.unwrap();
+            disk.sync_dir().await.unwrap();
+            f.write_at(0, b"abcdef".to_vec()).await.unwrap();
+        });
+        disk.power_cut(|len| len / 2);
+        let f = block_on(disk.open("a")).unwrap();
+        assert_eq!(block_on(f.read_at(0, 100)).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn a_retried_fsync_after_a_failure_persists_nothing() {
+        let disk = SimDisk::new();
+        block_on(async {
+            let f = disk.create("wal").await.unwrap();
+            disk.sync_dir().await.unwrap();
+            f.write_at(0, b"acked?".to_vec()).await.unwrap();
+            disk.plan_fault(Fault {
+                at: 0,
+                kind: FaultKind::Io,
+                persistent: false,
+            });
+            let e = f.sync_data().await.unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(5));
+            // The retry "works"...
+            f.sync_data().await.unwrap();
+        });
+        // ...and the data is gone all the same.
+        disk.power_cut(|_| 0);
+        let f = block_on(disk.open("wal")).unwrap();
+        assert_eq!(block_on(f.read_at(0, 100)).unwrap(), b"");
+    }
+
+    #[test]
+    fn faults_hit_the_nth_operation_once_or_for_good() {
+        let disk = SimDisk::new();
+        let f = block_on(disk.create("a")).unwrap();
+        disk.plan_fault(Fault {
+            at: 1,
+            kind: FaultKind::NoSpace,
+            persistent: false,
+        });
+        assert!(block_on(f.write_at(0, vec![1])).is_ok());
+        assert_eq!(
+            block_on(f.write_at(1, vec![2])).unwrap_err().raw_os_error(),
+            Some(28)
+        );
+        assert!(block_on(f.write_at(1, vec![3])).is_ok());
+        disk.plan_fault(Fault {
+            at: 0,
+            kind: FaultKind::Io,
+            persistent: true,
+        });
+        for _ in 0..3 {
+            assert!(block_on(disk.rename("a", "b")).is_err());
+        }
+    }
+
+    #[test]
+    fn rename_is_durable_only_after_sync_dir() {
+        let disk = SimDisk::new();
+        block_on(async {
+            let f = disk.create("snap.tmp").await.unwrap();
+            f.write_at(0, b"snapshot".to_vec()).await.unwrap();
+            f.sync_data().await.unwrap();
+            disk.sync_dir().await.unwrap();
+            disk.rename("snap.tmp", "snap").await.unwrap();
+        });
+        disk.power_cut(|_| 0);
+        assert_eq!(block_on(disk.list()).unwrap(), ["snap.tmp"]);
+        block_on(async {
+            disk.rename("snap.tmp", "snap").await.unwrap();
+            disk.sync_dir().await.unwrap();
+        });
+        disk.power_cut(|_| 0);
+        assert_eq!(block_on(disk.list()).unwrap(), ["snap"]);
+    }
+
+    #[test]
+    fn glommio_storage_writes_syncs_renames_and_reads() {
+        let dir = std::env::temp_dir().join(format!("ampd-storage-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.clone();
+        let got = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(64 * 1024)
+            .spawn(move || async move {
+                let s = GlommioStorage::new(&d);
+                let f = s.create("seg.tmp").await.unwrap();
+                f.write_at(0, b"abc".to_vec()).await.unwrap();
+                f.write_at(3, b"def".to_vec()).await.unwrap();
+                f.sync_data().await.unwrap();
+                assert!(
+                    s.create("seg.tmp").await.is_err(),
+                    "create refuses to clobber"
+                );
+                s.rename("seg.tmp", "seg").await.unwrap();
+                s.sync_dir().await.unwrap();
+                let f = s.open("seg").await.unwrap();
+                f.truncate(5).await.unwrap();
+                let bytes = f.read_at(0, 100).await.unwrap();
+                let names = s.list().await.unwrap();
+                s.remove("seg").await.unwrap();
+                (bytes, names, s.list().await.unwrap())
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(got.0, b"abcde");
+        assert_eq!(got.1, ["seg"]);
+        assert!(got.2.is_empty());
+    }
+}
