@@ -1,9 +1,15 @@
 //! The write-ahead log (durability issue): one append-only log per shard, in segment
 //! files of records whose bodies are after-images of items.
 //!
-//! Landed so far: the on-disk format of a segment header and of a record
-//! ([`record`]), defined once, with its checks; the file I/O it will go through is
-//! [`crate::storage`]. Still to come: the segment writer with group commit, the
-//! segment reader (torn tail vs corruption), snapshots, recovery and repair.
+//! - [`record`]: the on-disk format of a segment header and of a record, defined once,
+//!   with its checks.
+//! - [`log`]: one shard's log: batched appends (one write and one sync per batch),
+//!   segment rotation, poisoning after a failed write or sync, and the reader that
+//!   tells a torn tail (cut) from corruption (refused, with file and offset).
+//!
+//! All file I/O goes through [`crate::storage`]. Not wired into the shards yet; still
+//! to come: group commit in the shard's write loop, recovery in `Db::open`, snapshots,
+//! repair, and the crash-loop tests.
 
+pub mod log;
 pub mod record;

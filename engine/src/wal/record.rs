@@ -2,7 +2,7 @@
 //! rkyv body. Defined once here; everything that writes or reads the log goes through
 //! [`SegmentHeader`], [`encode_record`] and [`decode_record`].
 //!
-//! # Segment header (32 bytes, little endian)
+//! # Segment header (40 bytes, little endian)
 //! | offset | size | field |
 //! | --- | --- | --- |
 //! | 0 | 8 | magic `\x89AMPDWAL` (PNG-style: a high byte, then text) |
@@ -10,8 +10,9 @@
 //! | 10 | 2 | shard id |
 //! | 12 | 4 | zero |
 //! | 16 | 8 | segment id |
-//! | 24 | 4 | CRC32C of bytes 0..24 |
-//! | 28 | 4 | zero |
+//! | 24 | 8 | sequence number of the segment's first record |
+//! | 32 | 4 | CRC32C of bytes 0..32 |
+//! | 36 | 4 | zero |
 //!
 //! # Record (32-byte header, then `body_len` bytes of body)
 //! | offset | size | field |
@@ -41,7 +42,7 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"\x89AMPDWAL";
 /// The version this build writes. A reader refuses versions it does not know.
 pub const FORMAT_VERSION: u16 = 1;
 /// Bytes of a segment header.
-pub const SEGMENT_HEADER_LEN: usize = 32;
+pub const SEGMENT_HEADER_LEN: usize = 40;
 /// Bytes of a record header.
 pub const RECORD_HEADER_LEN: usize = 32;
 /// The largest body a record may declare: one item at its size limit plus room for the
@@ -49,11 +50,12 @@ pub const RECORD_HEADER_LEN: usize = 32;
 /// it.
 pub const RECORD_BODY_LEN_MAX: usize = ITEM_SIZE_MAX + 4096;
 
-const HEADER_CRC_OFFSET: usize = 24;
+const HEADER_CRC_OFFSET: usize = 32;
 const RECORD_CRC_OFFSET: usize = 4;
 const RECORD_CRC_START: usize = 8;
 
 const _: () = assert!(SEGMENT_HEADER_LEN == HEADER_CRC_OFFSET + 8);
+const _: () = assert!(SEGMENT_HEADER_LEN % 8 == 0 && RECORD_HEADER_LEN % 8 == 0);
 const _: () = assert!(RECORD_HEADER_LEN == 24 + 8);
 const _: () = assert!(RECORD_BODY_LEN_MAX <= u32::MAX as usize);
 
@@ -91,6 +93,9 @@ pub struct Position {
 pub struct SegmentHeader {
     pub shard: u16,
     pub segment: u64,
+    /// The sequence number its first record has (the one after the previous
+    /// segment's last), so a log whose early segments were dropped still checks.
+    pub first_seq: u64,
 }
 
 /// Why bytes are not a valid header or record. Each names what it found, so the
@@ -167,12 +172,13 @@ impl SegmentHeader {
         out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         out[10..12].copy_from_slice(&self.shard.to_le_bytes());
         out[16..24].copy_from_slice(&self.segment.to_le_bytes());
+        out[24..32].copy_from_slice(&self.first_seq.to_le_bytes());
         let crc = crc32c::crc32c(&out[..HEADER_CRC_OFFSET]);
-        out[24..28].copy_from_slice(&crc.to_le_bytes());
+        out[32..36].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
-    /// Reads a segment header; `Ok(None)` when fewer than 32 bytes are there.
+    /// Reads a segment header; `Ok(None)` when fewer than 40 bytes are there.
     pub fn decode(bytes: &[u8]) -> Result<Option<SegmentHeader>, FormatError> {
         let Some(h) = bytes.get(..SEGMENT_HEADER_LEN) else {
             return Ok(None);
@@ -180,7 +186,7 @@ impl SegmentHeader {
         if h[0..8] != SEGMENT_MAGIC {
             return Err(FormatError::BadMagic);
         }
-        let stored = le_u32(h, 24);
+        let stored = le_u32(h, HEADER_CRC_OFFSET);
         let computed = crc32c::crc32c(&h[..HEADER_CRC_OFFSET]);
         if stored != computed {
             return Err(FormatError::BadChecksum { stored, computed });
@@ -192,6 +198,7 @@ impl SegmentHeader {
         Ok(Some(SegmentHeader {
             shard: le_u16(h, 10),
             segment: le_u64(h, 16),
+            first_seq: le_u64(h, 24),
         }))
     }
 }
@@ -216,6 +223,25 @@ pub fn encode_record(entry: &Entry, at: Position, out: &mut Vec<u8>) {
     out.extend_from_slice(&body);
     let crc = crc32c::crc32c(&out[start + RECORD_CRC_START..]);
     out[start + RECORD_CRC_OFFSET..start + RECORD_CRC_START].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Whether a whole record with a valid checksum, of this shard and segment, starts at
+/// `bytes` (whatever its sequence number). The segment reader asks this of the bytes
+/// after a bad record: if one is there, the bad record is corruption, not a torn tail.
+pub fn looks_like_record(bytes: &[u8], shard: u16, segment: u64) -> bool {
+    let Some(h) = bytes.get(..RECORD_HEADER_LEN) else {
+        return false;
+    };
+    let body_len = le_u32(h, 0) as usize;
+    if body_len > RECORD_BODY_LEN_MAX {
+        return false;
+    }
+    let Some(record) = bytes.get(..RECORD_HEADER_LEN + body_len) else {
+        return false;
+    };
+    le_u16(h, 8) == shard
+        && le_u64(h, 16) == segment
+        && le_u32(h, RECORD_CRC_OFFSET) == crc32c::crc32c(&record[RECORD_CRC_START..])
 }
 
 /// Decodes the record at the start of `bytes`, which must be at `expected`.
@@ -301,6 +327,7 @@ mod tests {
         let h = SegmentHeader {
             shard: 2,
             segment: 9,
+            first_seq: 1234,
         };
         let bytes = h.encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(Some(h)));
@@ -310,7 +337,7 @@ mod tests {
         let mut bad = bytes;
         bad[0] ^= 1;
         assert_eq!(SegmentHeader::decode(&bad), Err(FormatError::BadMagic));
-        for byte in 8..28 {
+        for byte in 8..36 {
             let mut bad = bytes;
             bad[byte] ^= 0x10;
             assert!(

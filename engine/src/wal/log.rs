@@ -1,0 +1,403 @@
+//! One shard's log: segment files `{segment:020}.wal` in the shard's [`Storage`],
+//! appended in batches (one write, then one `sync_data`, per batch: group commit), read
+//! back in full when the shard opens.
+//!
+//! # Reading: torn tail or corruption (`TolerateCorruptTail` only at the tail)
+//! Records are read in order, each checked by [`record::decode_record`]. When a record
+//! is cut short or fails its checks:
+//! - in the last segment, with no whole valid record of this shard and segment anywhere
+//!   after it, it is a torn tail (a crash in the middle of the last write): the file is
+//!   cut at the last whole record and the log says how many bytes went;
+//! - anywhere else it is corruption: opening fails with the file and the byte offset,
+//!   and nothing is skipped. (A repair mode that cuts there on request comes with the
+//!   CLI.)
+//!
+//! # Writing: no retry after a failed write or sync
+//! A failed `write_at` or `sync_data` poisons the log: the batch is reported failed and
+//! every later append fails too, because after a failed fsync Linux may have marked the
+//! pages clean without writing them, so a retry could "succeed" and lose data. The shard
+//! recovers from what is on disk.
+
+use super::record::{self, Entry, FormatError, Position, SegmentHeader};
+use crate::storage::{Storage, StorageFile};
+use std::io;
+
+/// Limits of a log.
+#[derive(Debug, Clone, Copy)]
+pub struct LogConfig {
+    /// A segment that has reached this many bytes is closed and a new one started.
+    pub segment_bytes_max: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            segment_bytes_max: 64 << 20,
+        }
+    }
+}
+
+/// Why the log cannot go on.
+#[derive(Debug)]
+pub enum WalError {
+    /// An I/O operation failed.
+    Io {
+        op: &'static str,
+        file: String,
+        source: io::Error,
+    },
+    /// A record or header before the end of the log is bad.
+    Corrupt {
+        file: String,
+        offset: u64,
+        error: FormatError,
+    },
+    /// Segments do not follow each other (a missing segment, or sequence numbers that
+    /// do not continue).
+    Gap {
+        file: String,
+        expected_seq: u64,
+        found_seq: u64,
+    },
+    /// An earlier write or sync failed; nothing more is accepted.
+    Poisoned,
+}
+
+impl std::fmt::Display for WalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WalError::Io { op, file, source } => write!(f, "WAL {op} of {file} failed: {source}"),
+            WalError::Corrupt {
+                file,
+                offset,
+                error,
+            } => write!(f, "WAL {file} is corrupt at byte {offset}: {error}"),
+            WalError::Gap {
+                file,
+                expected_seq,
+                found_seq,
+            } => write!(
+                f,
+                "WAL {file} starts at sequence {found_seq}, expected {expected_seq}"
+            ),
+            WalError::Poisoned => write!(
+                f,
+                "the WAL stopped taking writes after a failed write or sync"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WalError {}
+
+fn io_error<'a>(op: &'static str, file: &'a str) -> impl FnOnce(io::Error) -> WalError + 'a {
+    move |source| WalError::Io {
+        op,
+        file: file.to_owned(),
+        source,
+    }
+}
+
+/// The file name of segment `id`.
+pub fn segment_name(id: u64) -> String {
+    format!("{id:020}.wal")
+}
+
+fn segment_id(name: &str) -> Option<u64> {
+    let id = name.strip_suffix(".wal")?;
+    (id.len() == 20).then(|| id.parse().ok()).flatten()
+}
+
+/// What opening a log found.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Every record from the requested sequence number on, in order.
+    pub entries: Vec<(u64, Entry)>,
+    /// Bytes cut off a torn tail (0 when the log ended on a whole record).
+    pub torn_bytes: u64,
+}
+
+/// One shard's log, open for appending.
+pub struct Log<S: Storage> {
+    storage: S,
+    shard: u16,
+    config: LogConfig,
+    segment: u64,
+    file: S::File,
+    /// Where the next record goes in `file`.
+    offset: u64,
+    next_seq: u64,
+    poisoned: bool,
+}
+
+impl<S: Storage> Log<S> {
+    /// Opens (or starts) the log of `shard`, replays the records numbered `from_seq` and
+    /// later, cuts a torn tail, and positions the log after the last whole record.
+    pub async fn open(
+        storage: S,
+        shard: u16,
+        from_seq: u64,
+        config: LogConfig,
+    ) -> Result<(Log<S>, Replay), WalError> {
+        let names = storage.list().await.map_err(io_error("listing", "."))?;
+        let ids: Vec<u64> = names.iter().filter_map(|n| segment_id(n)).collect();
+        let mut replay = Replay::default();
+        let mut next_seq = None;
+        let mut last = None;
+        for (i, id) in ids.iter().enumerate() {
+            let is_last = i + 1 == ids.len();
+            let (file, end, seq) = read_segment(
+                &storage,
+                shard,
+                *id,
+                next_seq,
+                from_seq,
+                is_last,
+                &mut replay,
+            )
+            .await?;
+            next_seq = Some(seq);
+            last = Some((*id, file, end));
+        }
+        let mut log = match last {
+            Some((segment, file, offset)) => Log {
+                storage,
+                shard,
+                config,
+                segment,
+                file,
+                offset,
+                next_seq: next_seq.unwrap_or(from_seq),
+                poisoned: false,
+            },
+            None => {
+                let (file, offset) = start_segment(&storage, shard, 0, from_seq).await?;
+                Log {
+                    storage,
+                    shard,
+                    config,
+                    segment: 0,
+                    file,
+                    offset,
+                    next_seq: from_seq,
+                    poisoned: false,
+                }
+            }
+        };
+        log.next_seq = log.next_seq.max(from_seq);
+        Ok((log, replay))
+    }
+
+    /// The sequence number the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Appends `entries` as one write and, with `sync`, one `sync_data`. Returns the
+    /// sequence number of the last record. On `Err` none of them may be acknowledged,
+    /// and the log takes nothing more.
+    pub async fn append(&mut self, entries: &[Entry], sync: bool) -> Result<u64, WalError> {
+        if self.poisoned {
+            return Err(WalError::Poisoned);
+        }
+        let result = self.append_inner(entries, sync).await;
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    async fn append_inner(&mut self, entries: &[Entry], sync: bool) -> Result<u64, WalError> {
+        if self.offset >= self.config.segment_bytes_max {
+            self.rotate().await?;
+        }
+        let mut batch = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let at = Position {
+                shard: self.shard,
+                segment: self.segment,
+                seq: self.next_seq + i as u64,
+            };
+            record::encode_record(entry, at, &mut batch);
+        }
+        let name = segment_name(self.segment);
+        let len = batch.len() as u64;
+        self.file
+            .write_at(self.offset, batch)
+            .await
+            .map_err(io_error("write", &name))?;
+        if sync {
+            self.file
+                .sync_data()
+                .await
+                .map_err(io_error("sync", &name))?;
+        }
+        self.offset += len;
+        self.next_seq += entries.len() as u64;
+        Ok(self.next_seq - 1)
+    }
+
+    /// Forces what was appended without `sync` to disk.
+    pub async fn sync(&mut self) -> Result<(), WalError> {
+        if self.poisoned {
+            return Err(WalError::Poisoned);
+        }
+        let name = segment_name(self.segment);
+        let result = self.file.sync_data().await.map_err(io_error("sync", &name));
+        self.poisoned = result.is_err();
+        result
+    }
+
+    async fn rotate(&mut self) -> Result<(), WalError> {
+        let name = segment_name(self.segment);
+        self.file
+            .sync_data()
+            .await
+            .map_err(io_error("sync", &name))?;
+        let segment = self.segment + 1;
+        let (file, offset) =
+            start_segment(&self.storage, self.shard, segment, self.next_seq).await?;
+        self.segment = segment;
+        self.file = file;
+        self.offset = offset;
+        Ok(())
+    }
+}
+
+/// Creates segment `id` with its header, durably (file data and directory entry).
+async fn start_segment<S: Storage>(
+    storage: &S,
+    shard: u16,
+    id: u64,
+    first_seq: u64,
+) -> Result<(S::File, u64), WalError> {
+    let name = segment_name(id);
+    let header = SegmentHeader {
+        shard,
+        segment: id,
+        first_seq,
+    };
+    let file = storage
+        .create(&name)
+        .await
+        .map_err(io_error("create", &name))?;
+    file.write_at(0, header.encode().to_vec())
+        .await
+        .map_err(io_error("write", &name))?;
+    file.sync_data().await.map_err(io_error("sync", &name))?;
+    storage
+        .sync_dir()
+        .await
+        .map_err(io_error("directory sync", &name))?;
+    Ok((file, record::SEGMENT_HEADER_LEN as u64))
+}
+
+/// Reads one segment into `replay`; returns the open file, the offset after its last
+/// whole record, and the next sequence number.
+async fn read_segment<S: Storage>(
+    storage: &S,
+    shard: u16,
+    id: u64,
+    expected_seq: Option<u64>,
+    from_seq: u64,
+    is_last: bool,
+    replay: &mut Replay,
+) -> Result<(S::File, u64, u64), WalError> {
+    let name = segment_name(id);
+    let file = storage.open(&name).await.map_err(io_error("open", &name))?;
+    let size = file.size().await.map_err(io_error("stat", &name))?;
+    let bytes = file
+        .read_at(0, size as usize)
+        .await
+        .map_err(io_error("read", &name))?;
+    let corrupt = |offset: usize, error| WalError::Corrupt {
+        file: name.clone(),
+        offset: offset as u64,
+        error,
+    };
+    let header = match SegmentHeader::decode(&bytes) {
+        Ok(Some(h)) if h.shard == shard && h.segment == id => h,
+        Ok(Some(h)) => {
+            return Err(corrupt(
+                0,
+                FormatError::Misplaced {
+                    expected: Position {
+                        shard,
+                        segment: id,
+                        seq: h.first_seq,
+                    },
+                    found: Position {
+                        shard: h.shard,
+                        segment: h.segment,
+                        seq: h.first_seq,
+                    },
+                },
+            ))
+        }
+        // A segment whose header never became whole can only be the newest one, torn
+        // while it was being started: start it again.
+        Ok(None) if is_last => {
+            drop(file);
+            storage
+                .remove(&name)
+                .await
+                .map_err(io_error("remove", &name))?;
+            let seq = expected_seq.unwrap_or(from_seq);
+            let (file, offset) = start_segment(storage, shard, id, seq).await?;
+            replay.torn_bytes += size;
+            return Ok((file, offset, seq));
+        }
+        Ok(None) => return Err(corrupt(0, FormatError::BadLength { body_len: size })),
+        Err(e) => return Err(corrupt(0, e)),
+    };
+    if let Some(expected) = expected_seq {
+        if header.first_seq != expected {
+            return Err(WalError::Gap {
+                file: name,
+                expected_seq: expected,
+                found_seq: header.first_seq,
+            });
+        }
+    }
+    let mut offset = record::SEGMENT_HEADER_LEN;
+    let mut seq = header.first_seq;
+    loop {
+        let at = Position {
+            shard,
+            segment: id,
+            seq,
+        };
+        match record::decode_record(&bytes[offset..], at) {
+            Ok(Some((entry, len))) => {
+                if seq >= from_seq {
+                    replay.entries.push((seq, entry));
+                }
+                offset += len;
+                seq += 1;
+            }
+            Ok(None) if offset == bytes.len() => break,
+            result => {
+                let later = (offset + 1..bytes.len())
+                    .any(|p| record::looks_like_record(&bytes[p..], shard, id));
+                if !is_last || later {
+                    let error = match result {
+                        Err(e) => e,
+                        _ => FormatError::BadLength {
+                            body_len: (bytes.len() - offset) as u64,
+                        },
+                    };
+                    return Err(corrupt(offset, error));
+                }
+                let torn = (bytes.len() - offset) as u64;
+                file.truncate(offset as u64)
+                    .await
+                    .map_err(io_error("truncate", &name))?;
+                file.sync_data().await.map_err(io_error("sync", &name))?;
+                eprintln!("ampd: WAL {name}: cut a torn tail of {torn} bytes at byte {offset}");
+                replay.torn_bytes += torn;
+                break;
+            }
+        }
+    }
+    Ok((file, offset as u64, seq))
+}
