@@ -65,7 +65,7 @@ pub fn mix(i: u64) -> u64 {
 
 /// The key of item `i`.
 pub fn key(i: u64) -> String {
-    if mix(i) % 100 == 0 {
+    if mix(i).is_multiple_of(100) {
         format!("s{i:07}")
     } else {
         format!("ns{}:k{i:07}", i % NAMESPACES)
@@ -75,7 +75,9 @@ pub fn key(i: u64) -> String {
 /// The `label1` value of item `i`, if it has one.
 pub fn label(i: u64) -> Option<String> {
     let h = mix(i);
-    ((h >> 8) % 10 == 0).then(|| label_value((h >> 16) % LABEL_GROUPS))
+    (h >> 8)
+        .is_multiple_of(10)
+        .then(|| label_value((h >> 16) % LABEL_GROUPS))
 }
 
 /// The `g`th `label1` value.
@@ -88,7 +90,7 @@ pub fn value(i: u64) -> Value {
     json!({
         "name": format!("user-{i:07}"),
         "score": i % 10_000,
-        "active": i % 3 != 0,
+        "active": !i.is_multiple_of(3),
         "bio": "a value padded to make the encoded item about one hundred bytes",
     })
 }
@@ -103,7 +105,12 @@ pub fn set_options(i: u64) -> SetOptions {
 
 /// Opens an engine with `shards` pinned shards.
 pub fn open(shards: usize) -> Db {
-    Db::open(Config { shards, pin: true }).expect("the engine opens")
+    Db::open(Config {
+        shards,
+        pin: true,
+        ..Config::default()
+    })
+    .expect("the engine opens")
 }
 
 /// Sets items `0..items`, [`PRELOAD_IN_FLIGHT`] at a time, printing progress to stderr

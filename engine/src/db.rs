@@ -5,6 +5,7 @@
 use crate::item::{now_ms, Item, Slot};
 use crate::key::{self, Key, PAST_TEXT};
 use crate::query::{self, Pattern, QueryOptions, Range};
+pub use crate::shard::FsyncPolicy;
 use crate::shard::{self, label_store_key, LabelKey, Op, Outcome, Shard, Write};
 use crate::ttl::{self, TtlChange};
 use crate::write::{self, AddRequest, LabelChange, SetRequest};
@@ -19,6 +20,7 @@ use std::cmp::Ordering;
 use std::future::Future;
 use std::iter::Peekable;
 use std::ops::Bound;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Locked memory each executor registers for io_uring buffers. glommio's default is
@@ -29,10 +31,15 @@ const IO_MEMORY_BYTES: usize = 64 * 1024;
 /// How to open a [`Db`].
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Number of shards (executors); 0 means one per available core.
+    /// Number of shards (executors); 0 means one per available core. A data directory
+    /// keeps the count it was made with.
     pub shards: usize,
     /// Pin shard `i` to core `i % cores`.
     pub pin: bool,
+    /// Where the WAL lives; `None` keeps everything in memory only (a cache tier).
+    pub data_dir: Option<PathBuf>,
+    /// When a write counts as durable (with a data directory).
+    pub fsync: FsyncPolicy,
 }
 
 impl Default for Config {
@@ -40,8 +47,70 @@ impl Default for Config {
         Config {
             shards: 0,
             pin: true,
+            data_dir: None,
+            fsync: FsyncPolicy::Always,
         }
     }
+}
+
+/// The file in a data directory that records its shard count.
+const SHARDS_FILE: &str = "shards";
+/// The file a process holds locked while it has the data directory open.
+const LOCK_FILE: &str = "LOCK";
+
+/// Makes `dir` ready for `shards` shards: creates it, takes its lock (so two processes
+/// never open one directory), and checks or records the shard count (routing depends
+/// on it: items would land on the wrong shard's log under another count).
+fn prepare_data_dir(dir: &Path, shards: usize) -> Result<std::fs::File, Error> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        Error::new(
+            ErrorCode::Internal,
+            format!("data directory {}: {what}: {e}", dir.display()),
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail("cannot create it", &e))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(|e| fail("cannot open its lock file", &e))?;
+    lock.try_lock()
+        .map_err(|e| fail("another process has it open", &e))?;
+    let count_file = dir.join(SHARDS_FILE);
+    match std::fs::read_to_string(&count_file) {
+        Ok(text) => {
+            let recorded: usize = text
+                .trim()
+                .parse()
+                .map_err(|e| fail("unreadable shard count", &e))?;
+            if recorded != shards {
+                return Err(fail(
+                    "shard count",
+                    &format!("it was made with {recorded} shards, asked to open with {shards}"),
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = dir.join(format!("{SHARDS_FILE}.tmp"));
+            std::fs::write(&tmp, format!("{shards}\n"))
+                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, &count_file))
+                .and_then(|()| std::fs::File::open(dir)?.sync_all())
+                .map_err(|e| fail("cannot record the shard count", &e))?;
+        }
+        Err(e) => return Err(fail("cannot read the shard count", &e)),
+    }
+    for id in 0..shards {
+        let shard_dir = dir.join(shard_dir_name(id));
+        std::fs::create_dir_all(&shard_dir)
+            .map_err(|e| fail("cannot create a shard folder", &e))?;
+    }
+    Ok(lock)
+}
+
+fn shard_dir_name(id: usize) -> String {
+    format!("shard-{id:04}")
 }
 
 /// Options of a single-item `set` (SPEC.md "set").
@@ -141,6 +210,9 @@ pub struct Db {
 struct Inner {
     shards: Vec<Arc<Shard>>,
     executors: Mutex<Vec<glommio::ExecutorJoinHandle<()>>>,
+    /// Held (locked) while the data directory is open; released after the shards
+    /// have stopped.
+    _lock: Option<std::fs::File>,
 }
 
 impl Drop for Inner {
@@ -179,6 +251,10 @@ impl Db {
         } else {
             config.shards
         };
+        let lock = match &config.data_dir {
+            Some(dir) => Some(prepare_data_dir(dir, count)?),
+            None => None,
+        };
         let shards: Vec<Arc<Shard>> = (0..count).map(|i| Arc::new(Shard::new(i))).collect();
         let mut executors = Vec::with_capacity(count);
         for shard in &shards {
@@ -189,21 +265,29 @@ impl Db {
             };
             let (ready, started) = std::sync::mpsc::channel();
             let id = shard.id;
+            let durability = config
+                .data_dir
+                .as_ref()
+                .map(|dir| (dir.join(shard_dir_name(id)), config.fsync));
             let spawned = {
                 let shard = shard.clone();
                 LocalExecutorBuilder::new(placement)
                     .name(&format!("ampd-shard-{id}"))
                     .io_memory(IO_MEMORY_BYTES)
-                    .spawn(move || shard::run(shard, ready))
+                    .spawn(move || shard::run(shard, durability, ready))
             };
             // glommio sets up the rings, the locked memory and the CPU binding on the
             // new thread, after `spawn` returns: wait for the shard to say it runs.
             let failure = match spawned {
                 Err(e) => Some(e.to_string()),
                 Ok(handle) => match started.recv() {
-                    Ok(()) => {
+                    Ok(Ok(())) => {
                         executors.push(handle);
                         None
+                    }
+                    Ok(Err(why)) => {
+                        let _ = handle.join();
+                        Some(why)
                     }
                     Err(_) => Some(match handle.join() {
                         Err(e) => e.to_string(),
@@ -233,6 +317,7 @@ impl Db {
             inner: Arc::new(Inner {
                 shards,
                 executors: Mutex::new(executors),
+                _lock: lock,
             }),
         })
     }
@@ -383,7 +468,10 @@ impl Db {
     async fn run(&self, shard: usize, writes: Vec<Write>) -> Result<Vec<Outcome>, Error> {
         let target = &self.inner.shards[shard];
         if let Some(local) = shard::local_for(target) {
-            return local.apply(writes);
+            let mut staged = shard::Staged::default();
+            let out = local.apply(writes, &mut staged)?;
+            local.install_all(staged);
+            return Ok(out);
         }
         let (reply, answer) = oneshot::channel();
         target.submit(Op::Writes { writes, reply });
@@ -794,6 +882,7 @@ mod tests {
         let db = Db::open(Config {
             shards: 1,
             pin: false,
+            ..Config::default()
         })
         .expect("engine opens");
         send_sync(&db);
@@ -836,6 +925,7 @@ mod tests {
         let db = Db::open(Config {
             shards: 4,
             pin: false,
+            ..Config::default()
         })
         .expect("engine opens");
         let shard = |k: &str| db.shard_for(&Key::parse(k).expect("valid key"));

@@ -62,6 +62,31 @@ impl Item {
         &self.inner
     }
 
+    /// The item as the WAL keeps it.
+    pub(crate) fn to_image(&self) -> crate::wal::record::ItemImage {
+        let d = &*self.inner;
+        crate::wal::record::ItemImage {
+            key: d.key.clone(),
+            value: d.value.to_vec(),
+            created_ms: d.created_ms,
+            modified_ms: d.modified_ms,
+            expires_s: d.expires_s,
+            labels: d.labels.clone(),
+        }
+    }
+
+    /// The item a WAL record holds.
+    pub(crate) fn from_image(image: crate::wal::record::ItemImage) -> Item {
+        Item::new(ItemData {
+            key: image.key,
+            value: Bytes::from(image.value),
+            created_ms: image.created_ms,
+            modified_ms: image.modified_ms,
+            expires_s: image.expires_s,
+            labels: image.labels,
+        })
+    }
+
     pub fn key(&self) -> &str {
         &self.inner.key
     }

@@ -27,7 +27,7 @@ pub mod wal;
 mod write;
 
 pub use ampd_wire::{Error, ErrorCode, Value};
-pub use db::{BatchItem, Config, Db, Got, Page, SetOptions};
+pub use db::{BatchItem, Config, Db, FsyncPolicy, Got, Page, SetOptions};
 pub use item::Item;
 pub use key::Key;
 pub use query::QueryOptions;

@@ -22,8 +22,11 @@
 //! The expiry index is only ever touched by the owner, so it is a plain `BTreeSet` in
 //! [`ShardLocal`]; the reaper task walks it in slices on the same executor.
 
-use crate::item::{now_ms, Item, ItemData, Slot};
+use crate::item::{now_ms, Item, Slot};
 use crate::key::{self, Key};
+use crate::storage::GlommioStorage;
+use crate::wal::log::{Log, LogConfig};
+use crate::wal::record::Entry;
 use crate::write::{self, AddRequest, SetRequest};
 use ampd_wire::limits::LABEL_COUNT;
 use ampd_wire::{Error, ErrorCode};
@@ -35,11 +38,12 @@ use glommio::{Latency, Shares};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::future::poll_fn;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the reaper looks for expired items. Reads hide expired items at once;
 /// the reaper only frees them, within a second of expiry (SPEC.md).
@@ -103,7 +107,7 @@ pub(crate) fn local_for(shard: &Arc<Shard>) -> Option<Rc<ShardLocal>> {
     LOCAL.with(|l| {
         l.borrow()
             .as_ref()
-            .filter(|l| Arc::ptr_eq(&l.shared, shard))
+            .filter(|l| !l.durable && Arc::ptr_eq(&l.shared, shard))
             .cloned()
     })
 }
@@ -234,28 +238,149 @@ pub(crate) struct ShardLocal {
     shared: Arc<Shard>,
     /// (expiry second, store key) of every item with a ttl.
     expiry: RefCell<BTreeSet<(i64, Box<[u8]>)>>,
+    /// Whether writes go through a WAL (then they cannot be applied in place: they
+    /// wait for their batch's sync).
+    durable: bool,
 }
 
-impl ShardLocal {
-    pub fn new(shared: Arc<Shard>) -> ShardLocal {
-        ShardLocal {
-            shared,
-            expiry: RefCell::new(BTreeSet::new()),
+/// The writes of one batch, computed but not yet visible. With a WAL they become
+/// visible only once they are durable, so no reader ever sees a write that a crash
+/// could take back.
+#[derive(Default)]
+pub(crate) struct Staged {
+    /// In order: a store key and what it becomes (`None`: removed).
+    changes: Vec<(Box<[u8]>, Option<Item>)>,
+    /// The newest staged state of each key, for the batch's later ops; kept only when
+    /// a batch waits for its WAL write (without one, each op is installed at once).
+    latest: Option<std::collections::HashMap<Box<[u8]>, Option<Item>>>,
+}
+
+impl Staged {
+    /// Staging for a whole batch that becomes visible at once.
+    fn for_batch() -> Staged {
+        Staged {
+            changes: Vec::new(),
+            latest: Some(Default::default()),
         }
     }
 
-    /// Applies ops until the shard is closed.
-    pub async fn run_writes(&self) {
+    /// The WAL records of the batch: after-images and tombstones.
+    fn entries(&self) -> Vec<Entry> {
+        self.changes
+            .iter()
+            .map(|(sk, item)| match item {
+                Some(item) => Entry::Put(item.to_image()),
+                None => Entry::Remove {
+                    key: String::from_utf8_lossy(&sk[1..]).into_owned(),
+                },
+            })
+            .collect()
+    }
+}
+
+/// How the writer makes batches durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// A write is acknowledged only after its batch's `fdatasync`.
+    Always,
+    /// Batches are written at once and synced at most this often (and when the shard
+    /// goes idle); a crash may take back up to that much acknowledged time.
+    Interval(Duration),
+    /// Written at once, synced when the OS decides.
+    Never,
+}
+
+impl ShardLocal {
+    pub fn new(shared: Arc<Shard>, durable: bool) -> ShardLocal {
+        ShardLocal {
+            shared,
+            expiry: RefCell::new(BTreeSet::new()),
+            durable,
+        }
+    }
+
+    /// Applies ops until the shard is closed; with a log, each batch is written (and
+    /// synced, per `fsync`) before any of it becomes visible or is answered.
+    pub async fn run_writes(&self, mut log: Option<Log<GlommioStorage>>, fsync: FsyncPolicy) {
         let mut batch = Vec::new();
         let mut answers = Vec::new();
-        while self.shared.next_batch(&mut batch).await.is_some() {
+        let mut unsynced_since: Option<Instant> = None;
+        loop {
+            let more = match (unsynced_since, fsync) {
+                (Some(since), FsyncPolicy::Interval(every)) => {
+                    let wait = every.saturating_sub(since.elapsed());
+                    let next = std::pin::pin!(self.shared.next_batch(&mut batch));
+                    let timer = std::pin::pin!(glommio::timer::sleep(wait));
+                    match futures::future::select(next, timer).await {
+                        futures::future::Either::Left((more, _)) => more,
+                        futures::future::Either::Right(((), _)) => {
+                            // Idle past the interval: make what was written durable.
+                            if let Some(log) = log.as_mut() {
+                                if let Err(e) = log.sync().await {
+                                    eprintln!("ampd: shard {}: {e}", self.shared.id);
+                                }
+                            }
+                            unsynced_since = None;
+                            continue;
+                        }
+                    }
+                }
+                _ => self.shared.next_batch(&mut batch).await,
+            };
+            if more.is_none() {
+                break;
+            }
             // Apply the whole batch, then answer it: the callers wake together and
             // queue their next writes while this thread is still awake, so the next
             // batch needs no wake-up of its own.
+            // Without a log each op is installed as soon as it is applied; with one,
+            // the batch is staged whole and waits for its write.
+            let mut staged = Staged::for_batch();
             for op in batch.drain(..) {
                 match op {
-                    Op::Writes { writes, reply } => answers.push((reply, self.apply(writes))),
+                    Op::Writes { writes, reply } if log.is_none() => {
+                        let mut now = Staged::default();
+                        let result = self.apply(writes, &mut now);
+                        self.install_all(now);
+                        answers.push((reply, result));
+                    }
+                    Op::Writes { writes, reply } => {
+                        answers.push((reply, self.apply(writes, &mut staged)))
+                    }
                     Op::Spawn(start) => start(),
+                }
+            }
+            let durable = match log.as_mut() {
+                Some(log) if !staged.changes.is_empty() => {
+                    let sync = fsync == FsyncPolicy::Always
+                        || unsynced_since.is_some_and(|since| match fsync {
+                            FsyncPolicy::Interval(every) => since.elapsed() >= every,
+                            _ => false,
+                        });
+                    let written = log.append(&staged.entries(), sync).await;
+                    if written.is_ok() {
+                        unsynced_since = match (sync, fsync) {
+                            (false, FsyncPolicy::Interval(_)) => {
+                                unsynced_since.or(Some(Instant::now()))
+                            }
+                            _ => None,
+                        };
+                    }
+                    written.map(|_| ())
+                }
+                _ => Ok(()),
+            };
+            match durable {
+                Ok(()) => self.install_all(staged),
+                Err(e) => {
+                    // Nothing of the batch becomes visible; the log refuses every
+                    // later batch too, and reads go on from what is durable.
+                    let why = format!("the write could not be made durable: {e}");
+                    for (_, result) in answers.iter_mut() {
+                        if result.is_ok() {
+                            *result = Err(Error::new(ErrorCode::Internal, why.clone()));
+                        }
+                    }
                 }
             }
             for (reply, result) in answers.drain(..) {
@@ -263,6 +388,26 @@ impl ShardLocal {
                 let _ = reply.send(result);
             }
             glommio::yield_if_needed().await;
+        }
+        if let Some(log) = log.as_mut() {
+            // A clean close leaves everything acknowledged on disk, whatever the policy.
+            if let Err(e) = log.sync().await {
+                eprintln!("ampd: shard {}: {e}", self.shared.id);
+            }
+        }
+    }
+
+    /// Makes the log's records the shard's state (recovery).
+    pub fn replay(&self, entries: Vec<(u64, Entry)>) {
+        for (_, entry) in entries {
+            match entry {
+                Entry::Put(image) => {
+                    let item = Item::from_image(image);
+                    let sk = key::store_key(item.key().contains(':'), item.key());
+                    self.install(sk, item);
+                }
+                Entry::Remove { key } => self.remove(&key::store_key(key.contains(':'), &key)),
+            }
         }
     }
 
@@ -303,42 +448,82 @@ impl ShardLocal {
         due.len()
     }
 
-    /// Applies writes in order; the first refusal stops the rest.
-    pub fn apply(&self, writes: Vec<Write>) -> Result<Vec<Outcome>, Error> {
+    /// Applies one op's writes in order to `staged`; the first refusal stops the rest
+    /// and stages nothing of the op (a refused request changes nothing).
+    pub fn apply(&self, writes: Vec<Write>, staged: &mut Staged) -> Result<Vec<Outcome>, Error> {
         let now = now_ms();
         let now_s = now.div_euclid(1000);
+        let mut mine: Vec<(Box<[u8]>, Option<Item>)> = Vec::with_capacity(writes.len());
+        // The newest state of a key: this op's own writes, then the batch's, then the
+        // shard's. `None` inside: staged as removed.
+        let newest = |mine: &[(Box<[u8]>, Option<Item>)], sk: &[u8]| -> Option<Option<Item>> {
+            mine.iter()
+                .rev()
+                .find(|(k, _)| &**k == sk)
+                .map(|(_, i)| i.clone())
+                .or_else(|| staged.latest.as_ref()?.get(sk).cloned())
+        };
+        let live = |mine: &[(Box<[u8]>, Option<Item>)], sk: &[u8]| match newest(mine, sk) {
+            Some(staged) => staged.filter(|i| !i.is_expired(now_s)),
+            None => self.shared.get(sk, now_s),
+        };
         let mut out = Vec::with_capacity(writes.len());
         for w in writes {
             match w {
                 Write::Set(req) => {
                     let sk = req.key.store_key();
-                    let stored = self.shared.get(&sk, now_s);
-                    let data = write::apply_set(stored.as_ref(), &req, now)?;
-                    out.push(Outcome::Item(self.install(sk, data)));
+                    let data = write::apply_set(live(&mine, &sk).as_ref(), &req, now)?;
+                    let item = Item::new(data);
+                    out.push(Outcome::Item(item.clone()));
+                    mine.push((sk, Some(item)));
                 }
                 Write::Add(req) => {
                     let sk = req.key.store_key();
-                    let stored = self.shared.get(&sk, now_s);
-                    let data = write::apply_add(stored.as_ref(), &req, now)?;
-                    out.push(Outcome::Item(self.install(sk, data)));
+                    let data = write::apply_add(live(&mine, &sk).as_ref(), &req, now)?;
+                    let item = Item::new(data);
+                    out.push(Outcome::Item(item.clone()));
+                    mine.push((sk, Some(item)));
                 }
                 Write::Remove(key) => {
                     let sk = key.store_key();
-                    let live = self.shared.get(&sk, now_s).is_some();
-                    self.remove(&sk);
-                    out.push(Outcome::Removed(live));
+                    out.push(Outcome::Removed(live(&mine, &sk).is_some()));
+                    // Stage a tombstone only where something (live or expired) is.
+                    let present = match newest(&mine, &sk) {
+                        Some(staged) => staged.is_some(),
+                        None => self.shared.exact.pin().get(&*sk).is_some(),
+                    };
+                    if present {
+                        mine.push((sk, None));
+                    }
                 }
             }
         }
+        for (sk, item) in mine {
+            if let Some(latest) = staged.latest.as_mut() {
+                latest.insert(sk.clone(), item.clone());
+            }
+            staged.changes.push((sk, item));
+        }
         Ok(out)
+    }
+
+    /// Makes a batch's staged writes visible, in order.
+    pub fn install_all(&self, staged: Staged) {
+        for (sk, item) in staged.changes {
+            match item {
+                Some(item) => {
+                    self.install(sk, item);
+                }
+                None => self.remove(&sk),
+            }
+        }
     }
 
     /// Makes `data` the item under `sk`. New label entries go in before the item is
     /// visible and stale ones go after, so a label query never misses an
     /// acknowledged item.
-    fn install(&self, sk: Box<[u8]>, data: ItemData) -> Item {
+    fn install(&self, sk: Box<[u8]>, item: Item) -> Item {
         self.shared.changes.fetch_add(1, Ordering::SeqCst);
-        let item = Item::new(data);
         let exact = self.shared.exact.pin();
         let Some(slot) = exact.get(&sk).cloned() else {
             let slot = Arc::new(Slot::new(&item));
@@ -411,7 +596,11 @@ fn label_key(label: u8, value: &str, item: &Item) -> LabelKey {
 /// The body of a shard's executor thread: the writer and the reaper, in a
 /// `Latency::Matters` queue (wakes from other threads into a queue without it were
 /// measured at ~95 ms, DESIGN.md), until the shard is closed.
-pub(crate) async fn run(shard: Arc<Shard>, ready: std::sync::mpsc::Sender<()>) {
+pub(crate) async fn run(
+    shard: Arc<Shard>,
+    durability: Option<(PathBuf, FsyncPolicy)>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
     /// However the executor ends (closed, or unwinding from a panic), the shard is
     /// marked closed and whatever is still queued is answered, so no caller waits on
     /// a shard that is gone.
@@ -429,7 +618,38 @@ pub(crate) async fn run(shard: Arc<Shard>, ready: std::sync::mpsc::Sender<()>) {
         Latency::Matters(WRITE_QUEUE_LATENCY),
         "ampd-writes",
     );
-    let local = Rc::new(ShardLocal::new(shard));
+    let local = Rc::new(ShardLocal::new(shard.clone(), durability.is_some()));
+    let (log, fsync) = match durability {
+        None => (None, FsyncPolicy::Never),
+        Some((dir, fsync)) => {
+            let started = Instant::now();
+            let storage = GlommioStorage::new(&dir);
+            match Log::open(storage, shard.id as u16, 0, LogConfig::default()).await {
+                Ok((log, replay)) => {
+                    let records = replay.entries.len();
+                    local.replay(replay.entries);
+                    eprintln!(
+                        "ampd: shard {} recovered {records} records ({} items) from {} in \
+                         {:.1?}{}",
+                        shard.id,
+                        shard.items.len(),
+                        dir.display(),
+                        started.elapsed(),
+                        if replay.torn_bytes > 0 {
+                            format!(", cut a torn tail of {} bytes", replay.torn_bytes)
+                        } else {
+                            String::new()
+                        }
+                    );
+                    (Some(log), fsync)
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(format!("recovery of shard {} failed: {e}", shard.id)));
+                    return;
+                }
+            }
+        }
+    };
     LOCAL.with(|l| *l.borrow_mut() = Some(local.clone()));
     let reaper = {
         let local = local.clone();
@@ -437,11 +657,11 @@ pub(crate) async fn run(shard: Arc<Shard>, ready: std::sync::mpsc::Sender<()>) {
     };
     let writes = {
         let local = local.clone();
-        glommio::spawn_local_into(async move { local.run_writes().await }, queue)
+        glommio::spawn_local_into(async move { local.run_writes(log, fsync).await }, queue)
     };
     match (writes, reaper) {
         (Ok(writes), Ok(reaper)) => {
-            let _ = ready.send(());
+            let _ = ready.send(Ok(()));
             writes.await;
             drop(reaper);
         }

@@ -55,7 +55,12 @@ pub struct Embedded {
 impl Embedded {
     /// A fresh in-memory engine with `shards` shards, not pinned (tests share cores).
     pub fn open(shards: usize) -> Embedded {
-        let db = Db::open(Config { shards, pin: false }).expect("engine opens");
+        let db = Db::open(Config {
+            shards,
+            pin: false,
+            ..Config::default()
+        })
+        .expect("engine opens");
         Embedded { db }
     }
 }

@@ -16,6 +16,7 @@ fn open() -> Db {
     Db::open(Config {
         shards: 2,
         pin: false,
+        ..Config::default()
     })
     .expect("engine opens")
 }
@@ -233,7 +234,7 @@ fn label_scans_during_label_changes_show_each_item_once() {
                 let mut n = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     // Flip between a label value before and after the steady ones.
-                    let label = if n % 2 == 0 { "a" } else { "z" };
+                    let label = if n.is_multiple_of(2) { "a" } else { "z" };
                     let options = SetOptions::default().label(1, label);
                     db.set("flipper", json!(n), &options).await.expect("set");
                     n += 1;

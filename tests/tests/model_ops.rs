@@ -323,7 +323,12 @@ async fn write(db: &Db, model: &mut Model, op: &Op) {
 }
 
 async fn run(shards: usize, ops: Vec<Op>) {
-    let db = Db::open(Config { shards, pin: false }).expect("engine opens");
+    let db = Db::open(Config {
+        shards,
+        pin: false,
+        ..Config::default()
+    })
+    .expect("engine opens");
     let mut model = Model::default();
     for op in &ops {
         match op {

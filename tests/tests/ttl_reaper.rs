@@ -11,6 +11,7 @@ fn open() -> Db {
     Db::open(Config {
         shards: 2,
         pin: false,
+        ..Config::default()
     })
     .expect("engine opens")
 }

@@ -26,9 +26,9 @@ fn entry(i: u64, value_len: usize) -> Entry {
         value: vec![(i % 251) as u8; value_len],
         created_ms: i as i64,
         modified_ms: i as i64 + 1,
-        expires_s: (i % 5 == 0).then_some(1_900_000_000),
+        expires_s: i.is_multiple_of(5).then_some(1_900_000_000),
         labels: [
-            (i % 3 == 0).then(|| format!("L{i}")),
+            i.is_multiple_of(3).then(|| format!("L{i}")),
             None,
             None,
             None,
@@ -239,15 +239,15 @@ fn power_cut_run(seed: u64) {
         segment_bytes_max: 512 + next(&mut rng) % 4096,
     };
     let (mut log, _, _) = open(&disk, config).unwrap();
-    if next(&mut rng) % 2 == 0 {
+    if next(&mut rng).is_multiple_of(2) {
         disk.plan_fault(Fault {
             at: next(&mut rng) % 60,
-            kind: if next(&mut rng) % 2 == 0 {
+            kind: if next(&mut rng).is_multiple_of(2) {
                 FaultKind::Io
             } else {
                 FaultKind::NoSpace
             },
-            persistent: next(&mut rng) % 2 == 0,
+            persistent: next(&mut rng).is_multiple_of(2),
         });
     }
     let mut attempted = Vec::new();

@@ -55,7 +55,7 @@ const RECORD_CRC_OFFSET: usize = 4;
 const RECORD_CRC_START: usize = 8;
 
 const _: () = assert!(SEGMENT_HEADER_LEN == HEADER_CRC_OFFSET + 8);
-const _: () = assert!(SEGMENT_HEADER_LEN % 8 == 0 && RECORD_HEADER_LEN % 8 == 0);
+const _: () = assert!(SEGMENT_HEADER_LEN.is_multiple_of(8) && RECORD_HEADER_LEN.is_multiple_of(8));
 const _: () = assert!(RECORD_HEADER_LEN == 24 + 8);
 const _: () = assert!(RECORD_BODY_LEN_MAX <= u32::MAX as usize);
 

@@ -1,0 +1,168 @@
+//! Durability through the engine: with a data directory, every acknowledged write —
+//! every item shape, merges, `$add`, counters, labels, ttls, removes, batches — is back
+//! after the engine is closed and opened again, on the same shards, with the same
+//! answers to every query. Also: one data directory is never opened twice, and never
+//! with another shard count (routing would put items on the wrong shard's log).
+
+use ampd_engine::{BatchItem, Config, Db, ErrorCode, FsyncPolicy, QueryOptions, SetOptions};
+use serde_json::{json, Number, Value};
+use std::path::{Path, PathBuf};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ampd-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn open(dir: &Path, shards: usize, fsync: FsyncPolicy) -> Result<Db, ampd_engine::Error> {
+    Db::open(Config {
+        shards,
+        pin: false,
+        data_dir: Some(dir.to_owned()),
+        fsync,
+    })
+}
+
+/// Everything the API can show: all simple keys, every namespace used, label queries,
+/// with metadata.
+fn everything(db: &Db) -> Value {
+    let all = |pattern: &str, label: Option<&str>| {
+        let options = QueryOptions {
+            meta: true,
+            limit: Some(1000),
+            label: label.map(str::to_owned),
+            ..Default::default()
+        };
+        db.get(pattern, &options).expect("query").to_json(true)
+    };
+    json!({
+        "simple": all("*", None),
+        "users": all("users:*", None),
+        "orders": all("orders:*", None),
+        "stats": all("stats:*", None),
+        "label1": all("*", Some("label1")),
+        "label2": all("g:*", Some("label2")),
+    })
+}
+
+async fn workload(db: &Db) {
+    let plain = SetOptions::default();
+    db.set("s", json!("text"), &plain).await.unwrap();
+    db.set("n", json!(-17), &plain).await.unwrap();
+    db.set("f", json!(2.5), &plain).await.unwrap();
+    db.set("b", json!(true), &plain).await.unwrap();
+    db.set("nul", Value::Null, &plain).await.unwrap();
+    db.set("arr", json!([1, "two", [3.0], {"four": 4}]), &plain)
+        .await
+        .unwrap();
+    db.set(
+        "users:ann",
+        json!({"name": "Ann", "age": 30}),
+        &SetOptions::default().label(1, "team-a"),
+    )
+    .await
+    .unwrap();
+    db.set(
+        "users:ann",
+        json!({"age": 31, "visits": {"$add": 2}}),
+        &plain,
+    )
+    .await
+    .unwrap();
+    db.set(
+        "users:bob",
+        json!({"name": "Bob"}),
+        &SetOptions::default()
+            .label(1, "team-b")
+            .label(2, "g:x")
+            .ttl(3600),
+    )
+    .await
+    .unwrap();
+    db.set(
+        "users:cid",
+        json!({"name": "Cid"}),
+        &SetOptions::default().label(1, "team-a"),
+    )
+    .await
+    .unwrap();
+    db.set(
+        "users:cid",
+        json!("replaced"),
+        &SetOptions::default().overwrite(),
+    )
+    .await
+    .unwrap();
+    db.add("stats:hits", None, Number::from(5)).await.unwrap();
+    db.add("stats:hits", None, Number::from(-2)).await.unwrap();
+    db.add("stats:page", Some("views"), Number::from_f64(0.5).unwrap())
+        .await
+        .unwrap();
+    let batch = (0..25)
+        .map(|i| BatchItem {
+            key: format!("orders:{i:03}"),
+            value: json!({"n": i}),
+            labels: [Some(format!("o-{}", i % 3)), None, None, None, None],
+            ..Default::default()
+        })
+        .collect();
+    db.set_batch(batch, true).await.unwrap();
+    db.remove_many(&["orders:003", "orders:004", "nope"])
+        .await
+        .unwrap();
+    db.remove("f").await.unwrap();
+    db.set(
+        "users:ann",
+        json!({"age": 32}),
+        &SetOptions::default().label(1, "team-c"),
+    )
+    .await
+    .unwrap();
+}
+
+#[test]
+fn every_write_survives_close_and_reopen() {
+    for fsync in [
+        FsyncPolicy::Always,
+        FsyncPolicy::Never,
+        FsyncPolicy::Interval(std::time::Duration::from_millis(20)),
+    ] {
+        for shards in [1, 3] {
+            let dir = temp_dir(&format!("reopen-{shards}"));
+            let before = {
+                let db = open(&dir, shards, fsync).unwrap();
+                futures::executor::block_on(workload(&db));
+                everything(&db)
+            };
+            let db = open(&dir, shards, fsync).unwrap();
+            assert_eq!(everything(&db), before, "{fsync:?}, {shards} shards");
+            // And it keeps going: more writes, another reopen.
+            futures::executor::block_on(db.add("stats:hits", None, Number::from(10))).unwrap();
+            drop(db);
+            let db = open(&dir, shards, fsync).unwrap();
+            assert_eq!(
+                db.get_one("stats:hits").unwrap().unwrap().value(),
+                json!(13)
+            );
+            drop(db);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_data_directory_is_opened_once_and_with_its_own_shard_count() {
+    let dir = temp_dir("lock");
+    let db = open(&dir, 2, FsyncPolicy::Always).unwrap();
+    let second = open(&dir, 2, FsyncPolicy::Always).unwrap_err();
+    assert_eq!(second.code(), ErrorCode::Internal);
+    assert!(second.message().contains("another process"), "{second}");
+    drop(db);
+    let other_count = open(&dir, 3, FsyncPolicy::Always).unwrap_err();
+    assert!(
+        other_count.message().contains("made with 2 shards"),
+        "{other_count}"
+    );
+    assert!(open(&dir, 2, FsyncPolicy::Always).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
