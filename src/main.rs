@@ -1,6 +1,6 @@
-//! `ampd`: for now, a REPL on the embedded engine (the server arrives with the server
-//! issue). Each line is one data command in the CLI's forms; each result prints as one
-//! line of JSON, each refusal as `CODE: message`.
+//! `ampd`: for now, a REPL on the embedded engine, durable in a data folder (the server
+//! arrives with the server issue). Each line is one data command in the CLI's forms;
+//! each result prints as one line of JSON, each refusal as `CODE: message`.
 
 mod cli;
 
@@ -9,7 +9,7 @@ mod cli;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use ampd_engine::{Config, Db};
+use ampd_engine::{Config, Db, FsyncPolicy};
 use clap::Parser;
 use std::io::{BufRead, Write};
 
@@ -20,16 +20,38 @@ enum Main {
     /// An interactive session on an in-memory engine: type `set`, `get`, `add`,
     /// `remove` as in the CLI, `help`, or `quit`.
     Repl {
-        /// Shards (executors); 0 = one per core.
+        /// Shards (executors); 0 = one per core. A data folder keeps its count.
         #[arg(long, default_value_t = 0)]
         shards: usize,
+        /// Where the write-ahead log lives.
+        #[arg(long, default_value = "ampd-data")]
+        data_dir: std::path::PathBuf,
+        /// Keep nothing on disk (a cache: everything is gone at exit).
+        #[arg(long, conflicts_with = "data_dir")]
+        in_memory: bool,
+        /// When a write is durable: `always` (fdatasync before the answer),
+        /// `interval` (every 100 ms) or `never` (when the OS writes back).
+        #[arg(long, default_value = "always", value_parser = ["always", "interval", "never"])]
+        fsync: String,
     },
 }
 
 fn main() -> std::process::ExitCode {
-    let Main::Repl { shards } = Main::parse();
+    let Main::Repl {
+        shards,
+        data_dir,
+        in_memory,
+        fsync,
+    } = Main::parse();
+    let fsync = match fsync.as_str() {
+        "interval" => FsyncPolicy::Interval(std::time::Duration::from_millis(100)),
+        "never" => FsyncPolicy::Never,
+        _ => FsyncPolicy::Always,
+    };
     let db = match Db::open(Config {
         shards,
+        data_dir: (!in_memory).then_some(data_dir),
+        fsync,
         ..Config::default()
     }) {
         Ok(db) => db,
@@ -39,7 +61,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     eprintln!(
-        "ampd {} — in-memory engine with {} shards. Commands: set, get, add, remove, help, quit.",
+        "ampd {} — embedded engine with {} shards. Commands: set, get, add, remove, help, quit.",
         env!("CARGO_PKG_VERSION"),
         db.shard_count()
     );

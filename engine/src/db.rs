@@ -251,8 +251,19 @@ impl Db {
         } else {
             config.shards
         };
+        let mut config = config;
         let lock = match &config.data_dir {
-            Some(dir) => Some(prepare_data_dir(dir, count)?),
+            Some(dir) => {
+                let lock = prepare_data_dir(dir, count)?;
+                // glommio opens directories by absolute path.
+                config.data_dir = Some(std::fs::canonicalize(dir).map_err(|e| {
+                    Error::new(
+                        ErrorCode::Internal,
+                        format!("data directory {}: {e}", dir.display()),
+                    )
+                })?);
+                Some(lock)
+            }
             None => None,
         };
         let shards: Vec<Arc<Shard>> = (0..count).map(|i| Arc::new(Shard::new(i))).collect();
@@ -278,20 +289,26 @@ impl Db {
             };
             // glommio sets up the rings, the locked memory and the CPU binding on the
             // new thread, after `spawn` returns: wait for the shard to say it runs.
+            let executor_hint = format!(
+                " (io_uring rings and buffers live in locked memory: check `ulimit -l`; \
+                 with `pin`, core {} must be usable)",
+                id % cores
+            );
             let failure = match spawned {
-                Err(e) => Some(e.to_string()),
+                Err(e) => Some(format!("could not start shard {id}: {e}{executor_hint}")),
                 Ok(handle) => match started.recv() {
                     Ok(Ok(())) => {
                         executors.push(handle);
                         None
                     }
+                    // The shard ran and said why it cannot serve (recovery).
                     Ok(Err(why)) => {
                         let _ = handle.join();
                         Some(why)
                     }
                     Err(_) => Some(match handle.join() {
-                        Err(e) => e.to_string(),
-                        Ok(()) => "it stopped while starting".to_owned(),
+                        Err(e) => format!("could not start shard {id}: {e}{executor_hint}"),
+                        Ok(()) => format!("shard {id} stopped while starting"),
                     }),
                 },
             };
@@ -302,15 +319,7 @@ impl Db {
                 for e in executors {
                     let _ = e.join();
                 }
-                return Err(Error::new(
-                    ErrorCode::Internal,
-                    format!(
-                        "could not start the executor of shard {id}: {why} (io_uring rings \
-                         and buffers live in locked memory: check `ulimit -l`; with `pin`, \
-                         core {} must be usable)",
-                        id % cores
-                    ),
-                ));
+                return Err(Error::new(ErrorCode::Internal, why));
             }
         }
         Ok(Db {

@@ -166,3 +166,18 @@ fn a_data_directory_is_opened_once_and_with_its_own_shard_count() {
     assert!(open(&dir, 2, FsyncPolicy::Always).is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_relative_data_directory_works() {
+    // Integration tests run in the package folder: this lands in the workspace target.
+    let rel = PathBuf::from(format!("../target/ampd-relative-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&rel);
+    {
+        let db = open(&rel, 2, FsyncPolicy::Always).unwrap();
+        futures::executor::block_on(db.set("k", json!(1), &SetOptions::default())).unwrap();
+    }
+    let db = open(&rel, 2, FsyncPolicy::Always).unwrap();
+    assert_eq!(db.get_one("k").unwrap().unwrap().value(), json!(1));
+    drop(db);
+    std::fs::remove_dir_all(&rel).unwrap();
+}
