@@ -335,6 +335,15 @@ impl Db {
         self.inner.shards.len()
     }
 
+    /// WAL records written and `fdatasync`s done since open, over all shards: their
+    /// ratio is the writes per fsync that group commit achieves.
+    pub fn wal_counters(&self) -> (u64, u64) {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        self.inner.shards.iter().fold((0, 0), |(r, s), shard| {
+            (r + load(&shard.wal_records), s + load(&shard.wal_syncs))
+        })
+    }
+
     /// Items held in memory, including expired items the reaper has not removed yet.
     pub fn stored_item_count(&self) -> usize {
         self.inner.shards.iter().map(|s| s.items.len()).sum()

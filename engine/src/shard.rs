@@ -138,6 +138,9 @@ pub(crate) struct Shard {
     /// Installs and removes so far, counted before each touches an index: a scan that
     /// sees the same count before and after ran while nothing changed.
     pub changes: AtomicU64,
+    /// WAL records written and `fdatasync`s done, for stats and benches.
+    pub wal_records: AtomicU64,
+    pub wal_syncs: AtomicU64,
     inbox: Inbox,
 }
 
@@ -160,6 +163,8 @@ impl Shard {
             items: SkipMap::new(),
             labels: SkipMap::new(),
             changes: AtomicU64::new(0),
+            wal_records: AtomicU64::new(0),
+            wal_syncs: AtomicU64::new(0),
             inbox: Inbox {
                 queue: SegQueue::new(),
                 waker: AtomicWaker::new(),
@@ -316,8 +321,11 @@ impl ShardLocal {
                         futures::future::Either::Right(((), _)) => {
                             // Idle past the interval: make what was written durable.
                             if let Some(log) = log.as_mut() {
-                                if let Err(e) = log.sync().await {
-                                    eprintln!("ampd: shard {}: {e}", self.shared.id);
+                                match log.sync().await {
+                                    Ok(()) => {
+                                        self.shared.wal_syncs.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    Err(e) => eprintln!("ampd: shard {}: {e}", self.shared.id),
                                 }
                             }
                             unsynced_since = None;
@@ -357,8 +365,16 @@ impl ShardLocal {
                             FsyncPolicy::Interval(every) => since.elapsed() >= every,
                             _ => false,
                         });
-                    let written = log.append(&staged.entries(), sync).await;
+                    let entries = staged.entries();
+                    let written = log.append(&entries, sync).await;
                     if written.is_ok() {
+                        let records = entries.len() as u64;
+                        self.shared
+                            .wal_records
+                            .fetch_add(records, Ordering::Relaxed);
+                        self.shared
+                            .wal_syncs
+                            .fetch_add(u64::from(sync), Ordering::Relaxed);
                         unsynced_since = match (sync, fsync) {
                             (false, FsyncPolicy::Interval(_)) => {
                                 unsynced_since.or(Some(Instant::now()))
