@@ -34,15 +34,25 @@ enum Main {
         #[arg(long, default_value = "always", value_parser = ["always", "interval", "never"])]
         fsync: String,
     },
+    /// Cuts each shard's WAL at its first bad record so a data folder that refuses to
+    /// open (corruption in the middle of a log) opens with everything before the damage.
+    /// What followed the damage is lost.
+    Repair {
+        #[arg(long, default_value = "ampd-data")]
+        data_dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
-    let Main::Repl {
-        shards,
-        data_dir,
-        in_memory,
-        fsync,
-    } = Main::parse();
+    let (shards, data_dir, in_memory, fsync) = match Main::parse() {
+        Main::Repl {
+            shards,
+            data_dir,
+            in_memory,
+            fsync,
+        } => (shards, data_dir, in_memory, fsync),
+        Main::Repair { data_dir } => return repair(&data_dir),
+    };
     let fsync = match fsync.as_str() {
         "interval" => FsyncPolicy::Interval(std::time::Duration::from_millis(100)),
         "never" => FsyncPolicy::Never,
@@ -95,6 +105,26 @@ fn main() -> std::process::ExitCode {
         let _ = out.flush();
     }
     std::process::ExitCode::SUCCESS
+}
+
+/// `ampd repair`: prints each cut, or that there was nothing to repair.
+fn repair(data_dir: &std::path::Path) -> std::process::ExitCode {
+    match Db::repair(data_dir) {
+        Ok(cuts) if cuts.is_empty() => {
+            println!("{}: nothing to repair", data_dir.display());
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(cuts) => {
+            for cut in cuts {
+                println!("{cut}");
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 const HELP: &str = "\

@@ -7,7 +7,9 @@ use crate::key::{self, Key, PAST_TEXT};
 use crate::query::{self, Pattern, QueryOptions, Range};
 pub use crate::shard::FsyncPolicy;
 use crate::shard::{self, label_store_key, LabelKey, Op, Outcome, Shard, Write};
+use crate::storage::GlommioStorage;
 use crate::ttl::{self, TtlChange};
+use crate::wal::log::{Log, LogConfig};
 use crate::write::{self, AddRequest, LabelChange, SetRequest};
 use ampd_wire::limits::{BATCH_ITEMS_MAX, LABEL_COUNT, PAGE_BYTES_MAX};
 use ampd_wire::value::{self, Value};
@@ -333,6 +335,48 @@ impl Db {
 
     pub fn shard_count(&self) -> usize {
         self.inner.shards.len()
+    }
+
+    /// Repairs a data directory whose WAL `Db::open` refused as corrupt: each shard's
+    /// log is cut at its first bad record (and segments after it are removed), so the
+    /// directory opens with everything before the damage. Returns one line per cut;
+    /// none when there was nothing to repair. What followed the damage is lost: run it
+    /// only when asked to (`ampd repair`).
+    pub fn repair(data_dir: &Path) -> Result<Vec<String>, Error> {
+        let fail = |e: &dyn std::fmt::Display| {
+            Error::new(
+                ErrorCode::Internal,
+                format!("repair of {}: {e}", data_dir.display()),
+            )
+        };
+        let text = std::fs::read_to_string(data_dir.join(SHARDS_FILE)).map_err(|e| fail(&e))?;
+        let count: usize = text.trim().parse().map_err(|e| fail(&e))?;
+        let _lock = prepare_data_dir(data_dir, count)?;
+        let dir = std::fs::canonicalize(data_dir).map_err(|e| fail(&e))?;
+        let mut cuts = Vec::new();
+        for id in 0..count {
+            let shard_dir = dir.join(shard_dir_name(id));
+            let repaired = LocalExecutorBuilder::new(Placement::Unbound)
+                .name(&format!("ampd-repair-{id}"))
+                .io_memory(IO_MEMORY_BYTES)
+                .spawn(move || async move {
+                    let storage = GlommioStorage::new(&shard_dir);
+                    Log::open_repairing(storage, id as u16, 0, LogConfig::default())
+                        .await
+                        .map(|(_, _, cuts)| cuts)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| fail(&e))?
+                .join()
+                .map_err(|e| fail(&e))?
+                .map_err(|e| fail(&e))?;
+            cuts.extend(
+                repaired
+                    .into_iter()
+                    .map(|c| format!("{}/{c}", shard_dir_name(id))),
+            );
+        }
+        Ok(cuts)
     }
 
     /// WAL records written and `fdatasync`s done since open, over all shards: their

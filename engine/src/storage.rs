@@ -19,9 +19,9 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-/// A flat directory of files.
+/// A flat directory of files. Clones refer to the same directory.
 #[allow(async_fn_in_trait)]
-pub trait Storage {
+pub trait Storage: Clone {
     type File: StorageFile;
     /// Creates an empty file; fails if `name` exists.
     async fn create(&self, name: &str) -> io::Result<Self::File>;

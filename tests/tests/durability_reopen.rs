@@ -181,3 +181,85 @@ fn a_relative_data_directory_works() {
     drop(db);
     std::fs::remove_dir_all(&rel).unwrap();
 }
+
+/// The largest WAL segment under `dir` (the one holding the writes).
+fn busiest_segment(dir: &Path) -> PathBuf {
+    let mut best = (0, PathBuf::new());
+    for shard in std::fs::read_dir(dir).unwrap().flatten() {
+        if !shard.file_type().unwrap().is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
+            let len = f.metadata().unwrap().len();
+            if len > best.0 {
+                best = (len, f.path());
+            }
+        }
+    }
+    best.1
+}
+
+#[test]
+fn corruption_in_the_middle_refuses_to_open_until_repaired() {
+    let dir = temp_dir("repair");
+    {
+        let db = open(&dir, 2, FsyncPolicy::Always).unwrap();
+        futures::executor::block_on(async {
+            for i in 0..200 {
+                db.set(&format!("w:{i:03}"), json!(i), &SetOptions::default())
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    let segment = busiest_segment(&dir);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let refused = open(&dir, 2, FsyncPolicy::Always).unwrap_err();
+    let name = segment.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        refused.message().contains(&name) && refused.message().contains("corrupt at byte"),
+        "{refused}"
+    );
+    // Nothing was changed by the refusal: it is refused again.
+    assert!(open(&dir, 2, FsyncPolicy::Always).is_err());
+
+    let cuts = Db::repair(&dir).unwrap();
+    assert_eq!(cuts.len(), 1, "{cuts:?}");
+    assert!(
+        cuts[0].contains(&name) && cuts[0].contains("cut at byte"),
+        "{cuts:?}"
+    );
+    assert!(
+        Db::repair(&dir).unwrap().is_empty(),
+        "a second repair finds nothing"
+    );
+
+    let db = open(&dir, 2, FsyncPolicy::Always).unwrap();
+    let page = db
+        .get(
+            "w:*",
+            &QueryOptions {
+                limit: Some(1000),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .to_json(false);
+    let items = page["items"].as_array().unwrap();
+    // Everything before the damaged record, in order, and nothing after it.
+    assert!(
+        !items.is_empty() && items.len() < 200,
+        "{} items",
+        items.len()
+    );
+    for (i, item) in items.iter().enumerate() {
+        assert_eq!(item["key"], json!(format!("w:{i:03}")));
+        assert_eq!(item["value"], json!(i));
+    }
+    drop(db);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -188,6 +188,74 @@ impl<S: Storage> Log<S> {
         Ok((log, replay))
     }
 
+    /// Opens the log like [`Log::open`], but where it finds corruption (a bad record
+    /// or header, or a sequence gap) it cuts the log there: the damaged segment is
+    /// truncated at the bad record (removed if its header is bad) and every later
+    /// segment is removed. Returns the log and what was cut, one line per cut. Only for
+    /// an operator who asked for it: what follows the damage is lost.
+    pub async fn open_repairing(
+        storage: S,
+        shard: u16,
+        from_seq: u64,
+        config: LogConfig,
+    ) -> Result<(Log<S>, Replay, Vec<String>), WalError> {
+        let mut cuts = Vec::new();
+        loop {
+            let (file, offset) = match Log::open(storage.clone(), shard, from_seq, config).await {
+                Ok((log, replay)) => return Ok((log, replay, cuts)),
+                Err(WalError::Corrupt {
+                    file,
+                    offset,
+                    error,
+                }) => {
+                    cuts.push(format!("{file}: cut at byte {offset} ({error})"));
+                    (file, offset)
+                }
+                Err(WalError::Gap {
+                    file,
+                    expected_seq,
+                    found_seq,
+                }) => {
+                    cuts.push(format!(
+                        "{file}: removed (starts at sequence {found_seq}, expected {expected_seq})"
+                    ));
+                    (file, 0)
+                }
+                Err(other) => return Err(other),
+            };
+            // The errors of `open` only ever name segment files.
+            #[allow(clippy::expect_used)]
+            let id = segment_id(&file).expect("a WAL error names a segment file");
+            if offset <= record::SEGMENT_HEADER_LEN as u64 {
+                storage
+                    .remove(&file)
+                    .await
+                    .map_err(io_error("remove", &file))?;
+            } else {
+                let f = storage.open(&file).await.map_err(io_error("open", &file))?;
+                f.truncate(offset)
+                    .await
+                    .map_err(io_error("truncate", &file))?;
+                f.sync_data().await.map_err(io_error("sync", &file))?;
+            }
+            let names = storage.list().await.map_err(io_error("listing", "."))?;
+            for later in names
+                .iter()
+                .filter(|n| segment_id(n).is_some_and(|l| l > id))
+            {
+                storage
+                    .remove(later)
+                    .await
+                    .map_err(io_error("remove", later))?;
+                cuts.push(format!("{later}: removed (after the damage)"));
+            }
+            storage
+                .sync_dir()
+                .await
+                .map_err(io_error("directory sync", &file))?;
+        }
+    }
+
     /// The sequence number the next record gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
