@@ -53,16 +53,31 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// A fresh in-memory engine with `shards` shards, not pinned (tests share cores).
+    /// A fresh in-memory engine with `shards` shards (see [`open_in_memory`]).
     pub fn open(shards: usize) -> Embedded {
-        let db = Db::open(Config {
-            shards,
-            pin: false,
-            ..Config::default()
-        })
-        .expect("engine opens");
-        Embedded { db }
+        Embedded {
+            db: open_in_memory(shards),
+        }
     }
+}
+
+/// A fresh in-memory engine with `shards` shards, not pinned (tests share cores).
+pub fn open_in_memory(shards: usize) -> Db {
+    Db::open(Config {
+        shards,
+        pin: false,
+        ..Config::default()
+    })
+    .expect("engine opens")
+}
+
+/// splitmix64: reproducible random choices for seeded tests.
+pub fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 fn items_json(items: &[ampd_engine::Item], meta: bool) -> Value {

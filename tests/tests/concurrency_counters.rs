@@ -6,19 +6,14 @@
 //! namespace from many threads going missing. SPEC.md "add": "Concurrent adds from many
 //! clients never lose an increment."
 
-use ampd_engine::{Config, Db, QueryOptions, SetOptions};
+use ampd_engine::{Db, QueryOptions, SetOptions};
 use serde_json::{json, Number};
 
 const THREADS: usize = 8;
 const ADDS_PER_THREAD: i64 = 10_000;
 
 fn open() -> Db {
-    Db::open(Config {
-        shards: 2,
-        pin: false,
-        ..Config::default()
-    })
-    .expect("engine opens")
+    ampd_tests::open_in_memory(2)
 }
 
 /// Runs `f(thread_index)` on `THREADS` OS threads at once.

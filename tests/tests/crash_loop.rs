@@ -8,19 +8,12 @@
 //! crash, and a recovery that cannot open what a crash left behind.
 
 use ampd_engine::{Config, Db, FsyncPolicy, QueryOptions};
+use ampd_tests::splitmix;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const KEYS: u64 = 64;
-
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// The recovered values of `w:0..w:63` (None where never written).
 fn recovered(dir: &std::path::Path) -> Vec<Option<u64>> {
@@ -71,7 +64,7 @@ fn crash_loop(kills: u64, seed: u64) {
             }
             last
         });
-        let wait = Duration::from_millis(20 + next(&mut rng) % 120);
+        let wait = Duration::from_millis(20 + splitmix(&mut rng) % 120);
         let started = Instant::now();
         while started.elapsed() < wait {
             std::thread::sleep(Duration::from_millis(5));

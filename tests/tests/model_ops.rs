@@ -9,7 +9,7 @@
 //! while writes happen between pages: every item present for the whole scan must be
 //! returned exactly once, in order.
 
-use ampd_engine::{Config, Db, ErrorCode, Got, QueryOptions, SetOptions, Value};
+use ampd_engine::{Db, ErrorCode, Got, QueryOptions, SetOptions, Value};
 use proptest::prelude::*;
 use serde_json::{json, Map, Number};
 use std::collections::{BTreeMap, BTreeSet};
@@ -323,12 +323,7 @@ async fn write(db: &Db, model: &mut Model, op: &Op) {
 }
 
 async fn run(shards: usize, ops: Vec<Op>) {
-    let db = Db::open(Config {
-        shards,
-        pin: false,
-        ..Config::default()
-    })
-    .expect("engine opens");
+    let db = ampd_tests::open_in_memory(shards);
     let mut model = Model::default();
     for op in &ops {
         match op {

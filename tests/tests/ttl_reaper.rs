@@ -3,17 +3,12 @@
 //! a second, in slices"), more than one slice of them (256) at a time, and an item
 //! whose ttl was extended or cleared is not reaped at its old expiry.
 
-use ampd_engine::{Config, Db, QueryOptions, SetOptions, Value};
+use ampd_engine::{Db, QueryOptions, SetOptions, Value};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn open() -> Db {
-    Db::open(Config {
-        shards: 2,
-        pin: false,
-        ..Config::default()
-    })
-    .expect("engine opens")
+    ampd_tests::open_in_memory(2)
 }
 
 fn now_s() -> i64 {

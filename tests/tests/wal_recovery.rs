@@ -11,6 +11,7 @@
 use ampd_engine::storage::{Fault, FaultKind, SimDisk, Storage, StorageFile};
 use ampd_engine::wal::log::{segment_name, Log, LogConfig, WalError};
 use ampd_engine::wal::record::{Entry, ItemImage};
+use ampd_tests::splitmix;
 use futures::executor::block_on;
 
 const SHARD: u16 = 1;
@@ -220,15 +221,6 @@ fn a_failed_sync_poisons_the_log_and_loses_nothing_acknowledged() {
     }
 }
 
-/// splitmix64, for reproducible random choices.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// One seeded run: batches appended with sync, a fault somewhere, a power cut with a
 /// torn last write; after reopening, every acknowledged entry is there, in order, and
 /// nothing past what was attempted.
@@ -236,29 +228,29 @@ fn power_cut_run(seed: u64) {
     let mut rng = seed;
     let disk = SimDisk::new();
     let config = LogConfig {
-        segment_bytes_max: 512 + next(&mut rng) % 4096,
+        segment_bytes_max: 512 + splitmix(&mut rng) % 4096,
     };
     let (mut log, _, _) = open(&disk, config).unwrap();
-    if next(&mut rng).is_multiple_of(2) {
+    if splitmix(&mut rng).is_multiple_of(2) {
         disk.plan_fault(Fault {
-            at: next(&mut rng) % 60,
-            kind: if next(&mut rng).is_multiple_of(2) {
+            at: splitmix(&mut rng) % 60,
+            kind: if splitmix(&mut rng).is_multiple_of(2) {
                 FaultKind::Io
             } else {
                 FaultKind::NoSpace
             },
-            persistent: next(&mut rng).is_multiple_of(2),
+            persistent: splitmix(&mut rng).is_multiple_of(2),
         });
     }
     let mut attempted = Vec::new();
     let mut acked = 0;
-    for _ in 0..next(&mut rng) % 30 {
-        let n = 1 + next(&mut rng) % 4;
+    for _ in 0..splitmix(&mut rng) % 30 {
+        let n = 1 + splitmix(&mut rng) % 4;
         let batch: Vec<Entry> = (0..n)
             .map(|_| {
                 entry(
                     attempted.len() as u64 + 1000,
-                    (next(&mut rng) % 600) as usize,
+                    (splitmix(&mut rng) % 600) as usize,
                 )
             })
             .collect();
@@ -269,7 +261,7 @@ fn power_cut_run(seed: u64) {
         }
     }
     drop(log);
-    let tear = next(&mut rng);
+    let tear = splitmix(&mut rng);
     disk.power_cut(|len| (tear as usize) % (len + 1));
     let (_, replayed, _) = open(&disk, config).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     assert!(
