@@ -111,6 +111,15 @@ fn prepare_data_dir(dir: &Path, shards: usize) -> Result<std::fs::File, Error> {
     Ok(lock)
 }
 
+/// What to check when a shard's executor does not start.
+fn executor_hint(id: usize, cores: usize) -> String {
+    format!(
+        " (io_uring rings and buffers live in locked memory: check `ulimit -l`; with `pin`, \
+         core {} must be usable)",
+        id % cores
+    )
+}
+
 fn shard_dir_name(id: usize) -> String {
     format!("shard-{id:04}")
 }
@@ -269,7 +278,10 @@ impl Db {
             None => None,
         };
         let shards: Vec<Arc<Shard>> = (0..count).map(|i| Arc::new(Shard::new(i))).collect();
-        let mut executors = Vec::with_capacity(count);
+        // Start every shard, then wait for all of them: each recovers its own log on its
+        // own executor, so recoveries run side by side.
+        let mut starting = Vec::with_capacity(count);
+        let mut failure = None;
         for shard in &shards {
             let placement = if config.pin {
                 Placement::Fixed(shard.id % cores)
@@ -289,40 +301,48 @@ impl Db {
                     .io_memory(IO_MEMORY_BYTES)
                     .spawn(move || shard::run(shard, durability, ready))
             };
-            // glommio sets up the rings, the locked memory and the CPU binding on the
-            // new thread, after `spawn` returns: wait for the shard to say it runs.
-            let executor_hint = format!(
-                " (io_uring rings and buffers live in locked memory: check `ulimit -l`; \
-                 with `pin`, core {} must be usable)",
-                id % cores
-            );
-            let failure = match spawned {
-                Err(e) => Some(format!("could not start shard {id}: {e}{executor_hint}")),
-                Ok(handle) => match started.recv() {
-                    Ok(Ok(())) => {
-                        executors.push(handle);
-                        None
-                    }
-                    // The shard ran and said why it cannot serve (recovery).
-                    Ok(Err(why)) => {
-                        let _ = handle.join();
-                        Some(why)
-                    }
-                    Err(_) => Some(match handle.join() {
-                        Err(e) => format!("could not start shard {id}: {e}{executor_hint}"),
-                        Ok(()) => format!("shard {id} stopped while starting"),
-                    }),
-                },
-            };
-            if let Some(why) = failure {
-                for s in &shards {
-                    s.close();
+            match spawned {
+                Ok(handle) => starting.push((id, handle, started)),
+                Err(e) => {
+                    failure = Some(format!(
+                        "could not start shard {id}: {e}{}",
+                        executor_hint(id, cores)
+                    ));
+                    break;
                 }
-                for e in executors {
-                    let _ = e.join();
-                }
-                return Err(Error::new(ErrorCode::Internal, why));
             }
+        }
+        // glommio sets up the rings, the locked memory and the CPU binding on the new
+        // thread, after `spawn` returns: each shard says when it runs (or why not).
+        let mut executors = Vec::with_capacity(count);
+        for (id, handle, started) in starting {
+            match started.recv() {
+                Ok(Ok(())) => executors.push(handle),
+                // The shard ran and said why it cannot serve (recovery).
+                Ok(Err(why)) => {
+                    let _ = handle.join();
+                    failure.get_or_insert(why);
+                }
+                Err(_) => {
+                    let why = match handle.join() {
+                        Err(e) => format!(
+                            "could not start shard {id}: {e}{}",
+                            executor_hint(id, cores)
+                        ),
+                        Ok(()) => format!("shard {id} stopped while starting"),
+                    };
+                    failure.get_or_insert(why);
+                }
+            }
+        }
+        if let Some(why) = failure {
+            for s in &shards {
+                s.close();
+            }
+            for e in executors {
+                let _ = e.join();
+            }
+            return Err(Error::new(ErrorCode::Internal, why));
         }
         Ok(Db {
             inner: Arc::new(Inner {
