@@ -30,6 +30,7 @@ fn open(dir: &Path, shards: usize, fsync: FsyncPolicy) -> Db {
         pin: true,
         data_dir: Some(dir.to_owned()),
         fsync,
+        ..Config::default()
     })
     .expect("the engine opens")
 }

@@ -42,6 +42,12 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// When a write counts as durable (with a data directory).
     pub fsync: FsyncPolicy,
+    /// A shard snapshots itself after this many WAL bytes, so recovery replays at most
+    /// about that much log (with a data directory).
+    pub snapshot_wal_bytes: u64,
+    /// A WAL segment file is closed at this size and a new one started; snapshots
+    /// remove whole segments.
+    pub wal_segment_bytes: u64,
 }
 
 impl Default for Config {
@@ -51,6 +57,8 @@ impl Default for Config {
             pin: true,
             data_dir: None,
             fsync: FsyncPolicy::Always,
+            snapshot_wal_bytes: 256 << 20,
+            wal_segment_bytes: 64 << 20,
         }
     }
 }
@@ -290,10 +298,14 @@ impl Db {
             };
             let (ready, started) = std::sync::mpsc::channel();
             let id = shard.id;
-            let durability = config
-                .data_dir
-                .as_ref()
-                .map(|dir| (dir.join(shard_dir_name(id)), config.fsync));
+            let durability = config.data_dir.as_ref().map(|dir| shard::Durability {
+                dir: dir.join(shard_dir_name(id)),
+                fsync: config.fsync,
+                snapshot_wal_bytes: config.snapshot_wal_bytes,
+                log: LogConfig {
+                    segment_bytes_max: config.wal_segment_bytes,
+                },
+            });
             let spawned = {
                 let shard = shard.clone();
                 LocalExecutorBuilder::new(placement)
@@ -500,6 +512,29 @@ impl Db {
             .into_iter()
             .map(|o| matches!(o, Outcome::Removed(true)))
             .collect())
+    }
+
+    /// Snapshots every shard now (each from its current WAL position, while writes go
+    /// on) and drops the WAL segments the snapshots cover. Returns the items written.
+    /// Shards also snapshot themselves every `Config::snapshot_wal_bytes` of WAL.
+    pub async fn snapshot(&self) -> Result<u64, Error> {
+        let waits: Vec<_> = self
+            .inner
+            .shards
+            .iter()
+            .map(|s| {
+                let (reply, answer) = oneshot::channel();
+                s.submit(Op::Snapshot(reply));
+                answer
+            })
+            .collect();
+        let mut total = 0;
+        for answer in futures::future::join_all(waits).await {
+            total += answer.map_err(|_| {
+                Error::new(ErrorCode::Internal, "the shard stopped before its snapshot")
+            })??;
+        }
+        Ok(total)
     }
 
     /// Runs `make()`'s future on the executor of shard `shard` (`0..shard_count()`)

@@ -21,6 +21,7 @@ pub mod item;
 pub mod key;
 pub mod query;
 mod shard;
+pub mod snapshot;
 pub mod storage;
 mod ttl;
 pub mod wal;

@@ -94,6 +94,35 @@ pub(crate) enum Op {
     },
     /// Starts a task on this shard's executor ([`crate::Db::spawn_on`]).
     Spawn(Box<dyn FnOnce() + Send>),
+    /// Take a snapshot now; answered with the number of items written.
+    Snapshot(oneshot::Sender<Result<u64, Error>>),
+    /// Posted by the snapshot task when it has finished, so the writer wakes to drop the
+    /// segments the snapshot covers and answer who asked for it.
+    SnapshotDone,
+}
+
+/// What the writer needs to make a shard durable.
+#[derive(Debug, Clone)]
+pub(crate) struct Durability {
+    pub dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    /// WAL bytes written since the last snapshot that trigger the next one.
+    pub snapshot_wal_bytes: u64,
+    pub log: LogConfig,
+}
+
+/// What a finished snapshot task reports: (start sequence, items) or why it failed.
+type SnapshotResult = Result<(u64, u64), String>;
+
+/// The writer's view of snapshots.
+#[derive(Default)]
+struct Snapshots {
+    running: bool,
+    /// Set by the snapshot task when it ends.
+    finished: Rc<RefCell<Option<SnapshotResult>>>,
+    waiting: Vec<oneshot::Sender<Result<u64, Error>>>,
+    /// `Log::appended_bytes` when the last snapshot started.
+    started_at_bytes: u64,
 }
 
 thread_local! {
@@ -306,7 +335,13 @@ impl ShardLocal {
 
     /// Applies ops until the shard is closed; with a log, each batch is written (and
     /// synced, per `fsync`) before any of it becomes visible or is answered.
-    pub async fn run_writes(&self, mut log: Option<Log<GlommioStorage>>, fsync: FsyncPolicy) {
+    pub async fn run_writes(
+        &self,
+        mut log: Option<Log<GlommioStorage>>,
+        fsync: FsyncPolicy,
+        snapshot_wal_bytes: u64,
+    ) {
+        let mut snapshots = Snapshots::default();
         let mut batch = Vec::new();
         let mut answers = Vec::new();
         let mut unsynced_since: Option<Instant> = None;
@@ -356,6 +391,19 @@ impl ShardLocal {
                         answers.push((reply, self.apply(writes, &mut staged)))
                     }
                     Op::Spawn(start) => start(),
+                    Op::Snapshot(reply) => match log.as_ref() {
+                        None => {
+                            let _ = reply.send(Err(Error::new(
+                                ErrorCode::Internal,
+                                "an in-memory engine takes no snapshots",
+                            )));
+                        }
+                        Some(log) => {
+                            snapshots.waiting.push(reply);
+                            self.start_snapshot(log, &mut snapshots);
+                        }
+                    },
+                    Op::SnapshotDone => {}
                 }
             }
             let durable = match log.as_mut() {
@@ -403,6 +451,10 @@ impl ShardLocal {
                 // The caller may have stopped waiting; the write stands either way.
                 let _ = reply.send(result);
             }
+            if let Some(log) = log.as_mut() {
+                self.tend_snapshots(log, &mut snapshots, snapshot_wal_bytes)
+                    .await;
+            }
             glommio::yield_if_needed().await;
         }
         if let Some(log) = log.as_mut() {
@@ -413,9 +465,74 @@ impl ShardLocal {
         }
     }
 
-    /// Makes the log's records the shard's state (recovery).
-    pub fn replay(&self, entries: Vec<(u64, Entry)>) {
-        for (_, entry) in entries {
+    /// Starts a snapshot from the log's next sequence number, unless one is running.
+    fn start_snapshot(&self, log: &Log<GlommioStorage>, snapshots: &mut Snapshots) {
+        if snapshots.running {
+            return;
+        }
+        snapshots.running = true;
+        snapshots.started_at_bytes = log.appended_bytes();
+        // Every record below `s0` is installed: batches are installed before the
+        // writer looks at anything else.
+        let s0 = log.next_seq();
+        let storage = log.storage().clone();
+        let shared = self.shared.clone();
+        let finished = snapshots.finished.clone();
+        glommio::spawn_local(async move {
+            let started = Instant::now();
+            let items = shared.items.iter().map(|e| e.value().item());
+            let now_s = now_ms().div_euclid(1000);
+            let written =
+                crate::snapshot::write(&storage, shared.id as u16, s0, items, now_s).await;
+            if let Ok(count) = &written {
+                eprintln!(
+                    "ampd: shard {} snapshot at sequence {s0}: {count} items in {:.1?}",
+                    shared.id,
+                    started.elapsed()
+                );
+            }
+            *finished.borrow_mut() = Some(written.map(|n| (s0, n)).map_err(|e| e.to_string()));
+            shared.submit(Op::SnapshotDone);
+        })
+        .detach();
+    }
+
+    /// After each batch: finishes a completed snapshot (drops the WAL segments it
+    /// covers, answers who asked) and starts one when enough WAL has been written.
+    async fn tend_snapshots(
+        &self,
+        log: &mut Log<GlommioStorage>,
+        snapshots: &mut Snapshots,
+        snapshot_wal_bytes: u64,
+    ) {
+        let finished = snapshots.finished.borrow_mut().take();
+        if let Some(result) = finished {
+            snapshots.running = false;
+            let answer = match result {
+                Ok((s0, count)) => match log.drop_segments_before(s0).await {
+                    Ok(_) => Ok(count),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &answer {
+                eprintln!("ampd: shard {}: snapshot: {e}", self.shared.id);
+            }
+            for reply in snapshots.waiting.drain(..) {
+                let _ =
+                    reply.send(answer.clone().map_err(|e| {
+                        Error::new(ErrorCode::Internal, format!("snapshot failed: {e}"))
+                    }));
+            }
+        }
+        if log.appended_bytes() - snapshots.started_at_bytes >= snapshot_wal_bytes {
+            self.start_snapshot(log, snapshots);
+        }
+    }
+
+    /// Makes a snapshot's or the log's records the shard's state (recovery).
+    pub fn replay(&self, entries: Vec<Entry>) {
+        for entry in entries {
             match entry {
                 Entry::Put(image) => {
                     let item = Item::from_image(image);
@@ -614,7 +731,7 @@ fn label_key(label: u8, value: &str, item: &Item) -> LabelKey {
 /// measured at ~95 ms, DESIGN.md), until the shard is closed.
 pub(crate) async fn run(
     shard: Arc<Shard>,
-    durability: Option<(PathBuf, FsyncPolicy)>,
+    durability: Option<Durability>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     /// However the executor ends (closed, or unwinding from a panic), the shard is
@@ -635,36 +752,15 @@ pub(crate) async fn run(
         "ampd-writes",
     );
     let local = Rc::new(ShardLocal::new(shard.clone(), durability.is_some()));
-    let (log, fsync) = match durability {
-        None => (None, FsyncPolicy::Never),
-        Some((dir, fsync)) => {
-            let started = Instant::now();
-            let storage = GlommioStorage::new(&dir);
-            match Log::open(storage, shard.id as u16, 0, LogConfig::default()).await {
-                Ok((log, replay)) => {
-                    let records = replay.entries.len();
-                    local.replay(replay.entries);
-                    eprintln!(
-                        "ampd: shard {} recovered {records} records ({} items) from {} in \
-                         {:.1?}{}",
-                        shard.id,
-                        shard.items.len(),
-                        dir.display(),
-                        started.elapsed(),
-                        if replay.torn_bytes > 0 {
-                            format!(", cut a torn tail of {} bytes", replay.torn_bytes)
-                        } else {
-                            String::new()
-                        }
-                    );
-                    (Some(log), fsync)
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(format!("recovery of shard {} failed: {e}", shard.id)));
-                    return;
-                }
+    let (log, fsync, snapshot_wal_bytes) = match durability {
+        None => (None, FsyncPolicy::Never, u64::MAX),
+        Some(d) => match recover(&local, &shard, &d).await {
+            Ok(log) => (Some(log), d.fsync, d.snapshot_wal_bytes),
+            Err(e) => {
+                let _ = ready.send(Err(format!("recovery of shard {} failed: {e}", shard.id)));
+                return;
             }
-        }
+        },
     };
     LOCAL.with(|l| *l.borrow_mut() = Some(local.clone()));
     let reaper = {
@@ -673,7 +769,10 @@ pub(crate) async fn run(
     };
     let writes = {
         let local = local.clone();
-        glommio::spawn_local_into(async move { local.run_writes(log, fsync).await }, queue)
+        glommio::spawn_local_into(
+            async move { local.run_writes(log, fsync, snapshot_wal_bytes).await },
+            queue,
+        )
     };
     match (writes, reaper) {
         (Ok(writes), Ok(reaper)) => {
@@ -686,6 +785,42 @@ pub(crate) async fn run(
             panic!("shard tasks failed to start: {:?} {:?}", w.err(), r.err());
         }
     }
+}
+
+/// Recovery: the newest snapshot, then the WAL from the snapshot's start.
+async fn recover(
+    local: &ShardLocal,
+    shard: &Arc<Shard>,
+    d: &Durability,
+) -> Result<Log<GlommioStorage>, crate::wal::log::WalError> {
+    let started = Instant::now();
+    let storage = GlommioStorage::new(&d.dir);
+    let id = shard.id as u16;
+    let (s0, from_snapshot) = match crate::snapshot::load(&storage, id).await? {
+        Some((s0, entries)) => {
+            let n = entries.len();
+            local.replay(entries);
+            (s0, n)
+        }
+        None => (0, 0),
+    };
+    let (log, replay) = Log::open(storage, id, s0, d.log).await?;
+    let records = replay.entries.len();
+    local.replay(replay.entries.into_iter().map(|(_, e)| e).collect());
+    eprintln!(
+        "ampd: shard {} recovered {from_snapshot} items from a snapshot and {records} WAL \
+         records ({} items) from {} in {:.1?}{}",
+        shard.id,
+        shard.items.len(),
+        d.dir.display(),
+        started.elapsed(),
+        if replay.torn_bytes > 0 {
+            format!(", cut a torn tail of {} bytes", replay.torn_bytes)
+        } else {
+            String::new()
+        }
+    );
+    Ok(log)
 }
 
 /// (label index 0..5, label value) of each label an item has.

@@ -22,6 +22,7 @@ fn recovered(dir: &std::path::Path) -> Vec<Option<u64>> {
         pin: false,
         data_dir: Some(dir.to_owned()),
         fsync: FsyncPolicy::Always,
+        ..Config::default()
     })
     .unwrap_or_else(|e| panic!("recovery failed: {e}"));
     let options = QueryOptions {

@@ -20,6 +20,7 @@ fn open(dir: &Path, shards: usize, fsync: FsyncPolicy) -> Result<Db, ampd_engine
         pin: false,
         data_dir: Some(dir.to_owned()),
         fsync,
+        ..Config::default()
     })
 }
 

@@ -90,7 +90,11 @@ impl std::fmt::Display for WalError {
 
 impl std::error::Error for WalError {}
 
-fn io_error<'a>(op: &'static str, file: &'a str) -> impl FnOnce(io::Error) -> WalError + 'a {
+/// Wraps an I/O error with the operation and the file it failed on.
+pub(crate) fn io_error<'a>(
+    op: &'static str,
+    file: &'a str,
+) -> impl FnOnce(io::Error) -> WalError + 'a {
     move |source| WalError::Io {
         op,
         file: file.to_owned(),
@@ -128,6 +132,10 @@ pub struct Log<S: Storage> {
     offset: u64,
     next_seq: u64,
     poisoned: bool,
+    /// Every segment of the log: (id, first sequence number), oldest first.
+    segments: Vec<(u64, u64)>,
+    /// Bytes appended since the log was opened.
+    appended_bytes: u64,
 }
 
 impl<S: Storage> Log<S> {
@@ -144,9 +152,10 @@ impl<S: Storage> Log<S> {
         let mut replay = Replay::default();
         let mut next_seq = None;
         let mut last = None;
+        let mut segments = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
             let is_last = i + 1 == ids.len();
-            let (file, end, seq) = read_segment(
+            let (file, end, first_seq, seq) = read_segment(
                 &storage,
                 shard,
                 *id,
@@ -156,6 +165,15 @@ impl<S: Storage> Log<S> {
                 &mut replay,
             )
             .await?;
+            if next_seq.is_none() && first_seq > from_seq {
+                // The records from `from_seq` (a snapshot's start) to here are gone.
+                return Err(WalError::Gap {
+                    file: segment_name(*id),
+                    expected_seq: from_seq,
+                    found_seq: first_seq,
+                });
+            }
+            segments.push((*id, first_seq));
             next_seq = Some(seq);
             last = Some((*id, file, end));
         }
@@ -169,6 +187,8 @@ impl<S: Storage> Log<S> {
                 offset,
                 next_seq: next_seq.unwrap_or(from_seq),
                 poisoned: false,
+                segments,
+                appended_bytes: 0,
             },
             None => {
                 let (file, offset) = start_segment(&storage, shard, 0, from_seq).await?;
@@ -181,6 +201,8 @@ impl<S: Storage> Log<S> {
                     offset,
                     next_seq: from_seq,
                     poisoned: false,
+                    segments: vec![(0, from_seq)],
+                    appended_bytes: 0,
                 }
             }
         };
@@ -301,8 +323,44 @@ impl<S: Storage> Log<S> {
                 .map_err(io_error("sync", &name))?;
         }
         self.offset += len;
+        self.appended_bytes += len;
         self.next_seq += entries.len() as u64;
         Ok(self.next_seq - 1)
+    }
+
+    /// Bytes appended since the log was opened.
+    pub fn appended_bytes(&self) -> u64 {
+        self.appended_bytes
+    }
+
+    /// The storage the log lives in (snapshots share it).
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// Removes the segments that hold only records numbered below `seq` (a durable
+    /// snapshot covers them); the segment being appended to always stays. Returns how
+    /// many were removed.
+    pub async fn drop_segments_before(&mut self, seq: u64) -> Result<usize, WalError> {
+        let covered = self
+            .segments
+            .windows(2)
+            .take_while(|w| w[1].1 <= seq)
+            .count();
+        for (id, _) in self.segments.drain(..covered) {
+            let name = segment_name(id);
+            self.storage
+                .remove(&name)
+                .await
+                .map_err(io_error("remove", &name))?;
+        }
+        if covered > 0 {
+            self.storage
+                .sync_dir()
+                .await
+                .map_err(io_error("directory sync", "."))?;
+        }
+        Ok(covered)
     }
 
     /// Forces what was appended without `sync` to disk.
@@ -328,6 +386,7 @@ impl<S: Storage> Log<S> {
         self.segment = segment;
         self.file = file;
         self.offset = offset;
+        self.segments.push((segment, self.next_seq));
         Ok(())
     }
 }
@@ -361,7 +420,7 @@ async fn start_segment<S: Storage>(
 }
 
 /// Reads one segment into `replay`; returns the open file, the offset after its last
-/// whole record, and the next sequence number.
+/// whole record, its first sequence number and the next one.
 async fn read_segment<S: Storage>(
     storage: &S,
     shard: u16,
@@ -370,7 +429,7 @@ async fn read_segment<S: Storage>(
     from_seq: u64,
     is_last: bool,
     replay: &mut Replay,
-) -> Result<(S::File, u64, u64), WalError> {
+) -> Result<(S::File, u64, u64, u64), WalError> {
     let name = segment_name(id);
     let file = storage.open(&name).await.map_err(io_error("open", &name))?;
     let size = file.size().await.map_err(io_error("stat", &name))?;
@@ -413,7 +472,7 @@ async fn read_segment<S: Storage>(
             let seq = expected_seq.unwrap_or(from_seq);
             let (file, offset) = start_segment(storage, shard, id, seq).await?;
             replay.torn_bytes += size;
-            return Ok((file, offset, seq));
+            return Ok((file, offset, seq, seq));
         }
         Ok(None) => return Err(corrupt(0, FormatError::BadLength { body_len: size })),
         Err(e) => return Err(corrupt(0, e)),
@@ -467,5 +526,5 @@ async fn read_segment<S: Storage>(
             }
         }
     }
-    Ok((file, offset as u64, seq))
+    Ok((file, offset as u64, header.first_seq, seq))
 }

@@ -19,6 +19,7 @@ fn main() {
         pin: false,
         data_dir: Some(dir.into()),
         fsync: FsyncPolicy::Always,
+        ..Config::default()
     })
     .expect("the engine opens");
     let mut out = std::io::stdout().lock();
