@@ -109,7 +109,7 @@ fn automatic_and_explicit_snapshots_under_writes_recover_exactly() {
         .filter(|f| f.file_name().to_string_lossy().ends_with(".snap"))
         .count();
     assert!(
-        snapshots >= 1 && snapshots <= 2,
+        (1..=2).contains(&snapshots),
         "{snapshots} snapshots (one per shard at most)"
     );
 
