@@ -3,7 +3,8 @@
 //!   writers (tasks on one tokio thread): median and p99 latency, throughput, and the
 //!   WAL records per `fdatasync` that group commit achieves;
 //! - recovery: the time to open a data directory holding 1 M items of ~100-byte values
-//!   (written with `fsync never`, closed cleanly), replaying the whole WAL.
+//!   (written with `fsync never`, closed cleanly), replaying the whole WAL; then the
+//!   time to snapshot them and to open again from the snapshot.
 //!
 //! Run with `cargo bench -p ampd-benches --bench durable_set`; without `--bench` it runs
 //! a short round on small numbers.
@@ -30,6 +31,8 @@ fn open(dir: &Path, shards: usize, fsync: FsyncPolicy) -> Db {
         pin: true,
         data_dir: Some(dir.to_owned()),
         fsync,
+        // Snapshots only when the bench asks for one.
+        snapshot_wal_bytes: u64::MAX,
         ..Config::default()
     })
     .expect("the engine opens")
@@ -150,6 +153,23 @@ fn main() {
         "recovery: {recovery_items} items, {:.0} MiB of WAL, opened in {secs:.2} s ({:.0} items/s)",
         bytes as f64 / (1 << 20) as f64,
         recovery_items as f64 / secs
+    );
+    let started = Instant::now();
+    let written = futures::executor::block_on(db.snapshot()).expect("snapshot");
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "snapshot: {written} items in {secs:.2} s ({:.0} items/s), WAL it covers removed",
+        written as f64 / secs
+    );
+    drop(db);
+    let bytes = walk_size(&d);
+    let started = Instant::now();
+    let db = open(&d, 2, FsyncPolicy::Always);
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(db.stored_item_count() as u64, recovery_items);
+    println!(
+        "recovery from the snapshot: {recovery_items} items, {:.0} MiB on disk, opened in {secs:.2} s",
+        bytes as f64 / (1 << 20) as f64
     );
     drop(db);
     let _ = std::fs::remove_dir_all(&d);
