@@ -24,6 +24,7 @@ use std::iter::Peekable;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Locked memory each executor registers for io_uring buffers. glommio's default is
 /// 10 MiB, more than this machine's whole `ulimit -l` of 8 MiB; the engine does no
@@ -45,6 +46,8 @@ pub struct Config {
     /// A shard snapshots itself after this many WAL bytes, so recovery replays at most
     /// about that much log (with a data directory).
     pub snapshot_wal_bytes: u64,
+    /// A shard that has written to its WAL snapshots itself at least this often.
+    pub snapshot_interval: Duration,
     /// A WAL segment file is closed at this size and a new one started; snapshots
     /// remove whole segments.
     pub wal_segment_bytes: u64,
@@ -58,6 +61,7 @@ impl Default for Config {
             data_dir: None,
             fsync: FsyncPolicy::Always,
             snapshot_wal_bytes: 256 << 20,
+            snapshot_interval: Duration::from_secs(600),
             wal_segment_bytes: 64 << 20,
         }
     }
@@ -302,6 +306,7 @@ impl Db {
                 dir: dir.join(shard_dir_name(id)),
                 fsync: config.fsync,
                 snapshot_wal_bytes: config.snapshot_wal_bytes,
+                snapshot_interval: config.snapshot_interval,
                 log: LogConfig {
                     segment_bytes_max: config.wal_segment_bytes,
                 },

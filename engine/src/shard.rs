@@ -108,6 +108,8 @@ pub(crate) struct Durability {
     pub fsync: FsyncPolicy,
     /// WAL bytes written since the last snapshot that trigger the next one.
     pub snapshot_wal_bytes: u64,
+    /// The longest time between snapshots of a shard that is being written.
+    pub snapshot_interval: Duration,
     pub log: LogConfig,
 }
 
@@ -123,6 +125,8 @@ struct Snapshots {
     waiting: Vec<oneshot::Sender<Result<u64, Error>>>,
     /// `Log::appended_bytes` when the last snapshot started.
     started_at_bytes: u64,
+    /// When the last snapshot started (or the writer did).
+    started_at: Option<Instant>,
 }
 
 thread_local! {
@@ -339,7 +343,7 @@ impl ShardLocal {
         &self,
         mut log: Option<Log<GlommioStorage>>,
         fsync: FsyncPolicy,
-        snapshot_wal_bytes: u64,
+        snapshot_every: (u64, Duration),
     ) {
         let mut snapshots = Snapshots::default();
         let mut batch = Vec::new();
@@ -452,7 +456,7 @@ impl ShardLocal {
                 let _ = reply.send(result);
             }
             if let Some(log) = log.as_mut() {
-                self.tend_snapshots(log, &mut snapshots, snapshot_wal_bytes)
+                self.tend_snapshots(log, &mut snapshots, snapshot_every)
                     .await;
             }
             glommio::yield_if_needed().await;
@@ -472,6 +476,7 @@ impl ShardLocal {
         }
         snapshots.running = true;
         snapshots.started_at_bytes = log.appended_bytes();
+        snapshots.started_at = Some(Instant::now());
         // Every record below `s0` is installed: batches are installed before the
         // writer looks at anything else.
         let s0 = log.next_seq();
@@ -503,7 +508,7 @@ impl ShardLocal {
         &self,
         log: &mut Log<GlommioStorage>,
         snapshots: &mut Snapshots,
-        snapshot_wal_bytes: u64,
+        (snapshot_wal_bytes, snapshot_interval): (u64, Duration),
     ) {
         let finished = snapshots.finished.borrow_mut().take();
         if let Some(result) = finished {
@@ -525,7 +530,12 @@ impl ShardLocal {
                     }));
             }
         }
-        if log.appended_bytes() - snapshots.started_at_bytes >= snapshot_wal_bytes {
+        let written = log.appended_bytes() - snapshots.started_at_bytes;
+        let since = snapshots
+            .started_at
+            .get_or_insert_with(Instant::now)
+            .elapsed();
+        if written >= snapshot_wal_bytes || (written > 0 && since >= snapshot_interval) {
             self.start_snapshot(log, snapshots);
         }
     }
@@ -752,10 +762,14 @@ pub(crate) async fn run(
         "ampd-writes",
     );
     let local = Rc::new(ShardLocal::new(shard.clone(), durability.is_some()));
-    let (log, fsync, snapshot_wal_bytes) = match durability {
-        None => (None, FsyncPolicy::Never, u64::MAX),
+    let (log, fsync, snapshot_every) = match durability {
+        None => (None, FsyncPolicy::Never, (u64::MAX, Duration::MAX)),
         Some(d) => match recover(&local, &shard, &d).await {
-            Ok(log) => (Some(log), d.fsync, d.snapshot_wal_bytes),
+            Ok(log) => (
+                Some(log),
+                d.fsync,
+                (d.snapshot_wal_bytes, d.snapshot_interval),
+            ),
             Err(e) => {
                 let _ = ready.send(Err(format!("recovery of shard {} failed: {e}", shard.id)));
                 return;
@@ -770,7 +784,7 @@ pub(crate) async fn run(
     let writes = {
         let local = local.clone();
         glommio::spawn_local_into(
-            async move { local.run_writes(log, fsync, snapshot_wal_bytes).await },
+            async move { local.run_writes(log, fsync, snapshot_every).await },
             queue,
         )
     };

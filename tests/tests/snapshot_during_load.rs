@@ -22,8 +22,23 @@ fn open(dir: &Path) -> Db {
         fsync: FsyncPolicy::Always,
         snapshot_wal_bytes: 32 << 10,
         wal_segment_bytes: 8 << 10,
+        ..Config::default()
     })
     .expect("the engine opens")
+}
+
+fn snapshot_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .flat_map(|shard| {
+            std::fs::read_dir(shard.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".snap"))
+        .count()
 }
 
 fn state(db: &Db) -> Value {
@@ -122,6 +137,38 @@ fn automatic_and_explicit_snapshots_under_writes_recover_exactly() {
             json!(600)
         );
     }
+    drop(db);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_shard_being_written_snapshots_itself_on_time() {
+    let dir = temp_dir("snapshot-interval");
+    let db = Db::open(Config {
+        shards: 1,
+        pin: false,
+        data_dir: Some(dir.clone()),
+        snapshot_wal_bytes: u64::MAX,
+        snapshot_interval: std::time::Duration::from_millis(50),
+        ..Config::default()
+    })
+    .unwrap();
+    assert_eq!(snapshot_files(&dir), 0);
+    let started = std::time::Instant::now();
+    futures::executor::block_on(async {
+        let mut i = 0u64;
+        while started.elapsed() < std::time::Duration::from_millis(400) {
+            db.set(&format!("t:{}", i % 50), json!(i), &SetOptions::default())
+                .await
+                .unwrap();
+            i += 1;
+        }
+    });
+    assert_eq!(
+        snapshot_files(&dir),
+        1,
+        "one snapshot kept, written on time"
+    );
     drop(db);
     std::fs::remove_dir_all(&dir).unwrap();
 }
