@@ -23,7 +23,7 @@
 
 use crate::item::Item;
 use crate::storage::{Storage, StorageFile};
-use crate::wal::log::{io_error, WalError};
+use crate::wal::log::{io_error, read_whole, WalError};
 use crate::wal::record::{self, Entry, Position, SegmentHeader};
 
 /// The segment id that marks a snapshot file's header and records.
@@ -124,15 +124,7 @@ pub async fn load<S: Storage>(
     let Some(newest) = names.iter().filter(|n| start_seq(n).is_some()).max() else {
         return Ok(None);
     };
-    let file = storage
-        .open(newest)
-        .await
-        .map_err(io_error("open", newest))?;
-    let size = file.size().await.map_err(io_error("stat", newest))?;
-    let bytes = file
-        .read_at(0, size as usize)
-        .await
-        .map_err(io_error("read", newest))?;
+    let (_, bytes) = read_whole(storage, newest).await?;
     let corrupt = |offset: usize, error| WalError::Corrupt {
         file: newest.clone(),
         offset: offset as u64,

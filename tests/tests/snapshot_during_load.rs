@@ -27,7 +27,8 @@ fn open(dir: &Path) -> Db {
     .expect("the engine opens")
 }
 
-fn snapshot_files(dir: &Path) -> usize {
+/// Files in the shard folders under `dir` whose names end with `suffix`.
+fn shard_files(dir: &Path, suffix: &str) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
         .flatten()
@@ -37,8 +38,12 @@ fn snapshot_files(dir: &Path) -> usize {
                 .flatten()
                 .flatten()
         })
-        .filter(|f| f.file_name().to_string_lossy().ends_with(".snap"))
+        .filter(|f| f.file_name().to_string_lossy().ends_with(suffix))
         .count()
+}
+
+fn snapshot_files(dir: &Path) -> usize {
+    shard_files(dir, ".snap")
 }
 
 fn state(db: &Db) -> Value {
@@ -66,13 +71,7 @@ fn state(db: &Db) -> Value {
 }
 
 fn wal_segments(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_type().unwrap().is_dir())
-        .flat_map(|shard| std::fs::read_dir(shard.path()).unwrap().flatten())
-        .filter(|f| f.file_name().to_string_lossy().ends_with(".wal"))
-        .count()
+    shard_files(dir, ".wal")
 }
 
 #[test]

@@ -419,6 +419,21 @@ async fn start_segment<S: Storage>(
     Ok((file, record::SEGMENT_HEADER_LEN as u64))
 }
 
+/// Opens `name` and reads all of it (segments and snapshots are read whole, once, at
+/// recovery).
+pub(crate) async fn read_whole<S: Storage>(
+    storage: &S,
+    name: &str,
+) -> Result<(S::File, Vec<u8>), WalError> {
+    let file = storage.open(name).await.map_err(io_error("open", name))?;
+    let size = file.size().await.map_err(io_error("stat", name))?;
+    let bytes = file
+        .read_at(0, size as usize)
+        .await
+        .map_err(io_error("read", name))?;
+    Ok((file, bytes))
+}
+
 /// Reads one segment into `replay`; returns the open file, the offset after its last
 /// whole record, its first sequence number and the next one.
 async fn read_segment<S: Storage>(
@@ -431,12 +446,8 @@ async fn read_segment<S: Storage>(
     replay: &mut Replay,
 ) -> Result<(S::File, u64, u64, u64), WalError> {
     let name = segment_name(id);
-    let file = storage.open(&name).await.map_err(io_error("open", &name))?;
-    let size = file.size().await.map_err(io_error("stat", &name))?;
-    let bytes = file
-        .read_at(0, size as usize)
-        .await
-        .map_err(io_error("read", &name))?;
+    let (file, bytes) = read_whole(storage, &name).await?;
+    let size = bytes.len() as u64;
     let corrupt = |offset: usize, error| WalError::Corrupt {
         file: name.clone(),
         offset: offset as u64,
