@@ -51,6 +51,11 @@ pub struct Config {
     /// A WAL segment file is closed at this size and a new one started; snapshots
     /// remove whole segments.
     pub wal_segment_bytes: u64,
+    /// Tests only: shard `i` keeps its WAL and snapshots on `simulated_disks[i]`
+    /// instead of in `data_dir` (which still holds the lock and the shard count), so a
+    /// test can fail any I/O and cut the power.
+    #[doc(hidden)]
+    pub simulated_disks: Option<Vec<crate::storage::SimDisk>>,
 }
 
 impl Default for Config {
@@ -63,6 +68,7 @@ impl Default for Config {
             snapshot_wal_bytes: 256 << 20,
             snapshot_interval: Duration::from_secs(600),
             wal_segment_bytes: 64 << 20,
+            simulated_disks: None,
         }
     }
 }
@@ -311,12 +317,27 @@ impl Db {
                     segment_bytes_max: config.wal_segment_bytes,
                 },
             });
+            let simulated = config
+                .simulated_disks
+                .as_ref()
+                .and_then(|disks| disks.get(id).cloned());
             let spawned = {
                 let shard = shard.clone();
                 LocalExecutorBuilder::new(placement)
                     .name(&format!("ampd-shard-{id}"))
                     .io_memory(IO_MEMORY_BYTES)
-                    .spawn(move || shard::run(shard, durability, ready))
+                    .spawn(move || -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
+                        match (durability, simulated) {
+                            (Some(d), Some(disk)) => {
+                                Box::pin(shard::run(shard, Some((d, disk)), ready))
+                            }
+                            (Some(d), None) => {
+                                let files = GlommioStorage::new(&d.dir);
+                                Box::pin(shard::run(shard, Some((d, files)), ready))
+                            }
+                            (None, _) => Box::pin(shard::run::<GlommioStorage>(shard, None, ready)),
+                        }
+                    })
             };
             match spawned {
                 Ok(handle) => starting.push((id, handle, started)),

@@ -24,7 +24,7 @@
 
 use crate::item::{now_ms, Item, Slot};
 use crate::key::{self, Key};
-use crate::storage::GlommioStorage;
+use crate::storage::Storage;
 use crate::wal::log::{Log, LogConfig};
 use crate::wal::record::Entry;
 use crate::write::{self, AddRequest, SetRequest};
@@ -339,9 +339,9 @@ impl ShardLocal {
 
     /// Applies ops until the shard is closed; with a log, each batch is written (and
     /// synced, per `fsync`) before any of it becomes visible or is answered.
-    pub async fn run_writes(
+    pub async fn run_writes<S: Storage + 'static>(
         &self,
-        mut log: Option<Log<GlommioStorage>>,
+        mut log: Option<Log<S>>,
         fsync: FsyncPolicy,
         snapshot_every: (u64, Duration),
     ) {
@@ -470,7 +470,7 @@ impl ShardLocal {
     }
 
     /// Starts a snapshot from the log's next sequence number, unless one is running.
-    fn start_snapshot(&self, log: &Log<GlommioStorage>, snapshots: &mut Snapshots) {
+    fn start_snapshot<S: Storage + 'static>(&self, log: &Log<S>, snapshots: &mut Snapshots) {
         if snapshots.running {
             return;
         }
@@ -504,9 +504,9 @@ impl ShardLocal {
 
     /// After each batch: finishes a completed snapshot (drops the WAL segments it
     /// covers, answers who asked) and starts one when enough WAL has been written.
-    async fn tend_snapshots(
+    async fn tend_snapshots<S: Storage + 'static>(
         &self,
-        log: &mut Log<GlommioStorage>,
+        log: &mut Log<S>,
         snapshots: &mut Snapshots,
         (snapshot_wal_bytes, snapshot_interval): (u64, Duration),
     ) {
@@ -739,9 +739,9 @@ fn label_key(label: u8, value: &str, item: &Item) -> LabelKey {
 /// The body of a shard's executor thread: the writer and the reaper, in a
 /// `Latency::Matters` queue (wakes from other threads into a queue without it were
 /// measured at ~95 ms, DESIGN.md), until the shard is closed.
-pub(crate) async fn run(
+pub(crate) async fn run<S: Storage + 'static>(
     shard: Arc<Shard>,
-    durability: Option<Durability>,
+    durability: Option<(Durability, S)>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     /// However the executor ends (closed, or unwinding from a panic), the shard is
@@ -764,7 +764,7 @@ pub(crate) async fn run(
     let local = Rc::new(ShardLocal::new(shard.clone(), durability.is_some()));
     let (log, fsync, snapshot_every) = match durability {
         None => (None, FsyncPolicy::Never, (u64::MAX, Duration::MAX)),
-        Some(d) => match recover(&local, &shard, &d).await {
+        Some((d, storage)) => match recover(storage, &local, &shard, &d).await {
             Ok(log) => (
                 Some(log),
                 d.fsync,
@@ -802,13 +802,13 @@ pub(crate) async fn run(
 }
 
 /// Recovery: the newest snapshot, then the WAL from the snapshot's start.
-async fn recover(
+async fn recover<S: Storage>(
+    storage: S,
     local: &ShardLocal,
     shard: &Arc<Shard>,
     d: &Durability,
-) -> Result<Log<GlommioStorage>, crate::wal::log::WalError> {
+) -> Result<Log<S>, crate::wal::log::WalError> {
     let started = Instant::now();
-    let storage = GlommioStorage::new(&d.dir);
     let id = shard.id as u16;
     let (s0, from_snapshot) = match crate::snapshot::load(&storage, id).await? {
         Some((s0, entries)) => {

@@ -141,6 +141,8 @@ pub struct Log<S: Storage> {
 impl<S: Storage> Log<S> {
     /// Opens (or starts) the log of `shard`, replays the records numbered `from_seq` and
     /// later, cuts a torn tail, and positions the log after the last whole record.
+    /// Segments holding only records below `from_seq` (covered by the snapshot that
+    /// `from_seq` comes from) are removed.
     pub async fn open(
         storage: S,
         shard: u16,
@@ -148,7 +150,43 @@ impl<S: Storage> Log<S> {
         config: LogConfig,
     ) -> Result<(Log<S>, Replay), WalError> {
         let names = storage.list().await.map_err(io_error("listing", "."))?;
-        let ids: Vec<u64> = names.iter().filter_map(|n| segment_id(n)).collect();
+        let mut ids: Vec<u64> = names.iter().filter_map(|n| segment_id(n)).collect();
+        // Segments wholly before `from_seq` are covered by a snapshot; one may be left
+        // over when removing it failed or a crash came first. Skip (and remove) them:
+        // segment `i` is covered when segment `i + 1` starts at or before `from_seq`.
+        let mut first_seqs = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let name = segment_name(*id);
+            let file = storage.open(&name).await.map_err(io_error("open", &name))?;
+            let head = file
+                .read_at(0, record::SEGMENT_HEADER_LEN)
+                .await
+                .map_err(io_error("read", &name))?;
+            // An unreadable header is reported by the full read below.
+            first_seqs.push(
+                SegmentHeader::decode(&head)
+                    .ok()
+                    .flatten()
+                    .map(|h| h.first_seq),
+            );
+        }
+        let covered = first_seqs
+            .windows(2)
+            .take_while(|w| w[1].is_some_and(|next| next <= from_seq) && w[0].is_some())
+            .count();
+        for id in ids.drain(..covered) {
+            let name = segment_name(id);
+            storage
+                .remove(&name)
+                .await
+                .map_err(io_error("remove", &name))?;
+        }
+        if covered > 0 {
+            storage
+                .sync_dir()
+                .await
+                .map_err(io_error("directory sync", "."))?;
+        }
         let mut replay = Replay::default();
         let mut next_seq = None;
         let mut last = None;
@@ -347,12 +385,15 @@ impl<S: Storage> Log<S> {
             .windows(2)
             .take_while(|w| w[1].1 <= seq)
             .count();
-        for (id, _) in self.segments.drain(..covered) {
-            let name = segment_name(id);
+        for _ in 0..covered {
+            // Forget a segment only once it is removed: a failed removal is retried
+            // after the next snapshot (and `open` skips covered leftovers anyway).
+            let name = segment_name(self.segments[0].0);
             self.storage
                 .remove(&name)
                 .await
                 .map_err(io_error("remove", &name))?;
+            self.segments.remove(0);
         }
         if covered > 0 {
             self.storage
