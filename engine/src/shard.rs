@@ -113,6 +113,22 @@ pub(crate) struct Durability {
     pub log: LogConfig,
 }
 
+/// Marks an index change under way in [`Shard::changes`] for as long as it lives.
+struct Changing<'a>(&'a AtomicU64);
+
+impl<'a> Changing<'a> {
+    fn start(changes: &'a AtomicU64) -> Changing<'a> {
+        changes.fetch_add(1, Ordering::SeqCst);
+        Changing(changes)
+    }
+}
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// What a finished snapshot task reports: (start sequence, items) or why it failed.
 type SnapshotResult = Result<(u64, u64), String>;
 
@@ -168,8 +184,9 @@ pub(crate) struct Shard {
     /// Label entries; an entry whose slot now holds an item with another label value
     /// is stale for the instant of a label change and is skipped by readers.
     pub labels: SkipMap<LabelKey, Arc<Slot>>,
-    /// Installs and removes so far, counted before each touches an index: a scan that
-    /// sees the same count before and after ran while nothing changed.
+    /// Counts up once when an install or remove starts and once when it ends (odd:
+    /// one is under way). A scan that sees the same even count before and after ran
+    /// while nothing changed.
     pub changes: AtomicU64,
     /// WAL records written and `fdatasync`s done, for stats and benches.
     pub wal_records: AtomicU64,
@@ -666,7 +683,7 @@ impl ShardLocal {
     /// visible and stale ones go after, so a label query never misses an
     /// acknowledged item.
     fn install(&self, sk: Box<[u8]>, item: Item) -> Item {
-        self.shared.changes.fetch_add(1, Ordering::SeqCst);
+        let _changing = Changing::start(&self.shared.changes);
         let exact = self.shared.exact.pin();
         let Some(slot) = exact.get(&sk).cloned() else {
             let slot = Arc::new(Slot::new(&item));
@@ -702,7 +719,7 @@ impl ShardLocal {
     }
 
     fn remove(&self, sk: &[u8]) {
-        self.shared.changes.fetch_add(1, Ordering::SeqCst);
+        let _changing = Changing::start(&self.shared.changes);
         let exact = self.shared.exact.pin();
         let Some(slot) = exact.remove(sk).cloned() else {
             return;
