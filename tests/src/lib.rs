@@ -71,6 +71,13 @@ pub fn open_in_memory(shards: usize) -> Db {
     .expect("engine opens")
 }
 
+/// A fresh, empty folder for one test's data, unique to this process.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ampd-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// splitmix64: reproducible random choices for seeded tests.
 pub fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);

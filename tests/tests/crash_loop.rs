@@ -40,8 +40,7 @@ fn recovered(dir: &std::path::Path) -> Vec<Option<u64>> {
 }
 
 fn crash_loop(kills: u64, seed: u64) {
-    let dir = std::env::temp_dir().join(format!("ampd-crash-{}-{seed}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = ampd_tests::temp_dir(&format!("crash-{seed}"));
     let mut rng = seed;
     let mut first = 0u64;
     let mut kills_after_acks = 0;

@@ -69,7 +69,7 @@ fn run(dir: &PathBuf, fault: Fault, seed: u64) {
 
 #[test]
 fn no_failed_write_is_acknowledged_and_no_acknowledged_write_is_lost() {
-    let dir = std::env::temp_dir().join(format!("ampd-faults-{}", std::process::id()));
+    let dir = ampd_tests::temp_dir("faults");
     let mut seed = 0;
     for at in 0..120 {
         for kind in [FaultKind::Io, FaultKind::NoSpace] {

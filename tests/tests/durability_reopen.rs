@@ -5,14 +5,9 @@
 //! with another shard count (routing would put items on the wrong shard's log).
 
 use ampd_engine::{BatchItem, Config, Db, ErrorCode, FsyncPolicy, QueryOptions, SetOptions};
+use ampd_tests::temp_dir;
 use serde_json::{json, Number, Value};
 use std::path::{Path, PathBuf};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ampd-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 fn open(dir: &Path, shards: usize, fsync: FsyncPolicy) -> Result<Db, ampd_engine::Error> {
     Db::open(Config {

@@ -5,14 +5,9 @@
 //! replays from the wrong sequence number, or drops a segment it does not cover.
 
 use ampd_engine::{Config, Db, FsyncPolicy, QueryOptions, SetOptions};
+use ampd_tests::temp_dir;
 use serde_json::{json, Number, Value};
-use std::path::{Path, PathBuf};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ampd-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use std::path::Path;
 
 fn open(dir: &Path) -> Db {
     Db::open(Config {
@@ -111,17 +106,7 @@ fn automatic_and_explicit_snapshots_under_writes_recover_exactly() {
     // Segments the snapshots cover are gone: far fewer than were written.
     let segments = wal_segments(&dir);
     assert!(segments <= 10, "{segments} WAL segments left");
-    let snapshots = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .flat_map(|shard| {
-            std::fs::read_dir(shard.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-        })
-        .filter(|f| f.file_name().to_string_lossy().ends_with(".snap"))
-        .count();
+    let snapshots = snapshot_files(&dir);
     assert!(
         (1..=2).contains(&snapshots),
         "{snapshots} snapshots (one per shard at most)"
