@@ -10,6 +10,7 @@
 //! - [`item`]: items and their metadata.
 //! - [`ttl`]: time-to-live parsing.
 //! - [`wal`]: the write-ahead log's on-disk format (durability is being built).
+//! - [`failpoint`]: named fail points at each durability step (tests).
 //! - [`storage`]: the storage trait all WAL and snapshot I/O goes through, with a
 //!   glommio implementation and a simulated disk (power cuts, faults) for tests.
 //!
@@ -17,6 +18,7 @@
 //! in-process and over the network.
 
 pub mod db;
+pub mod failpoint;
 pub mod item;
 pub mod key;
 pub mod query;

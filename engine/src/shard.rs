@@ -500,12 +500,28 @@ impl ShardLocal {
         let storage = log.storage().clone();
         let shared = self.shared.clone();
         let finished = snapshots.finished.clone();
+        // The walk and the encoding (CPU) run on a thread of their own, so the shard's
+        // executor only writes the chunks; two chunks in flight bound the memory.
+        let (mut to_writer, chunks) = futures::channel::mpsc::channel(1);
+        let walked = shared.clone();
+        let walk = std::thread::Builder::new()
+            .name(format!("ampd-snapshot-{}", shared.id))
+            .spawn(move || {
+                let items = walked.items.iter().map(|e| e.value().item());
+                let now_s = now_ms().div_euclid(1000);
+                crate::snapshot::encode(walked.id as u16, s0, items, now_s, |chunk| {
+                    futures::executor::block_on(futures::SinkExt::send(&mut to_writer, chunk))
+                        .is_ok()
+                });
+            });
         glommio::spawn_local(async move {
             let started = Instant::now();
-            let items = shared.items.iter().map(|e| e.value().item());
-            let now_s = now_ms().div_euclid(1000);
-            let written =
-                crate::snapshot::write(&storage, shared.id as u16, s0, items, now_s).await;
+            let written = match walk {
+                Ok(_) => crate::snapshot::write(&storage, s0, chunks).await,
+                Err(e) => Err(crate::wal::log::io_error("start the walk of", "snapshot")(
+                    e,
+                )),
+            };
             if let Ok(count) = &written {
                 eprintln!(
                     "ampd: shard {} snapshot at sequence {s0}: {count} items in {:.1?}",

@@ -21,6 +21,7 @@
 //! may the WAL segments before `s0` and older snapshots be removed. A `.tmp` left by a
 //! crash is removed at recovery.
 
+use crate::failpoint;
 use crate::item::Item;
 use crate::storage::{Storage, StorageFile};
 use crate::wal::log::{io_error, read_whole, WalError};
@@ -44,55 +45,104 @@ fn start_seq(file: &str) -> Option<u64> {
     (s0.len() == 20).then(|| s0.parse().ok()).flatten()
 }
 
-/// Writes a snapshot of `items` (live items only) starting at `s0`, durably, then
-/// removes older snapshots. Yields between chunks so the shard keeps serving. Returns
-/// the number of items written.
-pub async fn write<S: Storage>(
-    storage: &S,
+/// One piece of a snapshot on its way from the walk to the file.
+pub struct Chunk {
+    /// Encoded records (the first chunk starts with the header).
+    pub bytes: Vec<u8>,
+    /// Items whose records are in `bytes`.
+    pub items: u64,
+    /// The walk is complete after this chunk.
+    pub last: bool,
+}
+
+/// Walks `items` (skipping those expired at `now_s`) and encodes the snapshot that
+/// starts at `s0` in chunks of about [`WRITE_CHUNK_BYTES`], handing each to `send`;
+/// stops early when `send` returns `false` (the writer gave up). Pure CPU: this is the
+/// part that runs on a background thread, while the shard keeps serving.
+pub fn encode(
     shard: u16,
     s0: u64,
     items: impl Iterator<Item = Item>,
     now_s: i64,
-) -> Result<u64, WalError> {
-    let tmp = tmp_name(s0);
-    let file = storage
-        .create(&tmp)
-        .await
-        .map_err(io_error("create", &tmp))?;
+    mut send: impl FnMut(Chunk) -> bool,
+) {
     let header = SegmentHeader {
         shard,
         segment: SNAPSHOT_SEGMENT,
         first_seq: s0,
     };
-    let mut offset = 0u64;
-    let mut chunk = header.encode().to_vec();
-    let mut count = 0u64;
-    for item in items.filter(|i| !i.is_expired(now_s)) {
+    let mut chunk = Chunk {
+        bytes: header.encode().to_vec(),
+        items: 0,
+        last: false,
+    };
+    for (seq, item) in (0u64..).zip(items.filter(|i| !i.is_expired(now_s))) {
         let at = Position {
             shard,
             segment: SNAPSHOT_SEGMENT,
-            seq: count,
+            seq,
         };
-        record::encode_record(&Entry::Put(item.to_image()), at, &mut chunk);
-        count += 1;
-        if chunk.len() >= WRITE_CHUNK_BYTES {
-            let len = chunk.len() as u64;
-            file.write_at(offset, std::mem::take(&mut chunk))
-                .await
-                .map_err(io_error("write", &tmp))?;
-            offset += len;
-            glommio::yield_if_needed().await;
+        record::encode_record(&Entry::Put(item.to_image()), at, &mut chunk.bytes);
+        chunk.items += 1;
+        if chunk.bytes.len() >= WRITE_CHUNK_BYTES {
+            let full = std::mem::replace(
+                &mut chunk,
+                Chunk {
+                    bytes: Vec::with_capacity(WRITE_CHUNK_BYTES + 4096),
+                    items: 0,
+                    last: false,
+                },
+            );
+            if !send(full) {
+                return;
+            }
         }
     }
-    file.write_at(offset, chunk)
+    chunk.last = true;
+    send(chunk);
+}
+
+/// Writes the snapshot that starts at `s0` from the chunks [`encode`] produces,
+/// durably, then removes older snapshots. Returns the number of items written. A
+/// snapshot whose chunks stop before the last one (the walk died) is not renamed into
+/// place.
+pub async fn write<S: Storage>(
+    storage: &S,
+    s0: u64,
+    mut chunks: impl futures::Stream<Item = Chunk> + Unpin,
+) -> Result<u64, WalError> {
+    use futures::StreamExt;
+    let tmp = tmp_name(s0);
+    let file = storage
+        .create(&tmp)
         .await
-        .map_err(io_error("write", &tmp))?;
+        .map_err(io_error("create", &tmp))?;
+    failpoint::check(failpoint::SNAPSHOT_WRITE_TMP).map_err(io_error("write", &tmp))?;
+    let mut offset = 0u64;
+    let mut count = 0u64;
+    let mut complete = false;
+    while let Some(chunk) = chunks.next().await {
+        complete = chunk.last;
+        let len = chunk.bytes.len() as u64;
+        file.write_at(offset, chunk.bytes)
+            .await
+            .map_err(io_error("write", &tmp))?;
+        offset += len;
+        count += chunk.items;
+    }
+    if !complete {
+        return Err(io_error("write", &tmp)(std::io::Error::other(
+            "the snapshot walk stopped before the end",
+        )));
+    }
     file.sync_data().await.map_err(io_error("sync", &tmp))?;
     let done = name(s0);
+    failpoint::check(failpoint::SNAPSHOT_RENAME).map_err(io_error("rename", &tmp))?;
     storage
         .rename(&tmp, &done)
         .await
         .map_err(io_error("rename", &tmp))?;
+    failpoint::check(failpoint::SNAPSHOT_SYNC_DIR).map_err(io_error("directory sync", &done))?;
     storage
         .sync_dir()
         .await

@@ -78,6 +78,27 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The largest file under any shard folder of data directory `dir` (the WAL segment
+/// that holds the most records), for tests that damage one.
+pub fn busiest_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut best = (0, std::path::PathBuf::new());
+    for shard in std::fs::read_dir(dir).expect("a data directory").flatten() {
+        if !shard.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for f in std::fs::read_dir(shard.path())
+            .expect("a shard folder")
+            .flatten()
+        {
+            let len = f.metadata().map_or(0, |m| m.len());
+            if len > best.0 {
+                best = (len, f.path());
+            }
+        }
+    }
+    best.1
+}
+
 /// splitmix64: reproducible random choices for seeded tests.
 pub fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -179,22 +179,6 @@ fn a_relative_data_directory_works() {
 }
 
 /// The largest WAL segment under `dir` (the one holding the writes).
-fn busiest_segment(dir: &Path) -> PathBuf {
-    let mut best = (0, PathBuf::new());
-    for shard in std::fs::read_dir(dir).unwrap().flatten() {
-        if !shard.file_type().unwrap().is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
-            let len = f.metadata().unwrap().len();
-            if len > best.0 {
-                best = (len, f.path());
-            }
-        }
-    }
-    best.1
-}
-
 #[test]
 fn corruption_in_the_middle_refuses_to_open_until_repaired() {
     let dir = temp_dir("repair");
@@ -208,7 +192,7 @@ fn corruption_in_the_middle_refuses_to_open_until_repaired() {
             }
         });
     }
-    let segment = busiest_segment(&dir);
+    let segment = ampd_tests::busiest_segment(&dir);
     let mut bytes = std::fs::read(&segment).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;

@@ -19,6 +19,7 @@
 //! recovers from what is on disk.
 
 use super::record::{self, Entry, FormatError, Position, SegmentHeader};
+use crate::failpoint;
 use crate::storage::{Storage, StorageFile};
 use std::io;
 
@@ -350,16 +351,22 @@ impl<S: Storage> Log<S> {
         }
         let name = segment_name(self.segment);
         let len = batch.len() as u64;
+        failpoint::check(failpoint::WAL_BEFORE_WRITE).map_err(io_error("write", &name))?;
         self.file
             .write_at(self.offset, batch)
             .await
             .map_err(io_error("write", &name))?;
         if sync {
+            failpoint::check(failpoint::WAL_BEFORE_SYNC).map_err(io_error("sync", &name))?;
             self.file
                 .sync_data()
                 .await
                 .map_err(io_error("sync", &name))?;
         }
+        // Written and synced but not yet acknowledged: failing here leaves records on
+        // disk that no caller was told about (allowed), and poisons the log like any
+        // other failure, so memory never runs ahead of or behind the disk.
+        failpoint::check(failpoint::WAL_BEFORE_ACK).map_err(io_error("acknowledge", &name))?;
         self.offset += len;
         self.appended_bytes += len;
         self.next_seq += entries.len() as u64;
@@ -389,6 +396,7 @@ impl<S: Storage> Log<S> {
             // Forget a segment only once it is removed: a failed removal is retried
             // after the next snapshot (and `open` skips covered leftovers anyway).
             let name = segment_name(self.segments[0].0);
+            failpoint::check(failpoint::WAL_REMOVE_SEGMENT).map_err(io_error("remove", &name))?;
             self.storage
                 .remove(&name)
                 .await
@@ -422,6 +430,7 @@ impl<S: Storage> Log<S> {
             .await
             .map_err(io_error("sync", &name))?;
         let segment = self.segment + 1;
+        failpoint::check(failpoint::WAL_ROTATE).map_err(io_error("rotate", &name))?;
         let (file, offset) =
             start_segment(&self.storage, self.shard, segment, self.next_seq).await?;
         self.segment = segment;
