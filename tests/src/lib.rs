@@ -6,6 +6,10 @@
 //! ampd that can implement it — the embedded engine here, the network client later —
 //! runs the same cases unchanged: [`conformance_suite!`] stamps out one `#[test]` per
 //! case for a backend.
+//!
+//! [`crash_workload`] is the write sequence of the crash-loop test and its writer.
+
+pub mod crash_workload;
 
 use ampd_engine::{BatchItem, Config, Db, Error, QueryOptions, SetOptions, Value};
 use serde_json::{json, Number};

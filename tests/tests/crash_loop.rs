@@ -1,22 +1,23 @@
-//! Crash loop: a writer process (`crash-writer`, `fsync always`) is killed with SIGKILL
-//! at random moments; after each kill the data directory is opened again and must hold
-//! every acknowledged write, and be the state of some moment between the last
-//! acknowledged write and the next one (the one in flight may or may not be there).
-//! Then the writer starts again where the data left off.
+//! Crash loop: a writer process (`crash-writer`, `fsync always`) makes the writes of
+//! `ampd_tests::crash_workload` (every item shape: overwrites with labels, merges,
+//! `$add`, counters, ttls, removes, batches) and is killed with SIGKILL at random
+//! moments. After each kill the data directory is opened again and must equal the
+//! reference model (an in-memory engine that made the same writes) after the last
+//! acknowledged write, or after the one in flight. Then the writer starts again after
+//! the last write the data holds.
 //!
 //! Guards against acknowledging before the fsync, losing the tail of the log at a
-//! crash, and a recovery that cannot open what a crash left behind.
+//! crash, a record that replays differently from how it first applied, and a recovery
+//! that cannot open what a crash left behind.
 
-use ampd_engine::{Config, Db, FsyncPolicy, QueryOptions};
-use ampd_tests::splitmix;
+use ampd_engine::{Config, Db, FsyncPolicy};
+use ampd_tests::{crash_workload, open_in_memory, splitmix};
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const KEYS: u64 = 64;
-
-/// The recovered values of `w:0..w:63` (None where never written).
-fn recovered(dir: &std::path::Path) -> Vec<Option<u64>> {
+fn recovered(dir: &std::path::Path) -> Value {
     let db = Db::open(Config {
         shards: 2,
         pin: false,
@@ -25,29 +26,31 @@ fn recovered(dir: &std::path::Path) -> Vec<Option<u64>> {
         ..Config::default()
     })
     .unwrap_or_else(|e| panic!("recovery failed: {e}"));
-    let options = QueryOptions {
-        limit: Some(1000),
-        ..Default::default()
-    };
-    let mut values = vec![None; KEYS as usize];
-    let page = db.get("w:*", &options).expect("query").to_json(false);
-    for item in page["items"].as_array().expect("items") {
-        let key = item["key"].as_str().expect("key");
-        let j: usize = key[2..].parse().expect("w:N");
-        values[j] = Some(item["value"].as_u64().expect("a number"));
-    }
-    values
+    crash_workload::state(&db)
+}
+
+/// Makes writes `from..to` on the model.
+fn advance(model: &Db, from: u64, to: u64) {
+    futures::executor::block_on(async {
+        for n in from..to {
+            crash_workload::write(model, n)
+                .await
+                .unwrap_or_else(|e| panic!("model write {n}: {e}"));
+        }
+    });
 }
 
 fn crash_loop(kills: u64, seed: u64) {
     let dir = ampd_tests::temp_dir(&format!("crash-{seed}"));
+    let model = open_in_memory(2);
     let mut rng = seed;
-    let mut first = 0u64;
+    // Writes `0..done` are in the data directory and in the model.
+    let mut done = 0u64;
     let mut kills_after_acks = 0;
     for kill in 0..kills {
         let mut child = Command::new(env!("CARGO_BIN_EXE_crash-writer"))
             .arg(&dir)
-            .arg(first.to_string())
+            .arg(done.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -71,31 +74,23 @@ fn crash_loop(kills: u64, seed: u64) {
         }
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
-        let last_acked = reader.join().expect("reader");
-        let values = recovered(&dir);
-        let newest = values.iter().flatten().copied().max();
-        if let Some(acked) = last_acked {
-            kills_after_acks += 1;
-            // Every acknowledged write is there: each key holds its last acked value, or
-            // the in-flight write (acked + 1) if it was for that key.
-            for j in 0..KEYS {
-                let last_for_key = (first..=acked).rev().find(|n| n % KEYS == j);
-                let in_flight = (acked + 1) % KEYS == j;
-                let got = values[j as usize];
-                let ok = got == last_for_key.or(if first > 0 { got } else { None })
-                    || (in_flight && got == Some(acked + 1));
-                assert!(
-                    ok,
-                    "kill {kill} (seed {seed}): w:{j} is {got:?}, last acked write for it \
-                     {last_for_key:?}, last ack {acked}"
-                );
-            }
-            assert!(
-                newest <= Some(acked + 1),
-                "kill {kill}: a write that was never made"
+        let acked_until = reader.join().expect("reader").map_or(done, |n| n + 1);
+        kills_after_acks += u64::from(acked_until > done);
+        let got = recovered(&dir);
+        advance(&model, done, acked_until);
+        done = acked_until;
+        if got != crash_workload::state(&model) {
+            // Only the write in flight at the kill may be there beyond the last ack.
+            advance(&model, done, done + 1);
+            done += 1;
+            assert_eq!(
+                got,
+                crash_workload::state(&model),
+                "kill {kill} (seed {seed}): the recovered state is neither the state after \
+                 the last acknowledged write ({}) nor after the next",
+                done - 2
             );
         }
-        first = newest.map_or(0, |n| n + 1);
     }
     std::fs::remove_dir_all(&dir).expect("cleanup");
     // Most kills must land while writes are being acknowledged, or the test proves
@@ -104,7 +99,7 @@ fn crash_loop(kills: u64, seed: u64) {
         kills_after_acks * 2 >= kills,
         "only {kills_after_acks} of {kills} kills came after an acknowledged write"
     );
-    eprintln!("{kills} kills, {kills_after_acks} after acknowledged writes, {first} writes in all");
+    eprintln!("{kills} kills, {kills_after_acks} after acknowledged writes, {done} writes in all");
 }
 
 #[test]

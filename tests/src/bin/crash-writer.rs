@@ -1,10 +1,11 @@
 //! The process the crash-loop test kills: it opens the engine on a data directory with
-//! `fsync always`, then writes one item at a time forever, printing `ack N` after each
-//! write is acknowledged. Write `N` sets `w:{N % 64}` to `N`.
+//! `fsync always`, then makes writes `FIRST_N, FIRST_N + 1, ...` of
+//! `ampd_tests::crash_workload` one at a time forever, printing `ack N` after write `N`
+//! is acknowledged.
 //!
 //! Usage: `crash-writer DATA_DIR FIRST_N`
 
-use ampd_engine::{Config, Db, FsyncPolicy, SetOptions};
+use ampd_engine::{Config, Db, FsyncPolicy};
 use std::io::Write;
 
 fn main() {
@@ -25,7 +26,7 @@ fn main() {
     let mut out = std::io::stdout().lock();
     futures::executor::block_on(async {
         for n in first.. {
-            db.set(&format!("w:{}", n % 64), n.into(), &SetOptions::default())
+            ampd_tests::crash_workload::write(&db, n)
                 .await
                 .expect("a write succeeds");
             writeln!(out, "ack {n}").expect("stdout");
