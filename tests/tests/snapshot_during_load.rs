@@ -148,10 +148,12 @@ fn a_shard_being_written_snapshots_itself_on_time() {
             i += 1;
         }
     });
-    assert_eq!(
-        snapshot_files(&dir),
-        1,
-        "one snapshot kept, written on time"
+    // Snapshots were taken on time, and each removed the one before it: at most the
+    // newest and the one a running snapshot is about to replace are left.
+    let kept = snapshot_files(&dir);
+    assert!(
+        (1..=2).contains(&kept),
+        "{kept} snapshots kept: one or two expected"
     );
     drop(db);
     std::fs::remove_dir_all(&dir).unwrap();
