@@ -1,17 +1,17 @@
 //! The data commands as humans and scripts type them, parsed with clap.
 //!
-//! These forms are the contract of the CLI (the server issue adds `--addr`, `--env`
-//! and `--token` and runs them through the network client); the REPL uses them today
-//! on the embedded engine. A result prints as one line of JSON; a refusal prints
-//! `CODE: message`.
+//! These forms are the contract of the CLI: `ampd set|get|add|remove ...` sends them
+//! to a server through the client, and the REPL runs them on an embedded engine. Each
+//! becomes one protocol [`Request`]. A result prints as one line of JSON; a refusal
+//! prints `CODE: message`.
 
-use ampd_engine::{BatchItem, Db, Error, ErrorCode, QueryOptions, SetOptions, Value};
+use ampd_engine::{Error, ErrorCode, Value};
+use ampd_wire::frame::{Add, BatchItem, Get, Patterns, Remove, Request, Set, SetBatch};
 use clap::{Args, Parser};
-use serde_json::{json, Number};
 
 /// One data command.
 #[derive(Debug, Parser)]
-#[command(no_binary_name = true, disable_help_flag = true)]
+#[command(name = "ampd")]
 pub enum Command {
     /// set KEY JSON [--ttl T] [--label1 V .. --label5 V] [--overwrite] [--meta]
     /// or set --batch JSON_ARRAY --overwrite [--meta]
@@ -99,66 +99,70 @@ fn usage(message: impl Into<String>) -> Error {
     Error::new(ErrorCode::InvalidQuery, message)
 }
 
-/// Runs one command on the engine and returns its result as the API shows it.
-pub async fn run(db: &Db, command: Command) -> Result<Value, Error> {
-    match command {
-        Command::Set(a) => {
-            if let Some(batch) = &a.batch {
-                let items = parse_batch(batch)?;
-                let items = db.set_batch(items, a.overwrite).await?;
-                let items: Vec<Value> = items.iter().map(|i| i.to_entry_json(a.meta)).collect();
-                return Ok(json!({ "items": items }));
+impl Command {
+    /// The protocol request this command stands for: the CLI, the REPL and the server
+    /// then agree on what it means by construction.
+    pub fn into_request(self) -> Result<Request, Error> {
+        Ok(match self {
+            Command::Set(a) => {
+                if let Some(batch) = &a.batch {
+                    return Ok(Request::SetBatch(SetBatch {
+                        items: parse_batch(batch)?,
+                        overwrite: a.overwrite,
+                        meta: a.meta,
+                    }));
+                }
+                let [key, value] = <[String; 2]>::try_from(a.key_value)
+                    .map_err(|_| usage("set needs KEY and JSON, or --batch"))?;
+                let labels =
+                    [a.label1, a.label2, a.label3, a.label4, a.label5].map(|l| l.map(Some));
+                Request::Set(Set {
+                    key,
+                    value: json_arg(&value),
+                    ttl: a.ttl.as_deref().map(ttl_arg),
+                    labels,
+                    overwrite: a.overwrite,
+                    meta: a.meta,
+                })
             }
-            let [key, value] = a.key_value.as_slice() else {
-                return Err(usage("set needs KEY and JSON, or --batch"));
-            };
-            let mut options = SetOptions {
-                meta: a.meta,
-                overwrite: a.overwrite,
-                ttl: a.ttl.as_deref().map(ttl_arg),
-                ..Default::default()
-            };
-            for (slot, label) in options
-                .labels
-                .iter_mut()
-                .zip([&a.label1, &a.label2, &a.label3, &a.label4, &a.label5])
-            {
-                *slot = label.clone().map(Some);
-            }
-            let item = db.set(key, json_arg(value), &options).await?;
-            Ok(item.to_result_json(a.meta))
-        }
-        Command::Get(a) => {
-            if a.patterns.len() > 1 {
-                let items = db.get_many(&a.patterns)?;
-                let items: Vec<Value> = items.iter().map(|i| i.to_entry_json(a.meta)).collect();
-                return Ok(json!({ "items": items }));
-            }
-            let options = QueryOptions {
-                meta: a.meta,
+            Command::Get(mut a) => Request::Get(Get {
+                pattern: if a.patterns.len() == 1 {
+                    Patterns::One(a.patterns.remove(0))
+                } else {
+                    Patterns::Many(a.patterns)
+                },
                 limit: a.limit,
                 reverse: a.reverse,
                 start: a.start,
                 label: a.label,
-            };
-            Ok(db.get(&a.patterns[0], &options)?.to_json(a.meta))
-        }
-        Command::Add(a) => {
-            let (key, field, n) = match a.args.as_slice() {
-                [key, n] => (key, None, n),
-                [key, field, n] => (key, Some(field.as_str()), n),
-                _ => return Err(usage("add needs KEY [FIELD] N")),
-            };
-            let amount: Number = serde_json::from_str(n)
-                .map_err(|_| Error::new(ErrorCode::NotANumber, format!("{n:?} is not a number")))?;
-            Ok(db.add(key, field, amount).await?.to_result_json(a.meta))
-        }
-        Command::Remove(a) => {
-            if let [key] = a.keys.as_slice() {
-                return Ok(json!(db.remove(key).await?));
+                meta: a.meta,
+            }),
+            Command::Add(a) => {
+                let (key, field, n) = match <[String; 2]>::try_from(a.args) {
+                    Ok([key, n]) => (key, None, n),
+                    Err(args) => match <[String; 3]>::try_from(args) {
+                        Ok([key, field, n]) => (key, Some(field), n),
+                        Err(_) => return Err(usage("add needs KEY [FIELD] N")),
+                    },
+                };
+                let amount = serde_json::from_str(&n).map_err(|_| {
+                    Error::new(ErrorCode::NotANumber, format!("{n:?} is not a number"))
+                })?;
+                Request::Add(Add {
+                    key,
+                    field,
+                    amount,
+                    meta: a.meta,
+                })
             }
-            Ok(json!(db.remove_many(&a.keys).await?))
-        }
+            Command::Remove(mut a) => Request::Remove(Remove {
+                keys: if a.keys.len() == 1 {
+                    Patterns::One(a.keys.remove(0))
+                } else {
+                    Patterns::Many(a.keys)
+                },
+            }),
+        })
     }
 }
 
@@ -180,7 +184,7 @@ fn parse_batch(text: &str) -> Result<Vec<BatchItem>, Error> {
                 key,
                 value: m.remove("value").unwrap_or(Value::Null),
                 ttl: m.remove("ttl"),
-                ..Default::default()
+                labels: Default::default(),
             };
             for (i, slot) in item.labels.iter_mut().enumerate() {
                 *slot = match m.remove(&format!("label{}", i + 1)) {
@@ -190,6 +194,11 @@ fn parse_batch(text: &str) -> Result<Vec<BatchItem>, Error> {
                         return Err(usage(format!("label{} is {other}, not a string", i + 1)))
                     }
                 };
+            }
+            if let Some(field) = m.keys().next() {
+                return Err(usage(format!(
+                    "batch entry field {field:?} is not one of key, value, ttl, label1..label5"
+                )));
             }
             Ok(item)
         })

@@ -1,73 +1,352 @@
-//! `ampd`: for now, a REPL on the embedded engine, durable in a data folder (the server
-//! arrives with the server issue). Each line is one data command in the CLI's forms;
-//! each result prints as one line of JSON, each refusal as `CODE: message`.
+//! `ampd`: the server (`ampd serve`), the CLI that talks to it (`ampd set|get|add|remove`),
+//! the offline repair of a data folder (`ampd repair`) and a REPL on an embedded engine
+//! (`ampd repl`).
+//!
+//! # Layout
+//! - `server`: the connection loop on the shards' executors, limits, shutdown.
+//! - `command`: what each protocol request does to a database, and its encoding.
+//! - `env`: environments and their tokens.
+//! - `cli`: the CLI's command forms, each one protocol request.
 
 mod cli;
+mod command;
+mod env;
+mod server;
 
 // Writes allocate on one thread and free on another; mimalloc handles that without
 // the arena lock that glibc's allocator takes (see ARCHITECTURE.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use ampd_engine::{Config, Db, FsyncPolicy};
-use clap::Parser;
+use ampd_engine::{Config, Db, Error, ErrorCode, FsyncPolicy};
+use clap::{Args, Parser, Subcommand};
 use std::io::{BufRead, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The address `ampd serve` listens on and the CLI connects to by default.
+const ADDR_DEFAULT: &str = "127.0.0.1:7070";
 
 /// The Ampt data API as a thread-per-core key-value server.
 #[derive(Debug, Parser)]
 #[command(name = "ampd", version)]
-enum Main {
-    /// An interactive session on an in-memory engine: type `set`, `get`, `add`,
-    /// `remove` as in the CLI, `help`, or `quit`.
-    Repl {
-        /// Shards (executors); 0 = one per core. A data folder keeps its count.
-        #[arg(long, default_value_t = 0)]
-        shards: usize,
-        /// Where the write-ahead log lives.
-        #[arg(long, default_value = "ampd-data")]
-        data_dir: std::path::PathBuf,
-        /// Keep nothing on disk (a cache: everything is gone at exit).
-        #[arg(long, conflicts_with = "data_dir")]
-        in_memory: bool,
-        /// When a write is durable: `always` (fdatasync before the answer),
-        /// `interval` (every 100 ms) or `never` (when the OS writes back).
-        #[arg(long, default_value = "always", value_parser = ["always", "interval", "never"])]
-        fsync: String,
-    },
-    /// Cuts each shard's WAL at its first bad record so a data folder that refuses to
+struct Main {
+    #[command(subcommand)]
+    command: Main2,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+/// Where the CLI connects (and, for `serve`, where it listens).
+#[derive(Debug, Args)]
+struct Connect {
+    /// The server's address (`serve`: the address to listen on).
+    #[arg(long, global = true, env = "AMPD_ADDR", default_value = ADDR_DEFAULT)]
+    addr: String,
+    /// The environment (`serve`: NAME[=TOKEN], repeatable; default `dev` without a
+    /// token).
+    #[arg(long, global = true, env = "AMPD_ENV")]
+    env: Vec<String>,
+    /// The environment's token.
+    #[arg(long, global = true, env = "AMPD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Main2 {
+    /// Serve the data API over the network.
+    Serve(Serve),
+    #[command(flatten)]
+    Data(cli::Command),
+    /// Cut each shard's WAL at its first bad record, so a data folder that refuses to
     /// open (corruption in the middle of a log) opens with everything before the damage.
-    /// What followed the damage is lost.
+    /// What followed the damage is lost. Run it on a stopped server's folder.
     Repair {
         #[arg(long, default_value = "ampd-data")]
-        data_dir: std::path::PathBuf,
+        data_dir: PathBuf,
+    },
+    /// An interactive session on an embedded engine (no server): type `set`, `get`,
+    /// `add`, `remove` as in the CLI, `help`, or `quit`.
+    Repl {
+        #[command(flatten)]
+        storage: Storage,
     },
 }
 
-fn main() -> std::process::ExitCode {
-    let (shards, data_dir, in_memory, fsync) = match Main::parse() {
-        Main::Repl {
-            shards,
-            data_dir,
-            in_memory,
-            fsync,
-        } => (shards, data_dir, in_memory, fsync),
-        Main::Repair { data_dir } => return repair(&data_dir),
+/// Where and how the data is kept.
+#[derive(Debug, Args)]
+struct Storage {
+    /// Shards (executors, one per core); 0 = one per core. A data folder keeps its count.
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
+    /// The data folder (each environment in `env/NAME` below it).
+    #[arg(long, default_value = "ampd-data")]
+    data_dir: PathBuf,
+    /// Keep nothing on disk (a cache: everything is gone at exit).
+    #[arg(long, conflicts_with = "data_dir")]
+    in_memory: bool,
+    /// When a write is durable: `always` (fdatasync before the answer), `interval`
+    /// (every 100 ms) or `never` (when the OS writes back).
+    #[arg(long, default_value = "always", value_parser = ["always", "interval", "never"])]
+    fsync: String,
+}
+
+#[derive(Debug, Args)]
+struct Serve {
+    #[command(flatten)]
+    storage: Storage,
+    /// Connections beyond this many are refused with `busy`.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Past this resident size (bytes, or with K/M/G/KiB/MiB/GiB) writes get
+    /// `memory_limit`; reads go on.
+    #[arg(long, value_parser = parse_bytes)]
+    max_memory: Option<u64>,
+    /// A connection with nothing to do for this long is closed.
+    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// The handshake, and each frame once its first byte has arrived, must complete
+    /// within this.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    frame_timeout: Duration,
+}
+
+fn main() -> ExitCode {
+    let main = Main::parse();
+    match main.command {
+        Main2::Serve(serve) => run_serve(serve, main.connect),
+        Main2::Data(command) => run_cli(command, main.connect),
+        Main2::Repair { data_dir } => repair(&data_dir),
+        Main2::Repl { storage } => repl(storage),
+    }
+}
+
+impl Storage {
+    fn config(&self) -> Config {
+        Config {
+            shards: self.shards,
+            pin: true,
+            data_dir: (!self.in_memory).then(|| self.data_dir.clone()),
+            fsync: match self.fsync.as_str() {
+                "interval" => FsyncPolicy::Interval(Duration::from_millis(100)),
+                "never" => FsyncPolicy::Never,
+                _ => FsyncPolicy::Always,
+            },
+            ..Config::default()
+        }
+    }
+}
+
+/// `ampd serve`: runs until SIGINT or SIGTERM, then finishes what is in flight, syncs
+/// and exits.
+fn run_serve(serve: Serve, connect: Connect) -> ExitCode {
+    match serve_until_signalled(serve, connect) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ampd: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve_until_signalled(serve: Serve, connect: Connect) -> Result<(), String> {
+    let addr: SocketAddr = connect
+        .addr
+        .to_socket_addrs()
+        .map_err(|e| format!("--addr {}: {e}", connect.addr))?
+        .next()
+        .ok_or_else(|| format!("--addr {} names no address", connect.addr))?;
+    if connect.token.is_some() {
+        return Err("serve takes tokens as --env NAME=TOKEN, not --token".into());
+    }
+    let names = if connect.env.is_empty() {
+        vec![env::DEFAULT_ENV.to_owned()]
+    } else {
+        connect.env
     };
-    let fsync = match fsync.as_str() {
-        "interval" => FsyncPolicy::Interval(std::time::Duration::from_millis(100)),
-        "never" => FsyncPolicy::Never,
-        _ => FsyncPolicy::Always,
+    let mut specs = Vec::new();
+    for name in &names {
+        let spec: env::EnvSpec = name.parse()?;
+        if specs.iter().any(|s: &env::EnvSpec| s.name == spec.name) {
+            return Err(format!("environment {} is given twice", spec.name));
+        }
+        if !addr.ip().is_loopback() && spec.token.is_none() {
+            return Err(format!(
+                "refusing to listen on {addr}: environment {} has no token (give --env {}=TOKEN; \
+                 only a loopback address may serve an environment without one)",
+                spec.name, spec.name
+            ));
+        }
+        specs.push(spec);
+    }
+    let config = serve.storage.config();
+    let mut envs = Vec::new();
+    for spec in specs {
+        envs.push(env::Env::open(spec, config.clone()).map_err(|e| e.to_string())?);
+    }
+    let limits = server::Limits {
+        max_connections: serve.max_connections,
+        max_memory_bytes: serve.max_memory,
+        idle_timeout: serve.idle_timeout,
+        frame_timeout: serve.frame_timeout,
     };
-    let db = match Db::open(Config {
-        shards,
-        data_dir: (!in_memory).then_some(data_dir),
-        fsync,
-        ..Config::default()
-    }) {
+    let server = Arc::new(server::Server::new(env::Envs::new(envs), limits));
+    let front = server
+        .envs
+        .iter()
+        .next()
+        .map(|e| e.db.clone())
+        .ok_or("no environment")?;
+    // Registered before the listeners start, so a signal that comes early is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| format!("cannot watch for signals: {e}"))?;
+    let (stop, stopped) = futures::channel::oneshot::channel();
+    let shutdown = futures::FutureExt::shared(stopped);
+    let (bound, listeners) =
+        server::start(server.clone(), &front, addr, shutdown).map_err(|e| e.to_string())?;
+    let stop_watch = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = server.watch_memory(stop_watch.clone());
+    eprintln!(
+        "ampd {}: {} shards, fsync {}, data {}, environments {}",
+        env!("CARGO_PKG_VERSION"),
+        front.shard_count(),
+        serve.storage.fsync,
+        if serve.storage.in_memory {
+            "in memory".to_owned()
+        } else {
+            serve.storage.data_dir.display().to_string()
+        },
+        server
+            .envs
+            .iter()
+            .map(|e| if e.has_token() {
+                format!("{} (token)", e.name)
+            } else {
+                e.name.clone()
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    // The one line on stdout: scripts and tests read the bound address from it.
+    println!("ampd listening on {bound}");
+    let _ = std::io::stdout().flush();
+
+    let signal = signals.forever().next();
+    eprintln!("ampd: signal {signal:?}: finishing what is in flight");
+    let _ = stop.send(());
+    for listener in listeners {
+        let _ = futures::executor::block_on(listener);
+    }
+    stop_watch.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
+    // The last handles of each environment's database: dropping them syncs every
+    // shard's log and joins its thread.
+    drop(front);
+    drop(server);
+    eprintln!("ampd: stopped");
+    Ok(())
+}
+
+/// `ampd set|get|add|remove`: one request to a server; the result as one line of JSON
+/// on stdout, or `CODE: message` on stderr and exit code 1.
+fn run_cli(command: cli::Command, connect: Connect) -> ExitCode {
+    let result = (|| {
+        let request = command.into_request()?;
+        if connect.env.len() > 1 {
+            return Err(Error::new(ErrorCode::InvalidQuery, "give one --env"));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("cannot start a runtime: {e}")))?;
+        runtime.block_on(async {
+            let client = ampd_wire::client::Client::builder(&connect.addr)
+                .env(connect.env.first().map(String::as_str))
+                .token(connect.token.as_deref())
+                .connect()
+                .await?;
+            client.request(request).await
+        })
+    })();
+    match result {
+        Ok(value) => {
+            println!("{value}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses `4096`, `64K`, `512MiB`, `2G`... into bytes (K = KiB = 1024).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number of bytes like 512MiB"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KB" | "KiB" => 10,
+        "M" | "MB" | "MiB" => 20,
+        "G" | "GB" | "GiB" => 30,
+        "T" | "TB" | "TiB" => 40,
+        other => return Err(format!("{text:?}: unknown unit {other:?}")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// `ampd repair`: prints each cut, or that there was nothing to repair. The server
+/// keeps each environment in `env/NAME` below its data folder; each is repaired.
+fn repair(data_dir: &std::path::Path) -> ExitCode {
+    let mut dirs = Vec::new();
+    match std::fs::read_dir(data_dir.join("env")) {
+        Ok(entries) => dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir())),
+        Err(_) => dirs.push(data_dir.to_owned()),
+    }
+    dirs.sort();
+    let mut failed = false;
+    for dir in dirs {
+        match Db::repair(&dir) {
+            Ok(cuts) if cuts.is_empty() => println!("{}: nothing to repair", dir.display()),
+            Ok(cuts) => {
+                for cut in cuts {
+                    println!("{cut}");
+                }
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", dir.display());
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `ampd repl`: commands on an embedded engine, one per line.
+fn repl(storage: Storage) -> ExitCode {
+    let db = match Db::open(storage.config()) {
         Ok(db) => db,
         Err(e) => {
             eprintln!("{e}");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
     eprintln!(
@@ -84,7 +363,7 @@ fn main() -> std::process::ExitCode {
             "" => continue,
             "quit" | "exit" => break,
             "help" => {
-                let _ = writeln!(out, "{}", HELP);
+                let _ = writeln!(out, "{HELP}");
                 continue;
             }
             _ => {}
@@ -93,38 +372,30 @@ fn main() -> std::process::ExitCode {
             eprintln!("invalid_query: unbalanced quotes");
             continue;
         };
-        match cli::Command::try_parse_from(words) {
-            Err(e) => eprintln!("{}", e.to_string().trim_end()),
-            Ok(command) => match futures::executor::block_on(cli::run(&db, command)) {
-                Ok(result) => {
-                    let _ = writeln!(out, "{result}");
+        let request =
+            match cli::Command::try_parse_from(std::iter::once("ampd".to_owned()).chain(words)) {
+                Err(e) => {
+                    eprintln!("{}", e.to_string().trim_end());
+                    continue;
                 }
-                Err(e) => eprintln!("{e}"),
-            },
+                Ok(command) => command.into_request(),
+            };
+        let result = request.and_then(|request| {
+            if command::is_write(request.opcode()) {
+                futures::executor::block_on(command::write(&db, request))
+            } else {
+                command::read(&db, None, request)
+            }
+        });
+        match result {
+            Ok(reply) => {
+                let _ = writeln!(out, "{}", reply.to_json());
+            }
+            Err(e) => eprintln!("{e}"),
         }
         let _ = out.flush();
     }
-    std::process::ExitCode::SUCCESS
-}
-
-/// `ampd repair`: prints each cut, or that there was nothing to repair.
-fn repair(data_dir: &std::path::Path) -> std::process::ExitCode {
-    match Db::repair(data_dir) {
-        Ok(cuts) if cuts.is_empty() => {
-            println!("{}: nothing to repair", data_dir.display());
-            std::process::ExitCode::SUCCESS
-        }
-        Ok(cuts) => {
-            for cut in cuts {
-                println!("{cut}");
-            }
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    ExitCode::SUCCESS
 }
 
 const HELP: &str = "\

@@ -13,7 +13,7 @@ use crate::wal::log::{Log, LogConfig};
 use crate::write::{self, AddRequest, LabelChange, SetRequest};
 use ampd_wire::limits::{BATCH_ITEMS_MAX, LABEL_COUNT, PAGE_BYTES_MAX};
 use ampd_wire::value::{self, Value};
-use ampd_wire::{Error, ErrorCode};
+use ampd_wire::{BatchItem, Error, ErrorCode, SetOptions};
 use crossbeam_skiplist::map::Entry;
 use futures::channel::oneshot;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -140,52 +140,6 @@ fn executor_hint(id: usize, cores: usize) -> String {
 
 fn shard_dir_name(id: usize) -> String {
     format!("shard-{id:04}")
-}
-
-/// Options of a single-item `set` (SPEC.md "set").
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SetOptions {
-    /// Return the item with its metadata (a presentation choice: the engine always
-    /// returns the whole [`Item`]).
-    pub meta: bool,
-    /// Replace the item whole, metadata included.
-    pub overwrite: bool,
-    /// `None`: not given. `Some(Value::Null)`: clear. Otherwise seconds or an ISO date.
-    pub ttl: Option<Value>,
-    /// `None`: not given. `Some(None)`: clear. `Some(Some(v))`: set.
-    pub labels: [Option<Option<String>>; LABEL_COUNT],
-}
-
-impl SetOptions {
-    pub fn meta(mut self) -> SetOptions {
-        self.meta = true;
-        self
-    }
-
-    pub fn overwrite(mut self) -> SetOptions {
-        self.overwrite = true;
-        self
-    }
-
-    pub fn ttl(mut self, ttl: impl Into<Value>) -> SetOptions {
-        self.ttl = Some(ttl.into());
-        self
-    }
-
-    /// Sets label `n` (1..=5). Panics on another `n`: that is a programming error.
-    pub fn label(mut self, n: usize, value: impl Into<String>) -> SetOptions {
-        self.labels[n - 1] = Some(Some(value.into()));
-        self
-    }
-}
-
-/// One item of a batch `set`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct BatchItem {
-    pub key: String,
-    pub value: Value,
-    pub ttl: Option<Value>,
-    pub labels: [Option<String>; LABEL_COUNT],
 }
 
 /// The answer of [`Db::get`]: one item (or none) for an exact key, a page otherwise.
@@ -658,8 +612,8 @@ impl Db {
     /// `get(pattern, options)`: an exact key gives one item (or none); every other
     /// form, and every label query, gives a page.
     pub fn get(&self, pattern: &str, options: &QueryOptions) -> Result<Got, Error> {
-        let limit = options.checked_limit()?;
-        let label = options.checked_label()?;
+        let limit = query::checked_limit(options)?;
+        let label = query::checked_label(options)?;
         let parsed = Pattern::parse(pattern)?;
         if let (None, Some(key)) = (label, parsed.exact_key()) {
             return Ok(Got::Item(self.get_one(&key)?));

@@ -30,7 +30,7 @@ pub mod wal;
 mod write;
 
 pub use ampd_wire::{Error, ErrorCode, Value};
-pub use db::{BatchItem, Config, Db, FsyncPolicy, Got, Page, SetOptions};
+pub use ampd_wire::{BatchItem, QueryOptions, SetOptions};
+pub use db::{Config, Db, FsyncPolicy, Got, Page};
 pub use item::Item;
 pub use key::Key;
-pub use query::QueryOptions;

@@ -7,6 +7,7 @@
 
 use crate::key::{self, PAST_TEXT, TAG_GLOBAL, TAG_NAMESPACED};
 use ampd_wire::limits::{KEY_LEN_MAX, QUERY_LIMIT_DEFAULT, QUERY_LIMIT_MAX};
+pub use ampd_wire::QueryOptions;
 use ampd_wire::{Error, ErrorCode};
 use std::ops::Bound;
 
@@ -175,38 +176,21 @@ fn bound_below<T: Ord>(a: &Bound<T>, b: &Bound<T>) -> bool {
     }
 }
 
-/// Options of a multi-item `get` (SPEC.md "get").
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct QueryOptions {
-    /// Return items with their metadata.
-    pub meta: bool,
-    /// Items per page, 1..=1000; `None` means 100.
-    pub limit: Option<i64>,
-    /// Descending order.
-    pub reverse: bool,
-    /// Resume after this key (or this label cursor): the `lastKey` of the previous page.
-    pub start: Option<String>,
-    /// `"label1"` ..= `"label5"`: query label values instead of keys.
-    pub label: Option<String>,
+/// The page size of `options`, checked.
+pub(crate) fn checked_limit(options: &QueryOptions) -> Result<usize, Error> {
+    match options.limit {
+        None => Ok(QUERY_LIMIT_DEFAULT),
+        Some(n) if (1..=QUERY_LIMIT_MAX as i64).contains(&n) => Ok(n as usize),
+        Some(n) => Err(Error::new(
+            ErrorCode::LimitOutOfRange,
+            format!("limit is {n}, allowed 1..={QUERY_LIMIT_MAX}"),
+        )),
+    }
 }
 
-impl QueryOptions {
-    /// The page size, checked.
-    pub(crate) fn checked_limit(&self) -> Result<usize, Error> {
-        match self.limit {
-            None => Ok(QUERY_LIMIT_DEFAULT),
-            Some(n) if (1..=QUERY_LIMIT_MAX as i64).contains(&n) => Ok(n as usize),
-            Some(n) => Err(Error::new(
-                ErrorCode::LimitOutOfRange,
-                format!("limit is {n}, allowed 1..={QUERY_LIMIT_MAX}"),
-            )),
-        }
-    }
-
-    /// The label index (0-based) the query runs on, checked.
-    pub(crate) fn checked_label(&self) -> Result<Option<usize>, Error> {
-        self.label.as_deref().map(label_index).transpose()
-    }
+/// The label index (0-based) a query runs on, checked.
+pub(crate) fn checked_label(options: &QueryOptions) -> Result<Option<usize>, Error> {
+    options.label.as_deref().map(label_index).transpose()
 }
 
 /// `"label1"` ..= `"label5"` → 0..=4.
@@ -332,15 +316,15 @@ mod tests {
             limit: Some(n),
             ..Default::default()
         };
-        assert_eq!(o(1).checked_limit().unwrap(), 1);
-        assert_eq!(o(1000).checked_limit().unwrap(), 1000);
+        assert_eq!(checked_limit(&o(1)).unwrap(), 1);
+        assert_eq!(checked_limit(&o(1000)).unwrap(), 1000);
         for n in [0, -1, 1001] {
             assert_eq!(
-                o(n).checked_limit().unwrap_err().code(),
+                checked_limit(&o(n)).unwrap_err().code(),
                 ErrorCode::LimitOutOfRange
             );
         }
-        assert_eq!(QueryOptions::default().checked_limit().unwrap(), 100);
+        assert_eq!(checked_limit(&QueryOptions::default()).unwrap(), 100);
         assert_eq!(
             label_index("label6").unwrap_err().code(),
             ErrorCode::InvalidQuery

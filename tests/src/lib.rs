@@ -3,13 +3,27 @@
 //! The conformance suite is written once against [`Api`], a small async trait whose
 //! methods return each call's result as the API shows it (the JSON of SPEC.md: a value,
 //! `null`, `{"items": [...], "lastKey": ...}`, `true`/`false`, an array). Any way into
-//! ampd that can implement it — the embedded engine here, the network client later —
-//! runs the same cases unchanged: [`conformance_suite!`] stamps out one `#[test]` per
-//! case for a backend.
+//! ampd that implements it runs the same cases unchanged.
 //!
-//! [`crash_workload`] is the write sequence of the crash-loop test and its writer.
+//! # Layout
+//! - [`Api`], and [`Embedded`]: the embedded engine as an `Api`.
+//! - [`conformance`]: the cases, `pub async fn case(api: &impl Api)`;
+//!   [`conformance_suite!`] stamps out one `#[test]` per case for a backend.
+//! - [`remote`]: [`remote::Remote`], a server over the network (the Rust client) as an
+//!   `Api`.
+//! - [`server_process`]: [`server_process::ServerProcess`], an `ampd serve` child
+//!   process for tests of the root package (which alone know the binary's path).
+//! - [`crash_workload`]: the write sequence of the crash-loop test and its writer.
 
+pub mod conformance;
 pub mod crash_workload;
+pub mod remote;
+pub mod server_process;
+
+// The suite's tests build their runtime through this, so a crate that invokes
+// `conformance_suite!` needs no tokio of its own.
+#[doc(hidden)]
+pub use tokio;
 
 use ampd_engine::{BatchItem, Config, Db, Error, QueryOptions, SetOptions, Value};
 use serde_json::{json, Number};
@@ -174,20 +188,101 @@ impl Api for Embedded {
 
 /// Stamps out one `#[test]` per conformance case for a backend.
 ///
-/// `conformance_suite!(open_expr; case_a, case_b, ...)` where `open_expr` makes a fresh
-/// backend implementing [`Api`] and each case is `async fn(&impl Api)`.
+/// `conformance_suite!(open_expr)`, where `open_expr` makes a fresh, empty backend
+/// implementing [`Api`]. Each test builds a current-thread tokio runtime and evaluates
+/// `open_expr` inside it, so the expression may `.await` (a remote backend connects
+/// there, and its client's tasks live on that runtime); then it runs the case.
+///
+/// This is the one list of the cases: a case added to [`conformance`] must be added
+/// here, in the order of that file. Every case is portable, i.e. uses nothing but
+/// [`Api`]; checks of one backend's own helpers (the embedded `Db::next_page`) live
+/// beside that backend's suite instead.
 #[macro_export]
 macro_rules! conformance_suite {
-    ($open:expr; $($case:ident),* $(,)?) => {
+    ($open:expr $(,)?) => {
+        $crate::conformance_suite!(@cases $open;
+            keys_are_trimmed,
+            keys_are_case_sensitive_and_may_hold_spaces,
+            key_length_limit_counts_bytes,
+            set_refuses_unaddressable_keys,
+            odd_but_addressable_keys_are_reachable,
+            namespace_ends_at_first_colon,
+            seed_value_types_round_trip,
+            integers_and_floats_stay_distinct,
+            null_is_a_stored_value,
+            meta_shape_seed_example,
+            created_kept_on_update_reset_on_overwrite,
+            update_merges_objects_shallowly,
+            update_replaces_non_objects,
+            update_keeps_labels_and_ttl,
+            overwrite_drops_labels_and_ttl,
+            dollar_add_seed_example,
+            dollar_add_floats_and_missing_fields,
+            dollar_add_not_a_number,
+            dollar_add_overflow,
+            batch_set_seed_example,
+            batch_set_order_and_meta,
+            batch_set_limit_25,
+            batch_set_requires_overwrite,
+            batch_set_one_bad_item_writes_nothing,
+            batch_set_overwrites_whole_items,
+            add_seed_counters,
+            add_field_seed_example,
+            add_integer_stays_integer_float_makes_float,
+            add_overflow_at_i64_bounds,
+            add_not_a_number,
+            add_meta_keeps_labels_and_ttl,
+            concurrent_adds_lose_nothing,
+            get_exact_and_absent,
+            get_many_seed_example,
+            get_many_limits_and_exact_keys,
+            star_covers_simple_keys_only,
+            comparisons_seed_user123,
+            between_is_inclusive,
+            order_is_bytewise,
+            limit_default_and_range,
+            limit_1000_returns_1000,
+            reverse_order,
+            start_is_exclusive,
+            last_key_exactly_when_more_remain,
+            paging_neither_skips_nor_repeats,
+            paging_with_writes_between_pages,
+            page_stops_before_one_mib,
+            malformed_patterns_are_invalid_query,
+            labels_seed_order_example,
+            labels_seed_namespaced_value,
+            label_value_forms,
+            label_order_is_value_then_key,
+            label_paging_with_cursor,
+            label_changes_update_index_immediately,
+            label_invalid_name,
+            label_values_follow_key_rules,
+            label_page_stops_before_one_mib,
+            ttl_relative_and_absolute_integers,
+            ttl_iso_dates,
+            ttl_null_clears,
+            ttl_invalid,
+            ttl_expiry_hides_item,
+            item_size_cap,
+            remove_single,
+            remove_many_seed_example,
+            remove_drops_label_entries,
+            remove_limits_and_exact_keys,
+            refused_requests_change_nothing,
+        );
+    };
+    (@cases $open:expr; $($case:ident),* $(,)?) => {
         $(
             #[test]
             fn $case() {
-                let rt = tokio::runtime::Builder::new_current_thread()
+                let rt = $crate::tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .expect("runtime");
-                let api = $open;
-                rt.block_on(super::$case(&api));
+                rt.block_on(async {
+                    let api = $open;
+                    $crate::conformance::$case(&api).await
+                });
             }
         )*
     };

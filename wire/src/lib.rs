@@ -4,18 +4,29 @@
 //! without compiling glommio.
 //!
 //! # Layout
+//! - [`client`] (feature `client`): the Rust client, on tokio.
 //! - [`error_code`]: the stable error codes of SPEC.md, `#[repr(u16)]`, never reused.
 //! - [`error`]: [`Error`], a code plus a message that names what was wrong.
 //! - [`limits`]: every size and count limit, as named constants related by
 //!   compile-time assertions.
+//! - [`frame`]: the binary frames of the protocol (header, opcodes, request and
+//!   response payloads), encoded and decoded without a runtime; `PROTOCOL.md` beside
+//!   `src/` describes them for clients in other languages.
+//! - [`options`]: the options of the API's calls ([`SetOptions`], [`QueryOptions`],
+//!   [`BatchItem`]), the same for the embedded engine and the client.
 //! - [`value`]: the value encoding (MessagePack), in which the engine keeps values and
 //!   the protocol carries them, so a read copies bytes without re-encoding.
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod error;
 pub mod error_code;
+pub mod frame;
 pub mod limits;
+pub mod options;
 pub mod value;
 
 pub use error::{Error, Result};
 pub use error_code::ErrorCode;
+pub use options::{BatchItem, QueryOptions, SetOptions};
 pub use value::Value;

@@ -23,7 +23,41 @@ pub const QUERY_LIMIT_MAX: usize = 1000;
 /// values.
 pub const PAGE_BYTES_MAX: usize = 1024 * 1024;
 
+/// Room for what a frame carries around each item besides its key, value and labels:
+/// field names, MessagePack headers, a ttl, and in a result the item's metadata
+/// (`created`, `modified`, `ttl`).
+pub const ITEM_OVERHEAD_MAX: usize = 4096;
+
+/// The largest payload of one protocol frame (the header not counted). A whole batch
+/// `set` of the largest items fits, with room for each item's overhead, and so does the
+/// largest page or batch `get` result; 11 MiB rounds that up. A frame header that
+/// declares more is refused before any of its payload is read.
+pub const FRAME_PAYLOAD_MAX: usize = 11 * 1024 * 1024;
+
+/// Nesting of arrays and maps in one frame payload, counting the payload's own map (and
+/// `items` list and item map of a batch or a page). Decoding recurses once per level; the
+/// bound keeps a hostile payload from overflowing the stack of a decoding thread.
+pub const PAYLOAD_DEPTH_MAX: usize = 128;
+
+/// An error frame carries at most this many bytes of message; a longer one is cut at a
+/// character boundary.
+pub const ERROR_MESSAGE_LEN_MAX: usize = 1024;
+
 const _: () = assert!(KEY_LEN_MAX * (1 + LABEL_COUNT) < ITEM_SIZE_MAX);
+const _: () = assert!(
+    BATCH_ITEMS_MAX * ITEM_SIZE_MAX + BATCH_ITEMS_MAX * ITEM_OVERHEAD_MAX <= FRAME_PAYLOAD_MAX,
+    "a full batch set, or a batch get of the largest items with metadata, fits a frame"
+);
+const _: () = assert!(
+    PAGE_BYTES_MAX + QUERY_LIMIT_MAX * (ITEM_OVERHEAD_MAX + LABEL_COUNT * KEY_LEN_MAX)
+        <= FRAME_PAYLOAD_MAX,
+    "a full page with every item's metadata and labels fits a frame"
+);
+const _: () = assert!(ERROR_MESSAGE_LEN_MAX + 64 < FRAME_PAYLOAD_MAX);
+const _: () = assert!(
+    FRAME_PAYLOAD_MAX <= u32::MAX as usize,
+    "a header's u32 holds it"
+);
 const _: () = assert!(
     ITEM_SIZE_MAX < PAGE_BYTES_MAX,
     "one item always fits a page"

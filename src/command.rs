@@ -1,0 +1,210 @@
+//! What each request does to an environment's database, and how its result is encoded.
+//!
+//! Used by the server (results go into response frames) and by the REPL (results are
+//! shown as JSON), so a request means the same thing in both. Results are written in
+//! the wire's value encoding directly: a stored value is copied into the response as
+//! the bytes the engine keeps, never decoded and re-encoded.
+
+use crate::server::{resident_bytes, Server};
+use ampd_engine::{Db, Error, ErrorCode, Got, Item, QueryOptions, SetOptions, Value};
+use ampd_wire::frame::{self, Opcode, Patterns, Request};
+use bytes::{BufMut, BytesMut};
+use serde_json::json;
+
+/// A request's result, ready to encode.
+pub enum Reply {
+    /// Nothing (`ping`): an empty payload.
+    Empty,
+    /// One item's result: the bare value as stored, or the item with metadata; `null`
+    /// when there is no item.
+    Item { item: Option<Item>, meta: bool },
+    /// `{"items": [...], "lastKey"?: ...}`: a page or a batch.
+    Items {
+        items: Vec<Item>,
+        last_key: Option<String>,
+        meta: bool,
+    },
+    /// Anything else (booleans, arrays, the handshake, stats).
+    Json(Value),
+}
+
+/// Writes that go to the owning shard (and wait for the WAL); everything else is
+/// answered where it arrives.
+pub fn is_write(opcode: Opcode) -> bool {
+    matches!(
+        opcode,
+        Opcode::Set | Opcode::SetBatch | Opcode::Add | Opcode::Remove
+    )
+}
+
+/// The handshake's answer.
+pub fn welcome() -> Reply {
+    Reply::Json(json!({
+        "version": frame::PROTOCOL_VERSION,
+        "server": format!("ampd {}", env!("CARGO_PKG_VERSION")),
+    }))
+}
+
+/// Answers a read (`get`, `ping`, `stats`) at once, on the calling thread.
+pub fn read(db: &Db, server: Option<&Server>, request: Request) -> Result<Reply, Error> {
+    match request {
+        Request::Ping => Ok(Reply::Empty),
+        Request::Stats => Ok(Reply::Json(stats(db, server))),
+        Request::Get(get) => {
+            let meta = get.meta;
+            if let Patterns::Many(keys) = &get.pattern {
+                return Ok(Reply::Items {
+                    items: db.get_many(keys)?,
+                    last_key: None,
+                    meta,
+                });
+            }
+            let options = QueryOptions {
+                meta,
+                limit: get.limit,
+                reverse: get.reverse,
+                start: get.start,
+                label: get.label,
+            };
+            let Patterns::One(pattern) = &get.pattern else {
+                unreachable!("a batch get was answered above");
+            };
+            Ok(match db.get(pattern, &options)? {
+                Got::Item(item) => Reply::Item { item, meta },
+                Got::Page(page) => Reply::Items {
+                    items: page.items,
+                    last_key: page.last_key,
+                    meta,
+                },
+            })
+        }
+        other => Err(Error::new(
+            ErrorCode::Internal,
+            format!("{} is not a read", other.opcode()),
+        )),
+    }
+}
+
+/// Makes a write (`set`, batch `set`, `add`, `remove`) and answers when the engine
+/// has (durably, per its fsync policy).
+pub async fn write(db: &Db, request: Request) -> Result<Reply, Error> {
+    match request {
+        Request::Set(set) => {
+            let options = SetOptions {
+                meta: set.meta,
+                overwrite: set.overwrite,
+                ttl: set.ttl,
+                labels: set.labels,
+            };
+            let item = db.set(&set.key, set.value, &options).await?;
+            Ok(Reply::Item {
+                item: Some(item),
+                meta: set.meta,
+            })
+        }
+        Request::SetBatch(batch) => Ok(Reply::Items {
+            items: db.set_batch(batch.items, batch.overwrite).await?,
+            last_key: None,
+            meta: batch.meta,
+        }),
+        Request::Add(add) => {
+            let item = db.add(&add.key, add.field.as_deref(), add.amount).await?;
+            Ok(Reply::Item {
+                item: Some(item),
+                meta: add.meta,
+            })
+        }
+        Request::Remove(remove) => Ok(Reply::Json(match remove.keys {
+            Patterns::One(key) => json!(db.remove(&key).await?),
+            Patterns::Many(keys) => json!(db.remove_many(&keys).await?),
+        })),
+        other => Err(Error::new(
+            ErrorCode::Internal,
+            format!("{} is not a write", other.opcode()),
+        )),
+    }
+}
+
+/// Counters of the environment (and of the server, when there is one).
+fn stats(db: &Db, server: Option<&Server>) -> Value {
+    let (wal_records, wal_syncs) = db.wal_counters();
+    let mut stats = json!({
+        "items": db.stored_item_count(),
+        "shards": db.shard_count(),
+        "wal_records": wal_records,
+        "wal_fsyncs": wal_syncs,
+        "memory_bytes": resident_bytes(),
+    });
+    if let Some(server) = server {
+        stats["connections"] = json!(server.connections());
+        stats["connections_accepted"] = json!(server.stats.accepted());
+        stats["connections_refused"] = json!(server.stats.refused());
+        stats["requests"] = json!(server.stats.requests());
+        stats["bad_frames"] = json!(server.stats.bad_frames());
+    }
+    stats
+}
+
+impl Reply {
+    /// Appends the result in the wire's value encoding (MessagePack).
+    pub fn encode_into(&self, out: &mut BytesMut) {
+        match self {
+            Reply::Empty => {}
+            Reply::Item { item: None, .. } => write_value(out, &Value::Null),
+            Reply::Item {
+                item: Some(item),
+                meta: false,
+            } => out.put_slice(item.value_bytes()),
+            Reply::Item {
+                item: Some(item),
+                meta: true,
+            } => write_value(out, &item.to_meta_json()),
+            Reply::Items {
+                items,
+                last_key,
+                meta,
+            } => {
+                let fields = 1 + u32::from(last_key.is_some());
+                let mut w = (&mut *out).writer();
+                // Writes into a BytesMut cannot fail.
+                let _ = rmp::encode::write_map_len(&mut w, fields);
+                let _ = rmp::encode::write_str(&mut w, "items");
+                let _ = rmp::encode::write_array_len(&mut w, items.len() as u32);
+                for item in items {
+                    if *meta {
+                        write_value(out, &item.to_meta_json());
+                    } else {
+                        let mut w = (&mut *out).writer();
+                        let _ = rmp::encode::write_map_len(&mut w, 2);
+                        let _ = rmp::encode::write_str(&mut w, "key");
+                        let _ = rmp::encode::write_str(&mut w, item.key());
+                        let _ = rmp::encode::write_str(&mut w, "value");
+                        w.into_inner().put_slice(item.value_bytes());
+                    }
+                }
+                if let Some(last_key) = last_key {
+                    let mut w = (&mut *out).writer();
+                    let _ = rmp::encode::write_str(&mut w, "lastKey");
+                    let _ = rmp::encode::write_str(&mut w, last_key);
+                }
+            }
+            Reply::Json(value) => write_value(out, value),
+        }
+    }
+
+    /// The result as JSON (the REPL and the CLI show it so).
+    pub fn to_json(&self) -> Value {
+        let mut out = BytesMut::new();
+        self.encode_into(&mut out);
+        if out.is_empty() {
+            return Value::Null;
+        }
+        ampd_wire::value::decode(&out).unwrap_or(Value::Null)
+    }
+}
+
+fn write_value(out: &mut BytesMut, value: &Value) {
+    let mut bytes = Vec::new();
+    ampd_wire::value::encode_into(value, &mut bytes);
+    out.put_slice(&bytes);
+}

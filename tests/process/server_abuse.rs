@@ -1,0 +1,432 @@
+//! Abuse of a running `ampd serve`, each kind while a well-behaved client keeps making
+//! requests: garbage bytes; frame headers that declare `u32::MAX` bytes or the limit plus
+//! one (before and after the handshake); connections that drip a byte at a time (before
+//! and after the handshake); more connections than the cap; thousands of idle
+//! authenticated connections; wrong, empty and other-environment tokens; a client that
+//! leaves in the middle of a pipeline.
+//!
+//! Guards against a peer that makes the server allocate what it declares, hold a
+//! connection forever, crash, or slow down everybody else: after each kind of abuse the
+//! abusive connections got the documented refusal (or were dropped at their deadline),
+//! the well-behaved client got exactly the right answers throughout, its p99 stayed
+//! within 2x of its unloaded p99 (plus 1 ms of slack for this noisy 2-core machine), the
+//! server's resident memory stayed bounded, and the server never panicked.
+
+use ampd_wire::client::Client;
+use ampd_wire::frame::{self, Hello, Request, FLAG_ERROR, HEADER_LEN, PROTOCOL_VERSION};
+use ampd_wire::limits::FRAME_PAYLOAD_MAX;
+use ampd_wire::{ErrorCode, SetOptions};
+use bytes::BytesMut;
+use serde_json::json;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const FRAME_TIMEOUT: Duration = Duration::from_secs(1);
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ampd"))
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--in-memory",
+                "--shards",
+                "2",
+            ])
+            .args(["--frame-timeout", "1s"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ampd starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("ampd listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server { child, addr }
+    }
+
+    fn resident_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server is alive");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
+    /// Stops the server and returns its stderr; panics if it panicked or exited badly.
+    fn stop(mut self) -> String {
+        assert!(
+            self.child.try_wait().expect("status").is_none(),
+            "the server died during the test"
+        );
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let out = self.child.wait_with_output().expect("the server exits");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        stderr
+    }
+}
+
+/// A raw connection, for sending what no client would.
+fn raw(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s
+}
+
+fn hello_frame(env: Option<&str>, token: Option<&str>) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    let hello = Request::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        env: env.map(str::to_owned),
+        token: token.map(str::to_owned),
+    });
+    frame::encode_request(1, &hello, &mut out).expect("a hello encodes");
+    out.to_vec()
+}
+
+/// Reads responses until the server closes the connection; returns them.
+fn read_until_closed(s: &mut TcpStream) -> Vec<frame::Response> {
+    let mut buf = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    let mut responses = Vec::new();
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the server neither answered nor closed: {e}"),
+        }
+        while let Some(r) = frame::decode_response(&mut buf).expect("a valid response") {
+            responses.push(r);
+        }
+    }
+    responses
+}
+
+/// The one refusal a connection got before it was closed.
+fn refusal(s: &mut TcpStream) -> ErrorCode {
+    let responses = read_until_closed(s);
+    let codes: Vec<_> = responses
+        .into_iter()
+        .filter_map(|r| r.result.err().map(|e| e.code()))
+        .collect();
+    assert_eq!(codes.len(), 1, "one error frame, then close: {codes:?}");
+    codes[0]
+}
+
+fn handshake(s: &mut TcpStream) {
+    s.write_all(&hello_frame(None, None)).expect("send hello");
+    let mut header = [0u8; HEADER_LEN];
+    s.read_exact(&mut header).expect("welcome header");
+    let header = frame::Header::decode(&header);
+    assert_eq!(header.flags & FLAG_ERROR, 0, "welcome");
+    let mut payload = vec![0u8; header.len as usize];
+    s.read_exact(&mut payload).expect("welcome payload");
+}
+
+/// The well-behaved client: sets and gets with exact answers, timing each.
+struct Probe {
+    latencies: Vec<Duration>,
+}
+
+fn probe(addr: &str, rounds: usize) -> Probe {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = Client::connect(addr).await.expect("the probe connects");
+        let mut latencies = Vec::with_capacity(rounds * 2);
+        for i in 0..rounds {
+            let key = format!("probe:{}", i % 100);
+            let at = Instant::now();
+            let stored = client
+                .set(&key, json!({"i": i}), SetOptions::default().overwrite())
+                .await
+                .expect("probe set");
+            latencies.push(at.elapsed());
+            assert_eq!(stored, json!({"i": i}));
+            let at = Instant::now();
+            let got = client
+                .get(&key, Default::default())
+                .await
+                .expect("probe get");
+            latencies.push(at.elapsed());
+            match got {
+                ampd_wire::client::Got::Value(v) => assert_eq!(v, json!({"i": i})),
+                other => panic!("{other:?}"),
+            }
+        }
+        Probe { latencies }
+    })
+}
+
+impl Probe {
+    fn p99(&self) -> Duration {
+        let mut l = self.latencies.clone();
+        l.sort_unstable();
+        l[(l.len() - 1) * 99 / 100]
+    }
+}
+
+/// Runs `abuse` on other threads while the probe runs; checks the probe's p99.
+fn while_abused(
+    server: &Server,
+    baseline: Duration,
+    what: &str,
+    abuse: impl FnOnce(Arc<AtomicBool>) + Send,
+) {
+    let done = Arc::new(AtomicBool::new(false));
+    let loaded = std::thread::scope(|s| {
+        let flag = done.clone();
+        let abuser = s.spawn(move || abuse(flag));
+        let loaded = probe(&server.addr, 1000);
+        done.store(true, Ordering::Relaxed);
+        abuser.join().expect("the abuse thread");
+        loaded
+    });
+    let p99 = loaded.p99();
+    eprintln!("{what}: probe p99 {p99:?} (unloaded {baseline:?})");
+    assert!(
+        p99 <= baseline * 2 + Duration::from_millis(1),
+        "{what}: the probe's p99 went from {baseline:?} to {p99:?}"
+    );
+}
+
+#[test]
+fn abuse_never_reaches_the_well_behaved_client() {
+    let server = Server::start(&[
+        "--env",
+        "dev",
+        "--env",
+        "prod=right-token",
+        "--max-connections",
+        "8000",
+    ]);
+    let addr = server.addr.clone();
+    probe(&addr, 300); // warm up
+    let baseline = probe(&addr, 1000).p99();
+    let rss_start = server.resident_bytes();
+
+    while_abused(&server, baseline, "garbage bytes", |_| {
+        for i in 0..100u64 {
+            let mut s = raw(&addr);
+            let mut state = i + 1;
+            let garbage: Vec<u8> = (0..4096)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (state >> 56) as u8
+                })
+                .collect();
+            let _ = s.write_all(&garbage);
+            let code = refusal(&mut s);
+            assert!(
+                matches!(code, ErrorCode::BadFrame | ErrorCode::FrameTooLarge),
+                "garbage got {code:?}"
+            );
+        }
+    });
+
+    while_abused(&server, baseline, "oversized frame headers", |_| {
+        for i in 0..100u32 {
+            let mut s = raw(&addr);
+            if i % 2 == 1 {
+                handshake(&mut s);
+            }
+            let declared = if i % 4 < 2 {
+                u32::MAX
+            } else {
+                FRAME_PAYLOAD_MAX as u32 + 1
+            };
+            let header = frame::Header {
+                len: declared,
+                id: 7,
+                kind: frame::Opcode::Set as u16,
+                flags: 0,
+            };
+            s.write_all(&header.encode()).expect("send header");
+            assert_eq!(refusal(&mut s), ErrorCode::FrameTooLarge);
+        }
+    });
+
+    while_abused(&server, baseline, "1,000 dripping connections", |_| {
+        let hello = hello_frame(None, None);
+        let mut conns: Vec<TcpStream> = (0..1000)
+            .map(|i| {
+                let mut s = raw(&addr);
+                if i % 2 == 1 {
+                    handshake(&mut s);
+                }
+                s
+            })
+            .collect();
+        let started = Instant::now();
+        // One byte each (of a hello, or of a ping frame after the handshake), then
+        // another after a pause: the deadline counts from the first byte.
+        for &hello_byte in &hello[..2] {
+            for (i, s) in conns.iter_mut().enumerate() {
+                let byte = if i % 2 == 1 { 0 } else { hello_byte };
+                let _ = s.write_all(&[byte]);
+            }
+            std::thread::sleep(FRAME_TIMEOUT / 2);
+        }
+        for s in &mut conns {
+            let responses = read_until_closed(s);
+            assert!(
+                responses.iter().all(|r| r.result.is_ok()),
+                "a dripping connection is dropped, not answered with an error"
+            );
+        }
+        let took = started.elapsed();
+        assert!(
+            took < FRAME_TIMEOUT * 4,
+            "dripping connections were dropped after {took:?}"
+        );
+    });
+
+    while_abused(
+        &server,
+        baseline,
+        "wrong, empty and other-environment tokens",
+        |_| {
+            for (env, token, code) in [
+                (Some("prod"), Some("wrong-token"), ErrorCode::Unauthorized),
+                (Some("prod"), Some(""), ErrorCode::Unauthorized),
+                (Some("prod"), None, ErrorCode::Unauthorized),
+                (
+                    Some("nope"),
+                    Some("right-token"),
+                    ErrorCode::UnknownEnvironment,
+                ),
+            ] {
+                for _ in 0..50 {
+                    let mut s = raw(&addr);
+                    s.write_all(&hello_frame(env, token)).expect("send hello");
+                    assert_eq!(refusal(&mut s), code, "{env:?} {token:?}");
+                }
+            }
+        },
+    );
+
+    while_abused(
+        &server,
+        baseline,
+        "a client that leaves mid-pipeline",
+        |_| {
+            for round in 0..50u32 {
+                let mut s = raw(&addr);
+                handshake(&mut s);
+                let mut out = BytesMut::new();
+                for i in 0..200u32 {
+                    let set = Request::Set(frame::Set {
+                        key: format!("pipe:{round}:{i}"),
+                        value: json!(i),
+                        ttl: None,
+                        labels: Default::default(),
+                        overwrite: true,
+                        meta: false,
+                    });
+                    frame::encode_request(i + 2, &set, &mut out).expect("encode");
+                }
+                // Half a frame at the end, then gone.
+                let cut = out.len() - 3;
+                let _ = s.write_all(&out[..cut]);
+                drop(s);
+            }
+        },
+    );
+
+    while_abused(
+        &server,
+        baseline,
+        "5,000 idle authenticated connections",
+        |done| {
+            let mut idle = Vec::with_capacity(5000);
+            for _ in 0..5000 {
+                let mut s = raw(&addr);
+                handshake(&mut s);
+                idle.push(s);
+            }
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // Still open and served.
+            for s in idle.iter_mut().step_by(500) {
+                let mut ping = BytesMut::new();
+                frame::encode_request(99, &Request::Ping, &mut ping).expect("encode");
+                s.write_all(&ping).expect("idle connection still open");
+                let mut header = [0u8; HEADER_LEN];
+                s.read_exact(&mut header).expect("pong");
+                assert_eq!(frame::Header::decode(&header).id, 99);
+            }
+        },
+    );
+    let rss_end = server.resident_bytes();
+    eprintln!(
+        "server resident memory: {} MiB at the start, {} MiB at the end",
+        rss_start >> 20,
+        rss_end >> 20
+    );
+    assert!(
+        rss_end < rss_start + (256 << 20),
+        "memory grew from {rss_start} to {rss_end} bytes"
+    );
+    server.stop();
+}
+
+#[test]
+fn connections_past_the_cap_are_refused_politely() {
+    let server = Server::start(&["--max-connections", "1000"]);
+    let mut kept = Vec::new();
+    for _ in 0..1000 {
+        let mut s = raw(&server.addr);
+        handshake(&mut s);
+        kept.push(s);
+    }
+    for _ in 0..100 {
+        let mut s = raw(&server.addr);
+        s.write_all(&hello_frame(None, None)).expect("send hello");
+        assert_eq!(refusal(&mut s), ErrorCode::Busy);
+    }
+    drop(kept);
+    // Places free up as connections leave.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = raw(&server.addr);
+        s.write_all(&hello_frame(None, None)).expect("send hello");
+        let mut header = [0u8; HEADER_LEN];
+        s.read_exact(&mut header).expect("an answer");
+        if frame::Header::decode(&header).flags & FLAG_ERROR == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "places never freed up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.stop();
+}
