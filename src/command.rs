@@ -133,7 +133,8 @@ fn stats(db: &Db, server: Option<&Server>) -> Value {
         "shards": db.shard_count(),
         "wal_records": wal_records,
         "wal_fsyncs": wal_syncs,
-        "memory_bytes": resident_bytes(),
+        "memory_allocated_bytes": crate::memory::allocated_bytes(),
+        "memory_resident_bytes": resident_bytes(),
     });
     if let Some(server) = server {
         stats["connections"] = json!(server.connections());

@@ -6,17 +6,20 @@
 //! - `server`: the connection loop on the shards' executors, limits, shutdown.
 //! - `command`: what each protocol request does to a database, and its encoding.
 //! - `env`: environments and their tokens.
+//! - `memory`: the counting allocator behind `--max-memory`.
 //! - `cli`: the CLI's command forms, each one protocol request.
 
 mod cli;
 mod command;
 mod env;
+mod memory;
 mod server;
 
 // Writes allocate on one thread and free on another; mimalloc handles that without
-// the arena lock that glibc's allocator takes (see ARCHITECTURE.md).
+// the arena lock that glibc's allocator takes (see ARCHITECTURE.md). Counted, for
+// `--max-memory` and `stats`.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: memory::Counted = memory::Counted(mimalloc::MiMalloc);
 
 use ampd_engine::{Config, Db, Error, ErrorCode, FsyncPolicy};
 use clap::{Args, Parser, Subcommand};
@@ -101,8 +104,8 @@ struct Serve {
     /// Connections beyond this many are refused with `busy`.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
-    /// Past this resident size (bytes, or with K/M/G/KiB/MiB/GiB) writes get
-    /// `memory_limit`; reads go on.
+    /// Past this much allocated memory (bytes, or with K/M/G/KiB/MiB/GiB) writes get
+    /// `memory_limit`; reads and removes go on.
     #[arg(long, value_parser = parse_bytes)]
     max_memory: Option<u64>,
     /// A connection with nothing to do for this long is closed.

@@ -55,7 +55,7 @@ const IN_FLIGHT_MAX: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_connections: usize,
-    /// Past this resident size, writes are refused with `memory_limit`.
+    /// Past this much allocated memory, writes are refused with `memory_limit`.
     pub max_memory_bytes: Option<u64>,
     pub idle_timeout: Duration,
     pub frame_timeout: Duration,
@@ -122,7 +122,7 @@ impl Server {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// Samples the resident size every 100 ms on a thread of its own, until `stop`.
+    /// Samples the allocated memory every 10 ms on a thread of its own, until `stop`.
     pub fn watch_memory(
         self: &Arc<Server>,
         stop: Arc<AtomicBool>,
@@ -133,9 +133,9 @@ impl Server {
             .name("ampd-memory".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let over = resident_bytes().is_some_and(|rss| rss > max);
+                    let over = crate::memory::allocated_bytes() > max;
                     server.memory_over.store(over, Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(100));
+                    std::thread::sleep(Duration::from_millis(10));
                 }
             })
             .ok()
@@ -428,7 +428,8 @@ impl Connection {
             return frame::encode_error(id, kind, &e, &mut self.output);
         }
         if command::is_write(request.opcode()) {
-            if self.server.memory_over() {
+            // Removes free memory, so they are always let through.
+            if self.server.memory_over() && !matches!(request, Request::Remove(_)) {
                 let e = Error::new(
                     ErrorCode::MemoryLimit,
                     format!(

@@ -430,3 +430,84 @@ fn connections_past_the_cap_are_refused_politely() {
     }
     server.stop();
 }
+
+#[test]
+fn past_the_memory_limit_writes_are_refused_and_reads_and_removes_go_on() {
+    // Start with room for about 48 MiB more than the idle server uses.
+    let probe_server = Server::start(&[]);
+    let idle = probe_server.resident_bytes();
+    probe_server.stop();
+    let limit = format!("{}", idle + (48 << 20));
+    let server = Server::start(&["--max-memory", &limit]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = Client::connect(&server.addr).await.expect("connect");
+        let big = json!("x".repeat(256 * 1024));
+        let mut stored = 0;
+        let refusal = loop {
+            assert!(stored < 4000, "1 GiB written and never refused");
+            match client
+                .set(&format!("big:{stored}"), big.clone(), SetOptions::default())
+                .await
+            {
+                Ok(_) => stored += 1,
+                Err(e) => break e,
+            }
+            // The server samples its memory every 10 ms.
+            if stored % 16 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        assert_eq!(refusal.code(), ErrorCode::MemoryLimit, "{refusal}");
+        assert!(stored > 0, "writes were taken below the limit");
+        // Reads go on; the refused write changed nothing.
+        match client
+            .get("big:0", Default::default())
+            .await
+            .expect("a read")
+        {
+            ampd_wire::client::Got::Value(v) => assert_eq!(v, big),
+            other => panic!("{other:?}"),
+        }
+        match client
+            .get(&format!("big:{stored}"), Default::default())
+            .await
+        {
+            Ok(ampd_wire::client::Got::Value(v)) => assert_eq!(v, json!(null)),
+            other => panic!("{other:?}"),
+        }
+        // Removes are let through (they free memory), and once the memory is back
+        // below the limit writes are taken again.
+        for i in 0..stored {
+            assert_eq!(client.remove(&format!("big:{i}")).await, Ok(true));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Err(e) = client.set("small", json!(1), SetOptions::default()).await {
+            assert_eq!(e.code(), ErrorCode::MemoryLimit, "{e}");
+            assert!(Instant::now() < deadline, "writes never came back: {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    server.stop();
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let server = Server::start(&["--idle-timeout", "1s"]);
+    let mut s = raw(&server.addr);
+    handshake(&mut s);
+    let started = Instant::now();
+    assert!(
+        read_until_closed(&mut s).is_empty(),
+        "closed without a word"
+    );
+    let idle = started.elapsed();
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(5),
+        "closed after {idle:?}"
+    );
+    server.stop();
+}

@@ -1,0 +1,76 @@
+//! How much memory the server holds: every allocation counted as it is made.
+//!
+//! `--max-memory` compares against these bytes rather than the resident size: memory
+//! that was freed leaves this count at once, while an allocator may keep freed pages
+//! resident for a while (mimalloc does), so a limit on the resident size would keep
+//! refusing writes after the data was removed.
+//!
+//! The count is kept per thread and added to one shared total in steps of
+//! [`FLUSH_BYTES`], so an allocation costs a thread-local add, not a contended atomic.
+//! The total may lag each thread by less than a step.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+/// A thread's count goes to the shared total when it drifts this far.
+const FLUSH_BYTES: isize = 256 * 1024;
+
+static TOTAL: AtomicIsize = AtomicIsize::new(0);
+
+thread_local! {
+    static DRIFT: Cell<isize> = const { Cell::new(0) };
+}
+
+/// The global allocator of the `ampd` binary: mimalloc, counted.
+pub struct Counted(pub mimalloc::MiMalloc);
+
+fn count(bytes: isize) {
+    // `try_with`: a thread being torn down has no thread-locals left; its change goes
+    // straight to the total.
+    let flushed = DRIFT.try_with(|d| {
+        let drift = d.get() + bytes;
+        if drift.abs() >= FLUSH_BYTES {
+            TOTAL.fetch_add(drift, Ordering::Relaxed);
+            d.set(0);
+        } else {
+            d.set(drift);
+        }
+    });
+    if flushed.is_err() {
+        TOTAL.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is passed through to mimalloc unchanged; the counting around it
+// touches no allocation.
+unsafe impl GlobalAlloc for Counted {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe { self.0.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(-(layout.size() as isize));
+        // SAFETY: as above.
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        // SAFETY: as above.
+        unsafe { self.0.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size as isize - layout.size() as isize);
+        // SAFETY: as above.
+        unsafe { self.0.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Bytes allocated and not yet freed, across all threads (within a step per thread).
+pub fn allocated_bytes() -> u64 {
+    TOTAL.load(Ordering::Relaxed).max(0) as u64
+}
