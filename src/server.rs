@@ -232,6 +232,9 @@ async fn serve_connection(
     _slot: ConnectionSlot,
 ) {
     let _ = stream.set_nodelay(true);
+    // A peer that stops reading its answers blocks our writes: after the idle timeout
+    // the write fails and the connection ends.
+    let _ = stream.set_write_timeout(Some(server.limits.idle_timeout));
     let mut conn = Connection {
         server,
         db: None,

@@ -511,3 +511,64 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
     );
     server.stop();
 }
+
+#[test]
+fn a_peer_that_never_reads_its_answers_is_dropped() {
+    let server = Server::start(&["--idle-timeout", "1s"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = Client::connect(&server.addr).await.expect("connect");
+        client
+            .set("big", json!("y".repeat(100 * 1024)), SetOptions::default())
+            .await
+            .expect("set");
+    });
+    let rss_before = server.resident_bytes();
+    let mut s = raw(&server.addr);
+    handshake(&mut s);
+    // 2 GB of answers asked for, none read.
+    let mut gets = BytesMut::new();
+    for id in 0..20_000u32 {
+        let get = Request::Get(frame::Get {
+            pattern: frame::Patterns::One("big".into()),
+            limit: None,
+            reverse: false,
+            start: None,
+            label: None,
+            meta: false,
+        });
+        frame::encode_request(id + 2, &get, &mut gets).expect("encode");
+    }
+    s.set_write_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // The server stops reading once its answers back up, so this write stalls too;
+    // what matters is that the server lets go of the connection.
+    let writer = std::thread::spawn(move || {
+        let _ = s.write_all(&gets);
+        s
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_during = server.resident_bytes();
+    assert!(
+        rss_during < rss_before + (64 << 20),
+        "answers piled up in memory: {rss_before} -> {rss_during} bytes"
+    );
+    let mut s = writer.join().expect("writer");
+    // Dropped: reading now finds the end of what was sent before the server gave up.
+    let mut sink = vec![0u8; 1 << 20];
+    let mut drained = 0usize;
+    loop {
+        match s.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+        assert!(
+            drained < 256 << 20,
+            "the server never let go: {drained} bytes of answers and counting"
+        );
+    }
+    server.stop();
+}
