@@ -22,6 +22,8 @@ pub enum Command {
     Add(AddArgs),
     /// remove KEY [KEY...]
     Remove(RemoveArgs),
+    /// stats: the server's counters and per-operation service times, as JSON
+    Stats,
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +157,7 @@ impl Command {
                     meta: a.meta,
                 })
             }
+            Command::Stats => Request::Stats,
             Command::Remove(mut a) => Request::Remove(Remove {
                 keys: if a.keys.len() == 1 {
                     Patterns::One(a.keys.remove(0))

@@ -142,6 +142,7 @@ fn stats(db: &Db, server: Option<&Server>) -> Value {
         stats["connections_refused"] = json!(server.stats.refused());
         stats["requests"] = json!(server.stats.requests());
         stats["bad_frames"] = json!(server.stats.bad_frames());
+        stats["ops"] = server.latencies();
     }
     stats
 }

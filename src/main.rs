@@ -7,11 +7,13 @@
 //! - `command`: what each protocol request does to a database, and its encoding.
 //! - `env`: environments and their tokens.
 //! - `memory`: the counting allocator behind `--max-memory`.
+//! - `latency`: service time per operation, for `stats`.
 //! - `cli`: the CLI's command forms, each one protocol request.
 
 mod cli;
 mod command;
 mod env;
+mod latency;
 mod memory;
 mod server;
 

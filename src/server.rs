@@ -27,6 +27,7 @@
 
 use crate::command::{self, Reply};
 use crate::env::Envs;
+use crate::latency;
 use ampd_engine::{Db, Error, ErrorCode};
 use ampd_wire::frame::{self, Opcode, Request, HEADER_LEN};
 use bytes::BytesMut;
@@ -66,6 +67,8 @@ pub struct Server {
     pub envs: Envs,
     pub limits: Limits,
     connections: AtomicUsize,
+    /// Each executor's service-time histograms.
+    latencies: std::sync::Mutex<Vec<latency::Shared>>,
     /// Set while the process is over `max_memory_bytes` (see [`Server::watch_memory`]).
     memory_over: AtomicBool,
     pub stats: Stats,
@@ -113,6 +116,7 @@ impl Server {
             envs,
             limits,
             connections: AtomicUsize::new(0),
+            latencies: Default::default(),
             memory_over: AtomicBool::new(false),
             stats: Stats::default(),
         }
@@ -141,6 +145,12 @@ impl Server {
             .ok()
     }
 
+    /// Service times per operation, all executors merged (see [`latency::summary`]).
+    pub fn latencies(&self) -> serde_json::Value {
+        let all = self.latencies.lock().map(|l| l.clone()).unwrap_or_default();
+        latency::summary(&all)
+    }
+
     fn memory_over(&self) -> bool {
         self.memory_over.load(Ordering::Relaxed)
     }
@@ -164,6 +174,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Accepts and serves connections on the calling executor until `shutdown`; then lets
 /// the open connections finish what they have in flight.
 pub async fn listen(server: Arc<Server>, listener: TcpListener, shutdown: ShutdownSignal) {
+    let latencies = latency::OpLatencies::shared();
+    if let Ok(mut all) = server.latencies.lock() {
+        all.push(latencies.clone());
+    }
     let mut connections = FuturesUnordered::new();
     loop {
         let accepted = match futures::future::select(
@@ -214,6 +228,7 @@ pub async fn listen(server: Arc<Server>, listener: TcpListener, shutdown: Shutdo
         while let Some(Some(_)) = connections.next().now_or_never() {}
         let task = glommio::spawn_local(serve_connection(
             server.clone(),
+            latencies.clone(),
             stream,
             shutdown.clone(),
             slot,
@@ -227,6 +242,7 @@ pub async fn listen(server: Arc<Server>, listener: TcpListener, shutdown: Shutdo
 /// a frame is bad, or the server shuts down.
 async fn serve_connection(
     server: Arc<Server>,
+    latencies: latency::Shared,
     mut stream: TcpStream,
     shutdown: ShutdownSignal,
     _slot: ConnectionSlot,
@@ -237,6 +253,7 @@ async fn serve_connection(
     let _ = stream.set_write_timeout(Some(server.limits.idle_timeout));
     let mut conn = Connection {
         server,
+        latencies,
         db: None,
         input: BytesMut::new(),
         output: BytesMut::new(),
@@ -366,6 +383,8 @@ enum Event {
 /// A connection's state between socket reads.
 struct Connection {
     server: Arc<Server>,
+    /// This executor's service-time histograms.
+    latencies: latency::Shared,
     /// The environment's database, once the handshake has admitted the client.
     db: Option<Db>,
     input: BytesMut,
@@ -420,8 +439,10 @@ impl Connection {
     }
 
     fn start(&mut self, id: u32, request: Request) {
+        let started = Instant::now();
         self.server.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let kind = request.opcode() as u16;
+        let op = request.opcode();
+        let kind = op as u16;
         let Some(db) = &self.db else {
             return self.handshake(id, request);
         };
@@ -443,14 +464,17 @@ impl Connection {
                 return frame::encode_error(id, kind, &e, &mut self.output);
             }
             let db = db.clone();
+            let latencies = self.latencies.clone();
             self.in_flight.push(Box::pin(async move {
                 let mut out = BytesMut::new();
                 encode_reply(id, kind, command::write(&db, request).await, &mut out);
+                latency::record(&latencies, op, started.elapsed());
                 out.to_vec()
             }));
         } else {
             let reply = command::read(db, Some(&self.server), request);
             encode_reply(id, kind, reply, &mut self.output);
+            latency::record(&self.latencies, op, started.elapsed());
         }
     }
 
