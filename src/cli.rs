@@ -29,7 +29,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct SetArgs {
     /// The key, then the value (JSON; text that is not JSON is taken as a string).
-    #[arg(num_args = 0..=2)]
+    #[arg(num_args = 0..=2, allow_negative_numbers = true)]
     pub key_value: Vec<String>,
     /// A JSON array of {key, value, ttl?, label1..5?} for a batch set.
     #[arg(long, conflicts_with = "key_value")]
@@ -72,7 +72,7 @@ pub struct GetArgs {
 #[derive(Debug, Args)]
 pub struct AddArgs {
     /// KEY [FIELD] N
-    #[arg(num_args = 2..=3, required = true, allow_hyphen_values = true)]
+    #[arg(num_args = 2..=3, required = true, allow_negative_numbers = true)]
     pub args: Vec<String>,
     #[arg(long)]
     pub meta: bool,
@@ -116,8 +116,9 @@ impl Command {
                 }
                 let [key, value] = <[String; 2]>::try_from(a.key_value)
                     .map_err(|_| usage("set needs KEY and JSON, or --batch"))?;
-                let labels =
-                    [a.label1, a.label2, a.label3, a.label4, a.label5].map(|l| l.map(Some));
+                // `--labelN null` clears the label (as `null` does in the API).
+                let labels = [a.label1, a.label2, a.label3, a.label4, a.label5]
+                    .map(|l| l.map(|l| (l != "null").then_some(l)));
                 Request::Set(Set {
                     key,
                     value: json_arg(&value),

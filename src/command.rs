@@ -53,6 +53,21 @@ pub fn read(db: &Db, server: Option<&Server>, request: Request) -> Result<Reply,
         Request::Get(get) => {
             let meta = get.meta;
             if let Patterns::Many(keys) = &get.pattern {
+                let paging = [
+                    (get.limit.is_some(), "limit"),
+                    (get.reverse, "reverse"),
+                    (get.start.is_some(), "start"),
+                    (get.label.is_some(), "label"),
+                ];
+                if let Some((_, option)) = paging.iter().find(|(given, _)| *given) {
+                    return Err(Error::new(
+                        ErrorCode::InvalidQuery,
+                        format!(
+                            "{option} applies to one pattern, not to a batch of {} exact keys",
+                            keys.len()
+                        ),
+                    ));
+                }
                 return Ok(Reply::Items {
                     items: db.get_many(keys)?,
                     last_key: None,

@@ -12,57 +12,39 @@
 //! within 2x of its unloaded p99 (plus 1 ms of slack for this noisy 2-core machine), the
 //! server's resident memory stayed bounded, and the server never panicked.
 
+use ampd_tests::server_process::ServerProcess;
 use ampd_wire::client::Client;
 use ampd_wire::frame::{self, Hello, Request, FLAG_ERROR, HEADER_LEN, PROTOCOL_VERSION};
 use ampd_wire::limits::FRAME_PAYLOAD_MAX;
 use ampd_wire::{ErrorCode, SetOptions};
 use bytes::BytesMut;
 use serde_json::json;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const FRAME_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The server under abuse, with what the test needs beyond `ServerProcess`.
 struct Server {
-    child: Child,
+    process: ServerProcess,
     addr: String,
 }
 
 impl Server {
     fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ampd"))
-            .args([
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                "--in-memory",
-                "--shards",
-                "2",
-            ])
-            .args(["--frame-timeout", "1s"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ampd starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("ampd listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Server { child, addr }
+        let mut all = vec!["--addr", "127.0.0.1:0", "--in-memory", "--shards", "2"];
+        all.extend_from_slice(&["--frame-timeout", "1s"]);
+        all.extend_from_slice(args);
+        let process = ServerProcess::start(env!("CARGO_BIN_EXE_ampd"), &all);
+        let addr = process.addr().to_owned();
+        Server { process, addr }
     }
 
     fn resident_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid()))
             .expect("the server is alive");
         let kib: u64 = status
             .lines()
@@ -72,20 +54,12 @@ impl Server {
         kib * 1024
     }
 
-    /// Stops the server and returns its stderr; panics if it panicked or exited badly.
-    fn stop(mut self) -> String {
-        assert!(
-            self.child.try_wait().expect("status").is_none(),
-            "the server died during the test"
-        );
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let out = self.child.wait_with_output().expect("the server exits");
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    /// Stops the server; panics if it panicked or exited badly.
+    fn stop(self) {
+        let stderr = self.process.stderr();
+        let status = self.process.stop();
+        assert!(status.success(), "exit {status:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
-        stderr
     }
 }
 

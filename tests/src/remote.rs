@@ -41,7 +41,11 @@ impl Remote {
         env: Option<&str>,
         token: Option<&str>,
     ) -> Result<Remote, Error> {
-        let client = Client::builder(addr).env(env).token(token).connect().await?;
+        let client = Client::builder(addr)
+            .env(env)
+            .token(token)
+            .connect()
+            .await?;
         Ok(Remote {
             client,
             server: None,

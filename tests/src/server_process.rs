@@ -168,16 +168,22 @@ impl ServerProcess {
 
     /// Sends SIGTERM and waits for the server to exit (SIGKILL after
     /// [`STOP_TIMEOUT`]); returns how it exited.
-    pub fn stop(mut self) -> ExitStatus {
-        self.terminate()
+    pub fn stop(self) -> ExitStatus {
+        self.stop_with("TERM")
     }
 
-    fn terminate(&mut self) -> ExitStatus {
+    /// Sends `signal` (a name for `kill -s`: `TERM`, `INT`) and waits for the server to
+    /// exit (SIGKILL after [`STOP_TIMEOUT`]); returns how it exited.
+    pub fn stop_with(mut self, signal: &str) -> ExitStatus {
+        self.terminate(signal)
+    }
+
+    fn terminate(&mut self, signal: &str) -> ExitStatus {
         if let Some(status) = self.status {
             return status;
         }
         let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-s", signal, &self.child.id().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -189,7 +195,7 @@ impl ServerProcess {
             Some(status) => status,
             None => {
                 eprintln!(
-                    "ampd serve {:?} (pid {}) still running {STOP_TIMEOUT:?} after SIGTERM: killing it",
+                    "ampd serve {:?} (pid {}) still running {STOP_TIMEOUT:?} after SIG{signal}: killing it",
                     self.args,
                     self.child.id()
                 );
@@ -250,6 +256,6 @@ impl Drop for ServerProcess {
                 self.stderr()
             );
         }
-        self.terminate();
+        self.terminate("TERM");
     }
 }

@@ -18,7 +18,6 @@ use ampd_tests::conformance::{limit, ok, opts, put_keys, q, rev};
 use ampd_tests::{Api, Embedded};
 use serde_json::json;
 
-
 // ---- Db::next_page (embedded only) ---------------------------------------------------
 //
 // The seed's `result.next()` helper is `Db::next_page` in the embedded engine; it is

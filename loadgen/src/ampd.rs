@@ -1,0 +1,376 @@
+//! The ampd driver: the handshake, and each operation as a request frame of
+//! `ampd_wire::frame` (`PROTOCOL.md`).
+//!
+//! Why not `ampd_wire::client::Client`: every call there takes a channel hop to a writer
+//! task and a oneshot back, which at a few hundred thousand requests a second would
+//! make the generator, not the server, the bottleneck. Here one task encodes frames
+//! straight into its write buffer and matches replies by id (`connection.rs`).
+//!
+//! Each connection keeps one request of each kind as a template and rewrites only its
+//! key (and label) in place, so encoding allocates nothing.
+//!
+//! | op | request |
+//! | --- | --- |
+//! | get | `get {pattern: key}` |
+//! | set | `set {key, value, label1: label}` (value: a string of `--value-size` bytes) |
+//! | add | `add {key: counter, amount: 1}` |
+//! | range | `get {pattern: "ns:>=k{i}", limit: 10}` |
+//! | label | `get {pattern: label, label: "label1", limit: 10}` |
+//! | ping | `ping` |
+//! | preload | `set_batch {items: [{key, value, label1}] x 25, overwrite: true}` |
+
+use crate::connection::{Protocol, Reply, Request};
+use crate::keys::KeySpace;
+use crate::mix::Op;
+use ampd_wire::frame::{
+    self, Add, Get, Hello, Patterns, Request as Frame, Set, SetBatch, PROTOCOL_VERSION,
+};
+use ampd_wire::limits::BATCH_ITEMS_MAX;
+use ampd_wire::{BatchItem, Value};
+use bytes::BytesMut;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Keys per preload frame: a full batch.
+pub const PRELOAD_UNIT: u64 = BATCH_ITEMS_MAX as u64;
+
+/// `limit` of the range and label queries.
+pub const QUERY_LIMIT: i64 = 10;
+
+/// The handshake's id; requests after it start at [`FIRST_ID`].
+const HELLO_ID: u32 = 1;
+pub const FIRST_ID: u32 = HELLO_ID + 1;
+
+/// Connects and makes the handshake; the error says why in words (refused, no such
+/// environment, no server).
+pub async fn connect(
+    addr: &str,
+    env: Option<&str>,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
+    let work = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
+        let hello = Frame::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            env: env.map(str::to_owned),
+            token: token.map(str::to_owned),
+        });
+        let mut buf = BytesMut::new();
+        frame::encode_request(HELLO_ID, &hello, &mut buf).map_err(|e| format!("hello: {e}"))?;
+        stream
+            .write_all(&buf)
+            .await
+            .map_err(|e| format!("send hello: {e}"))?;
+        buf.clear();
+        loop {
+            if let Some(response) =
+                frame::decode_response(&mut buf).map_err(|e| format!("hello answer: {e}"))?
+            {
+                return match response.result {
+                    Ok(_) if response.id == HELLO_ID => Ok(stream),
+                    Ok(_) => Err(format!("hello answered with id {}", response.id)),
+                    Err(e) => Err(format!("hello refused: {e}")),
+                };
+            }
+            let n = stream
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| format!("read hello answer: {e}"))?;
+            if n == 0 {
+                return Err(format!("{addr} closed the connection during the handshake"));
+            }
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("no handshake with {addr} within {timeout:?}"))?
+}
+
+/// One connection's request templates.
+pub struct Ampd {
+    keys: Arc<KeySpace>,
+    get: Frame,
+    set: Frame,
+    add: Frame,
+    range: Frame,
+    label: Frame,
+    preload: Frame,
+}
+
+impl Ampd {
+    pub fn new(keys: Arc<KeySpace>, value: &str) -> Ampd {
+        let value = Value::String(value.to_owned());
+        let get = |limit: Option<i64>, label: Option<&str>| {
+            Frame::Get(Get {
+                pattern: Patterns::One(String::new()),
+                limit,
+                reverse: false,
+                start: None,
+                label: label.map(str::to_owned),
+                meta: false,
+            })
+        };
+        let mut labels: [Option<Option<String>>; 5] = Default::default();
+        labels[0] = Some(Some(String::new()));
+        Ampd {
+            get: get(None, None),
+            set: Frame::Set(Set {
+                key: String::new(),
+                value: value.clone(),
+                ttl: None,
+                labels,
+                overwrite: false,
+                meta: false,
+            }),
+            add: Frame::Add(Add {
+                key: String::new(),
+                field: None,
+                amount: 1.into(),
+                meta: false,
+            }),
+            range: get(Some(QUERY_LIMIT), None),
+            label: get(Some(QUERY_LIMIT), Some("label1")),
+            preload: Frame::SetBatch(SetBatch {
+                items: (0..BATCH_ITEMS_MAX)
+                    .map(|_| {
+                        let mut labels: [Option<String>; 5] = Default::default();
+                        labels[0] = Some(String::new());
+                        BatchItem {
+                            key: String::new(),
+                            value: value.clone(),
+                            ttl: None,
+                            labels,
+                        }
+                    })
+                    .collect(),
+                overwrite: true,
+                meta: false,
+            }),
+            keys,
+        }
+    }
+}
+
+/// The pattern string of a `get` template.
+fn pattern(frame: &mut Frame) -> &mut String {
+    match frame {
+        Frame::Get(Get {
+            pattern: Patterns::One(p),
+            ..
+        }) => p,
+        _ => unreachable!("get templates hold one pattern"),
+    }
+}
+
+/// The label1 string of a set template or batch item (always `Some(Some(_))`).
+fn label1<'a>(label: &'a mut Option<Option<String>>) -> &'a mut String {
+    label.get_or_insert_with(|| Some(String::new())).get_or_insert_with(String::new)
+}
+
+impl Protocol for Ampd {
+    fn encode(&mut self, request: Request, id: u32, out: &mut BytesMut) -> Result<u32, String> {
+        let keys = &*self.keys;
+        let frame = match request {
+            Request::Op { op, key } => match op {
+                Op::Get => {
+                    keys.key(key, pattern(&mut self.get));
+                    &self.get
+                }
+                Op::Set => {
+                    let Frame::Set(s) = &mut self.set else {
+                        unreachable!("the set template is a set")
+                    };
+                    keys.key(key, &mut s.key);
+                    keys.label(key, label1(&mut s.labels[0]));
+                    &self.set
+                }
+                Op::Add => {
+                    let Frame::Add(a) = &mut self.add else {
+                        unreachable!("the add template is an add")
+                    };
+                    keys.counter(key, &mut a.key);
+                    &self.add
+                }
+                Op::Range => {
+                    keys.range_pattern(key, pattern(&mut self.range));
+                    &self.range
+                }
+                Op::Label => {
+                    keys.label(key, pattern(&mut self.label));
+                    &self.label
+                }
+                Op::Ping => &Frame::Ping,
+            },
+            Request::Preload { first, end } => {
+                let Frame::SetBatch(b) = &mut self.preload else {
+                    unreachable!("the preload template is a batch")
+                };
+                let n = (end - first) as usize;
+                assert!(
+                    (1..=BATCH_ITEMS_MAX).contains(&n),
+                    "a preload unit of {n} keys"
+                );
+                // Keep every item's strings (and so their capacity); send the first n.
+                for (item, i) in b.items.iter_mut().zip(first..end) {
+                    keys.key(i, &mut item.key);
+                    keys.label(i, item.labels[0].get_or_insert_with(String::new));
+                }
+                if n < BATCH_ITEMS_MAX {
+                    // The last, short unit: encode a copy of just its items.
+                    let short = Frame::SetBatch(SetBatch {
+                        items: b.items[..n].to_vec(),
+                        overwrite: true,
+                        meta: false,
+                    });
+                    frame::encode_request(id, &short, out).map_err(|e| e.to_string())?;
+                    return Ok(1);
+                }
+                &self.preload
+            }
+        };
+        frame::encode_request(id, frame, out).map_err(|e| e.to_string())?;
+        Ok(1)
+    }
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Reply>, String> {
+        let Some(response) = frame::decode_response(buf).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        if response.id == 0 {
+            // About the connection as a whole: it is being closed (PROTOCOL.md).
+            let why = match response.result {
+                Err(e) => e.to_string(),
+                Ok(_) => "an answer with id 0".into(),
+            };
+            return Err(format!("the server gave up on the connection: {why}"));
+        }
+        Ok(Some(Reply {
+            id: Some(response.id),
+            error: response.result.err().map(|e| e.to_string()),
+        }))
+    }
+
+    fn tagged(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Dist;
+    use ampd_wire::frame::decode_request;
+
+    fn ampd() -> Ampd {
+        Ampd::new(Arc::new(KeySpace::new(1000, 10, Dist::Uniform)), "vvvv")
+    }
+
+    fn round_trip(a: &mut Ampd, request: Request, id: u32) -> Frame {
+        let mut out = BytesMut::new();
+        assert_eq!(a.encode(request, id, &mut out).unwrap(), 1);
+        let (got_id, frame) = decode_request(&mut out).unwrap().unwrap();
+        assert_eq!(got_id, id);
+        assert!(out.is_empty());
+        frame
+    }
+
+    #[test]
+    fn each_op_encodes_the_documented_request() {
+        let mut a = ampd();
+        let op = |op, key| Request::Op { op, key };
+        match round_trip(&mut a, op(Op::Set, 42), 7) {
+            Frame::Set(s) => {
+                assert_eq!(s.key, "ns2:k42");
+                assert_eq!(s.value, Value::from("vvvv"));
+                assert_eq!(s.labels[0], Some(Some("ns2:g42".into())));
+                assert!(s.labels[1..].iter().all(Option::is_none));
+                assert!(!s.overwrite);
+            }
+            f => panic!("{f:?}"),
+        }
+        // The template is rewritten, not appended to.
+        match round_trip(&mut a, op(Op::Set, 5), 8) {
+            Frame::Set(s) => assert_eq!((s.key.as_str(), s.labels[0].clone()), ("ns5:k5", Some(Some("ns5:g5".into())))),
+            f => panic!("{f:?}"),
+        }
+        match round_trip(&mut a, op(Op::Get, 3), 9) {
+            Frame::Get(g) => {
+                assert_eq!(g.pattern, Patterns::One("ns3:k3".into()));
+                assert_eq!((g.limit, g.label), (None, None));
+            }
+            f => panic!("{f:?}"),
+        }
+        match round_trip(&mut a, op(Op::Add, 3), 10) {
+            Frame::Add(x) => assert_eq!((x.key.as_str(), x.amount.as_i64()), ("ns3:c3", Some(1))),
+            f => panic!("{f:?}"),
+        }
+        match round_trip(&mut a, op(Op::Range, 17), 11) {
+            Frame::Get(g) => {
+                assert_eq!(g.pattern, Patterns::One("ns7:>=k17".into()));
+                assert_eq!(g.limit, Some(QUERY_LIMIT));
+            }
+            f => panic!("{f:?}"),
+        }
+        match round_trip(&mut a, op(Op::Label, 117), 12) {
+            Frame::Get(g) => {
+                assert_eq!(g.pattern, Patterns::One("ns7:g17".into()));
+                assert_eq!(g.label.as_deref(), Some("label1"));
+            }
+            f => panic!("{f:?}"),
+        }
+        assert_eq!(round_trip(&mut a, op(Op::Ping, 0), 13), Frame::Ping);
+    }
+
+    #[test]
+    fn preload_units_are_full_and_short_batches() {
+        let mut a = ampd();
+        match round_trip(&mut a, Request::Preload { first: 25, end: 50 }, 3) {
+            Frame::SetBatch(b) => {
+                assert!(b.overwrite);
+                assert_eq!(b.items.len(), 25);
+                assert_eq!(b.items[0].key, "ns5:k25");
+                assert_eq!(b.items[24].key, "ns9:k49");
+                assert_eq!(b.items[24].labels[0].as_deref(), Some("ns9:g49"));
+            }
+            f => panic!("{f:?}"),
+        }
+        match round_trip(&mut a, Request::Preload { first: 990, end: 1000 }, 4) {
+            Frame::SetBatch(b) => {
+                assert_eq!(b.items.len(), 10);
+                assert_eq!(b.items[9].key, "ns9:k999");
+            }
+            f => panic!("{f:?}"),
+        }
+    }
+
+    #[test]
+    fn replies_carry_ids_and_refusals_and_id_zero_ends_the_connection() {
+        use ampd_wire::{Error, ErrorCode};
+        let mut a = ampd();
+        let mut buf = BytesMut::new();
+        frame::encode_ok(5, Op::Get as u16, &[0xc0], &mut buf);
+        let err = Error::new(ErrorCode::InvalidKey, "key is empty");
+        frame::encode_error(6, 32, &err, &mut buf);
+        // Half of a third frame: need more.
+        let mut third = BytesMut::new();
+        frame::encode_ok(7, 2, &[], &mut third);
+        buf.extend_from_slice(&third[..5]);
+        assert_eq!(a.decode(&mut buf).unwrap(), Some(Reply { id: Some(5), error: None }));
+        let r = a.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(r.id, Some(6));
+        assert_eq!(r.error.as_deref(), Some("invalid_key: key is empty"));
+        assert_eq!(a.decode(&mut buf).unwrap(), None);
+        buf.extend_from_slice(&third[5..]);
+        assert_eq!(a.decode(&mut buf).unwrap(), Some(Reply { id: Some(7), error: None }));
+        frame::encode_error(0, 0, &Error::new(ErrorCode::BadFrame, "x"), &mut buf);
+        assert!(a.decode(&mut buf).unwrap_err().contains("gave up"));
+    }
+}

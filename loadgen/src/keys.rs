@@ -1,0 +1,368 @@
+//! The key space: which key index an operation touches (uniform or zipfian), and the
+//! text of every name derived from an index — the key, its counter, its label, its
+//! range pattern — so the ampd and Redis drivers address exactly the same items.
+//!
+//! Names are written into a caller's reused `String`, never allocated per request.
+//!
+//! # Names of index `i` (with `--namespaces N`; N = 0 drops the `ns{..}:` part)
+//! | name | text | used by |
+//! | --- | --- | --- |
+//! | key | `ns{i % N}:k{i}` | get, set, the start of a range |
+//! | counter | `ns{i % N}:c{i}` | add (a counter of its own: the key holds a string) |
+//! | label | `ns{i % N}:g{i % 100}` | label1 of every set; the label query |
+//!
+//! Counters live beside the keys instead of in them because a key's value is a string
+//! (see `--value-size`), which `add` would refuse as `not_a_number`; `c` sorts before
+//! `k`, so a range `>=k{i}` never returns a counter.
+
+use std::fmt::Write;
+
+/// How key indices are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dist {
+    /// Every key equally likely.
+    Uniform,
+    /// Zipfian with theta 0.99 (YCSB's default), hot keys scattered over the key space.
+    Zipfian,
+}
+
+/// Label values per namespace family: label1 of key `i` is `g{i % LABEL_VALUES}`.
+pub const LABEL_VALUES: u64 = 100;
+
+/// The skew of `--dist zipfian` (YCSB's `ZIPFIAN_CONSTANT`).
+pub const ZIPF_THETA: f64 = 0.99;
+
+/// A large prime: multiplying a rank by it modulo `n` (prime > n, so coprime to n) is
+/// a bijection of `0..n` that scatters the hottest zipfian ranks over the key space.
+const SCRAMBLE_PRIME: u64 = (1 << 61) - 1;
+
+/// The largest key space: the scramble needs `n` below [`SCRAMBLE_PRIME`], and a
+/// billion keys is far beyond what one machine's run preloads.
+pub const KEYS_MAX: u64 = 1 << 40;
+
+/// The key space of a run: its size, its namespaces and how indices are drawn.
+#[derive(Debug, Clone)]
+pub struct KeySpace {
+    keys: u64,
+    namespaces: u64,
+    zipf: Option<Zipf>,
+}
+
+impl KeySpace {
+    pub fn new(keys: u64, namespaces: u64, dist: Dist) -> KeySpace {
+        assert!(
+            (1..=KEYS_MAX).contains(&keys),
+            "key space of {keys} keys, allowed 1..={KEYS_MAX}"
+        );
+        let zipf = match dist {
+            Dist::Uniform => None,
+            Dist::Zipfian => Some(Zipf::new(keys, ZIPF_THETA)),
+        };
+        KeySpace {
+            keys,
+            namespaces,
+            zipf,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.keys
+    }
+
+    /// The index of the next key to touch.
+    pub fn pick(&self, rng: &mut Rng) -> u64 {
+        match &self.zipf {
+            None => rng.below(self.keys),
+            Some(z) => scramble(z.sample(rng), self.keys),
+        }
+    }
+
+    /// The namespace part of index `i`'s names, with its colon (empty without
+    /// namespaces).
+    fn write_namespace(&self, i: u64, out: &mut String) {
+        if self.namespaces > 0 {
+            // Writing into a String cannot fail.
+            let _ = write!(out, "ns{}:", i % self.namespaces);
+        }
+    }
+
+    /// Replaces `out` with key `i`.
+    pub fn key(&self, i: u64, out: &mut String) {
+        out.clear();
+        self.write_namespace(i, out);
+        let _ = write!(out, "k{i}");
+    }
+
+    /// Replaces `out` with the counter of index `i` (the target of `add`).
+    pub fn counter(&self, i: u64, out: &mut String) {
+        out.clear();
+        self.write_namespace(i, out);
+        let _ = write!(out, "c{i}");
+    }
+
+    /// Replaces `out` with label1 of key `i` (in the key's namespace, as label values
+    /// follow the key rules).
+    pub fn label(&self, i: u64, out: &mut String) {
+        out.clear();
+        self.write_namespace(i, out);
+        let _ = write!(out, "g{}", i % LABEL_VALUES);
+    }
+
+    /// Replaces `out` with the range pattern starting at key `i`: `ns:>=k{i}`.
+    pub fn range_pattern(&self, i: u64, out: &mut String) {
+        out.clear();
+        self.write_namespace(i, out);
+        let _ = write!(out, ">=k{i}");
+    }
+
+    /// Replaces `out` with the name of the namespace's sorted set that stands in for
+    /// ampd's key order on Redis: `z:ns{i % N}` (or `z`).
+    pub fn redis_range_set(&self, i: u64, out: &mut String) {
+        out.clear();
+        out.push_str("z");
+        if self.namespaces > 0 {
+            let _ = write!(out, ":ns{}", i % self.namespaces);
+        }
+    }
+
+    /// Replaces `out` with the name of the sorted set that stands in for ampd's label
+    /// index on Redis: `l1:` and the label value.
+    pub fn redis_label_set(&self, i: u64, out: &mut String) {
+        out.clear();
+        out.push_str("l1:");
+        self.write_namespace(i, out);
+        let _ = write!(out, "g{}", i % LABEL_VALUES);
+    }
+}
+
+/// A bijection of `0..n`: spreads zipfian ranks (0 the hottest) over the key space, so
+/// the hot keys are not all `k0`, `k1`, ... next to each other in one key range.
+pub fn scramble(rank: u64, n: u64) -> u64 {
+    ((rank as u128 * SCRAMBLE_PRIME as u128) % n as u128) as u64
+}
+
+/// Ranks in `0..n`, rank `r` with probability proportional to `1 / (r + 1)^theta`:
+/// the generator of Gray et al., "Quickly Generating Billion-Record Synthetic
+/// Databases" (SIGMOD 1994), as YCSB's `ZipfianGenerator` implements it. One uniform
+/// draw per sample, no table.
+#[derive(Debug, Clone)]
+pub struct Zipf {
+    n: f64,
+    theta: f64,
+    alpha: f64,
+    zeta_n: f64,
+    eta: f64,
+    /// `1 + 0.5^theta`: below it (times zeta_n) the sample is rank 1.
+    rank1_bound: f64,
+}
+
+/// Up to this many terms `zeta` is summed exactly; past it, the rest of the sum is its
+/// integral (error far below the sampling noise), so a huge key space starts at once.
+const ZETA_EXACT_TERMS: u64 = 10_000_000;
+
+/// `sum_{k=1..=n} 1 / k^theta`.
+pub fn zeta(n: u64, theta: f64) -> f64 {
+    let exact = n.min(ZETA_EXACT_TERMS);
+    let mut sum = 0.0;
+    for k in 1..=exact {
+        sum += (k as f64).powf(-theta);
+    }
+    if n > exact {
+        // Midpoint rule: the sum over k in (exact, n] ~ the integral over
+        // [exact + 0.5, n + 0.5] of x^-theta.
+        let antiderivative = |x: f64| x.powf(1.0 - theta) / (1.0 - theta);
+        sum += antiderivative(n as f64 + 0.5) - antiderivative(exact as f64 + 0.5);
+    }
+    sum
+}
+
+impl Zipf {
+    /// Panics unless `n >= 1` and `0 < theta < 1` (callers pass constants).
+    pub fn new(n: u64, theta: f64) -> Zipf {
+        assert!(n >= 1, "a zipfian over no items");
+        assert!(theta > 0.0 && theta < 1.0, "theta {theta} outside (0, 1)");
+        let zeta_n = zeta(n, theta);
+        let zeta_2 = zeta(2, theta);
+        let nf = n as f64;
+        Zipf {
+            n: nf,
+            theta,
+            alpha: 1.0 / (1.0 - theta),
+            zeta_n,
+            eta: (1.0 - (2.0 / nf).powf(1.0 - theta)) / (1.0 - zeta_2 / zeta_n),
+            rank1_bound: 1.0 + 0.5f64.powf(theta),
+        }
+    }
+
+    /// The probability of rank `r` (for tests and reports).
+    pub fn probability(&self, r: u64) -> f64 {
+        (r as f64 + 1.0).powf(-self.theta) / self.zeta_n
+    }
+
+    pub fn sample(&self, rng: &mut Rng) -> u64 {
+        let u = rng.unit();
+        let uz = u * self.zeta_n;
+        if uz < 1.0 {
+            return 0;
+        }
+        if uz < self.rank1_bound {
+            return 1;
+        }
+        let rank = (self.n * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64;
+        // The formula stays below n for u < 1; the min guards the float edge.
+        rank.min(self.n as u64 - 1)
+    }
+}
+
+/// SplitMix64: tiny, fast, and deterministic from `--seed`, which is all a load
+/// generator needs (nothing here is cryptographic).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for stream `stream` (one per connection) of `seed`.
+    pub fn new(seed: u64, stream: u64) -> Rng {
+        let mut r = Rng(seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F));
+        r.next_u64();
+        r
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2^-64 * n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_documented_forms() {
+        let ks = KeySpace::new(1000, 10, Dist::Uniform);
+        let mut s = String::from("leftover");
+        ks.key(123, &mut s);
+        assert_eq!(s, "ns3:k123");
+        ks.counter(123, &mut s);
+        assert_eq!(s, "ns3:c123");
+        ks.label(123, &mut s);
+        assert_eq!(s, "ns3:g23");
+        ks.range_pattern(123, &mut s);
+        assert_eq!(s, "ns3:>=k123");
+        ks.redis_range_set(123, &mut s);
+        assert_eq!(s, "z:ns3");
+        ks.redis_label_set(123, &mut s);
+        assert_eq!(s, "l1:ns3:g23");
+
+        let simple = KeySpace::new(1000, 0, Dist::Uniform);
+        simple.key(7, &mut s);
+        assert_eq!(s, "k7");
+        simple.label(123, &mut s);
+        assert_eq!(s, "g23");
+        simple.range_pattern(7, &mut s);
+        assert_eq!(s, ">=k7");
+        simple.redis_range_set(7, &mut s);
+        assert_eq!(s, "z");
+    }
+
+    #[test]
+    fn scramble_is_a_bijection() {
+        for n in [1u64, 2, 3, 10, 97, 1000, 4096] {
+            let mut seen = vec![false; n as usize];
+            for r in 0..n {
+                let k = scramble(r, n);
+                assert!(k < n);
+                assert!(!seen[k as usize], "n={n}: {k} hit twice");
+                seen[k as usize] = true;
+            }
+        }
+    }
+
+    #[test]
+    fn zeta_approximation_is_close_to_the_exact_sum() {
+        // Check the integral tail against an exact sum just past the switch point by
+        // pretending the switch happens earlier.
+        let theta = ZIPF_THETA;
+        let n = 200_000u64;
+        let exact: f64 = (1..=n).map(|k| (k as f64).powf(-theta)).sum();
+        let head: f64 = (1..=1000u64).map(|k| (k as f64).powf(-theta)).sum();
+        let f = |x: f64| x.powf(1.0 - theta) / (1.0 - theta);
+        let approx = head + f(n as f64 + 0.5) - f(1000.5);
+        assert!((approx - exact).abs() / exact < 1e-6, "{approx} vs {exact}");
+        assert!((zeta(n, theta) - exact).abs() < 1e-6);
+    }
+
+    #[test]
+    fn zipf_frequencies_match_the_distribution() {
+        let n = 1000;
+        let z = Zipf::new(n, ZIPF_THETA);
+        let mut rng = Rng::new(42, 0);
+        let draws = 400_000u64;
+        let mut counts = vec![0u64; n as usize];
+        for _ in 0..draws {
+            let r = z.sample(&mut rng);
+            assert!(r < n);
+            counts[r as usize] += 1;
+        }
+        // The head ranks, where the generator special-cases 0 and 1 and then uses the
+        // closed form, each within 5% of the exact probability.
+        for r in [0u64, 1, 2, 5, 10] {
+            let expected = z.probability(r) * draws as f64;
+            let got = counts[r as usize] as f64;
+            assert!(
+                (got - expected).abs() / expected < 0.05,
+                "rank {r}: {got} draws, expected {expected:.0}"
+            );
+        }
+        // Skew: rank 0 is ~14% of all draws for n = 1000, the top 10% of ranks take most.
+        let top: u64 = counts[..100].iter().sum();
+        assert!(top as f64 / draws as f64 > 0.6, "top 10% drew {top}");
+        // Every draw stays in range and the tail is not empty.
+        let tail: u64 = counts[500..].iter().sum();
+        assert!(tail > 0);
+    }
+
+    #[test]
+    fn zipf_of_one_item_and_uniform_stay_in_range() {
+        let mut rng = Rng::new(1, 1);
+        let z = Zipf::new(1, ZIPF_THETA);
+        for _ in 0..1000 {
+            assert_eq!(z.sample(&mut rng), 0);
+        }
+        let ks = KeySpace::new(10, 0, Dist::Uniform);
+        let mut counts = [0u32; 10];
+        for _ in 0..10_000 {
+            counts[ks.pick(&mut rng) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        let kz = KeySpace::new(10, 0, Dist::Zipfian);
+        for _ in 0..10_000 {
+            assert!(kz.pick(&mut rng) < 10);
+        }
+    }
+
+    #[test]
+    fn rng_streams_are_deterministic_and_distinct() {
+        let a: Vec<u64> = (0..4).map(|_| Rng::new(7, 0).next_u64()).collect();
+        assert!(a.windows(2).all(|w| w[0] == w[1]));
+        assert_ne!(Rng::new(7, 0).next_u64(), Rng::new(7, 1).next_u64());
+        let mut r = Rng::new(7, 2);
+        for _ in 0..1000 {
+            let u = r.unit();
+            assert!((0.0..1.0).contains(&u));
+        }
+    }
+}
