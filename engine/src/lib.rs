@@ -29,8 +29,8 @@ mod ttl;
 pub mod wal;
 mod write;
 
-pub use ampd_wire::{Error, ErrorCode, Value};
 pub use ampd_wire::{BatchItem, QueryOptions, SetOptions};
+pub use ampd_wire::{Error, ErrorCode, Value};
 pub use db::{Config, Db, FsyncPolicy, Got, Page};
 pub use item::Item;
 pub use key::Key;

@@ -20,7 +20,14 @@ const WRITERS: usize = 16;
 fn sigterm_under_load_keeps_every_acknowledged_write() {
     let dir = ampd_tests::temp_dir("shutdown");
     let dir_arg = dir.to_str().expect("a UTF-8 temp path").to_owned();
-    let args = ["--addr", "127.0.0.1:0", "--shards", "2", "--data-dir", &dir_arg];
+    let args = [
+        "--addr",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+        "--data-dir",
+        &dir_arg,
+    ];
     let server = ServerProcess::start(BIN, &args);
     let addr = server.addr().to_owned();
     let rt = tokio::runtime::Builder::new_multi_thread()
