@@ -171,8 +171,10 @@ fn pattern(frame: &mut Frame) -> &mut String {
 }
 
 /// The label1 string of a set template or batch item (always `Some(Some(_))`).
-fn label1<'a>(label: &'a mut Option<Option<String>>) -> &'a mut String {
-    label.get_or_insert_with(|| Some(String::new())).get_or_insert_with(String::new)
+fn label1(label: &mut Option<Option<String>>) -> &mut String {
+    label
+        .get_or_insert_with(|| Some(String::new()))
+        .get_or_insert_with(String::new)
 }
 
 impl Protocol for Ampd {
@@ -298,7 +300,10 @@ mod tests {
         }
         // The template is rewritten, not appended to.
         match round_trip(&mut a, op(Op::Set, 5), 8) {
-            Frame::Set(s) => assert_eq!((s.key.as_str(), s.labels[0].clone()), ("ns5:k5", Some(Some("ns5:g5".into())))),
+            Frame::Set(s) => assert_eq!(
+                (s.key.as_str(), s.labels[0].clone()),
+                ("ns5:k5", Some(Some("ns5:g5".into())))
+            ),
             f => panic!("{f:?}"),
         }
         match round_trip(&mut a, op(Op::Get, 3), 9) {
@@ -342,7 +347,14 @@ mod tests {
             }
             f => panic!("{f:?}"),
         }
-        match round_trip(&mut a, Request::Preload { first: 990, end: 1000 }, 4) {
+        match round_trip(
+            &mut a,
+            Request::Preload {
+                first: 990,
+                end: 1000,
+            },
+            4,
+        ) {
             Frame::SetBatch(b) => {
                 assert_eq!(b.items.len(), 10);
                 assert_eq!(b.items[9].key, "ns9:k999");
@@ -363,13 +375,25 @@ mod tests {
         let mut third = BytesMut::new();
         frame::encode_ok(7, 2, &[], &mut third);
         buf.extend_from_slice(&third[..5]);
-        assert_eq!(a.decode(&mut buf).unwrap(), Some(Reply { id: Some(5), error: None }));
+        assert_eq!(
+            a.decode(&mut buf).unwrap(),
+            Some(Reply {
+                id: Some(5),
+                error: None
+            })
+        );
         let r = a.decode(&mut buf).unwrap().unwrap();
         assert_eq!(r.id, Some(6));
         assert_eq!(r.error.as_deref(), Some("invalid_key: key is empty"));
         assert_eq!(a.decode(&mut buf).unwrap(), None);
         buf.extend_from_slice(&third[5..]);
-        assert_eq!(a.decode(&mut buf).unwrap(), Some(Reply { id: Some(7), error: None }));
+        assert_eq!(
+            a.decode(&mut buf).unwrap(),
+            Some(Reply {
+                id: Some(7),
+                error: None
+            })
+        );
         frame::encode_error(0, 0, &Error::new(ErrorCode::BadFrame, "x"), &mut buf);
         assert!(a.decode(&mut buf).unwrap_err().contains("gave up"));
     }

@@ -19,18 +19,26 @@
 //! Nothing is allocated per request: keys are written into reused strings by the
 //! protocol, frames into the reused write buffer, and the in-flight window is a ring
 //! that keeps its capacity.
+//!
+//! # One set of histograms per phase, shared
+//! Every connection records into the phase's one [`Stats`] behind a mutex, locked once
+//! per batch of replies (uncontended with the default single worker thread). Histograms
+//! per connection were tried first: to stay small they had to grow on demand, and the
+//! first long latency made every connection reallocate its histograms at once (~0.3 ms
+//! each, in page faults), which stalled the loop for tens of milliseconds at a hundred
+//! connections — a stall that then showed up as latency. The shared histograms are
+//! sized once, for the whole range, before the phase starts.
 
 use crate::keys::{KeySpace, Rng};
 use crate::mix::{Mix, Op};
-use crate::report::Stats;
+use crate::report::{record, Stats};
 use crate::schedule::{is_missed, Schedule};
 use crate::timer::Timer;
 use bytes::BytesMut;
-use hdrhistogram::Histogram;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -107,9 +115,6 @@ pub struct Progress {
     pub errors: AtomicU64,
     /// Keys written by preload units that have been answered.
     pub keys_loaded: AtomicU64,
-    /// Measured latencies so far (ns), merged in from each connection every
-    /// [`PROGRESS_MERGE_EVERY`].
-    pub latency: Mutex<Histogram<u64>>,
     /// Refusals printed so far, across connections and phases.
     pub errors_printed: AtomicU64,
 }
@@ -120,7 +125,6 @@ impl Progress {
             replies: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             keys_loaded: AtomicU64::new(0),
-            latency: Mutex::new(new_histogram()),
             errors_printed: AtomicU64::new(0),
         }
     }
@@ -130,17 +134,11 @@ impl Progress {
         self.replies.store(0, Ordering::Relaxed);
         self.errors.store(0, Ordering::Relaxed);
         self.keys_loaded.store(0, Ordering::Relaxed);
-        if let Ok(mut h) = self.latency.lock() {
-            h.reset();
-        }
     }
 }
 
 /// The first refusals are printed (to stderr), the rest only counted.
 pub const ERRORS_PRINTED_MAX: u64 = 5;
-
-/// How often a connection folds its recent latencies into [`Progress::latency`].
-pub const PROGRESS_MERGE_EVERY: Duration = Duration::from_millis(250);
 
 /// After a window closes, replies still in flight are awaited this long; those that
 /// do not come are counted as timeouts.
@@ -149,15 +147,19 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection with requests in flight and no reply for this long is given up.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The read buffer grows by this much when it runs low.
-const READ_CHUNK: usize = 64 * 1024;
+/// Each buffer starts this large, and the read buffer grows by this much when it runs
+/// low: small enough for thousands of connections, large enough that one read takes a
+/// whole batch of small replies.
+const READ_CHUNK: usize = 16 * 1024;
 
-/// A latency histogram in nanoseconds, 3 significant digits, growing as needed (so an
-/// idle op costs a few hundred bytes and a 10 s stall still fits).
-pub fn new_histogram() -> Histogram<u64> {
-    // Histogram::new only fails for sigfig > 5.
-    #[allow(clippy::expect_used)]
-    Histogram::new(3).expect("3 significant digits is a valid histogram")
+/// The window's ring is reserved up to this many entries up front; a larger
+/// `--pipeline` grows it as it fills.
+const WINDOW_RESERVE_MAX: usize = 1024;
+
+/// The phase's shared measurements; a poisoned lock (a connection task panicked) still
+/// holds sound numbers, and the panic itself is re-raised by the phase.
+fn lock(stats: &Mutex<Stats>) -> MutexGuard<'_, Stats> {
+    stats.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A request in flight.
@@ -302,6 +304,15 @@ pub struct Connection<P> {
     pub lost: Option<String>,
 }
 
+/// A connection's state for one phase.
+struct Run {
+    schedule: Option<Schedule>,
+    /// The next preload unit (this connection takes every `connections`-th).
+    next_unit: u64,
+    /// When the last reply came (the reply watchdog's clock).
+    last_reply: Instant,
+}
+
 impl<P: Protocol> Connection<P> {
     /// A connection whose handshake is done; `first_id` is the first id after it.
     /// Must be called inside the runtime (the timer registers with its reactor).
@@ -319,51 +330,55 @@ impl<P: Protocol> Connection<P> {
             proto,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::with_capacity(READ_CHUNK),
-            window: Window::new(first_id, pipeline),
+            window: Window::new(first_id, pipeline.min(WINDOW_RESERVE_MAX)),
             rng: Rng::new(seed, index),
             timer: Timer::new()?,
             lost: None,
         })
     }
 
-    /// Runs one phase to its end (and its replies' drain), returning the connection
-    /// and what it measured.
-    pub async fn run(mut self, phase: Arc<Phase>, progress: Arc<Progress>) -> (Self, Stats) {
-        let mut stats = Stats::new();
+    /// Runs one phase to its end (and its replies' drain), recording into `stats`;
+    /// returns the connection.
+    pub async fn run(
+        mut self,
+        phase: Arc<Phase>,
+        progress: Arc<Progress>,
+        stats: Arc<Mutex<Stats>>,
+    ) -> Self {
         let mut run = Run {
             schedule: match phase.mode {
-                Mode::Open { rate } => {
-                    Some(Schedule::new(phase.start, rate, self.index, phase.connections))
-                }
+                Mode::Open { rate } => Some(Schedule::new(
+                    phase.start,
+                    rate,
+                    self.index,
+                    phase.connections,
+                )),
                 _ => None,
             },
             next_unit: self.index,
-            recent: new_histogram(),
-            merged_at: Instant::now(),
             last_reply: Instant::now(),
         };
+        if let Some(s) = &run.schedule {
+            lock(&stats).slots += s.slots_between(phase.record_from, phase.end);
+        }
         if self.lost.is_none() {
-            if let Err(why) = self.turns(&phase, &progress, &mut stats, &mut run).await {
-                self.lose(why, &mut stats);
+            if let Err(why) = self.turns(&phase, &progress, &stats, &mut run).await {
+                self.lose(why, &mut lock(&stats));
             }
         }
         // Slots due before the end that were never sent: the generator fell behind
-        // (or the connection was lost). Each is missed, and enters the histogram at a
+        // (or the connection was lost). Each is missed, and enters the histograms at a
         // lower bound of what it would have waited.
         if let Some(schedule) = &mut run.schedule {
+            let mut stats = lock(&stats);
             for t in schedule.drain_before(phase.end) {
                 if t >= phase.record_from {
                     let op = phase.mix.pick(&mut self.rng);
-                    let s = &mut stats.per_op[op as usize];
-                    s.unsent += 1;
-                    s.latency
-                        .saturating_record(phase.end.saturating_duration_since(t).as_nanos() as u64);
-                    stats.missed += 1;
+                    stats.record_unsent(op, phase.end.saturating_duration_since(t));
                 }
             }
         }
-        run.merge_progress(&progress, Instant::now());
-        (self, stats)
+        self
     }
 
     fn lose(&mut self, why: String, stats: &mut Stats) {
@@ -382,7 +397,7 @@ impl<P: Protocol> Connection<P> {
         &mut self,
         phase: &Phase,
         progress: &Progress,
-        stats: &mut Stats,
+        stats: &Mutex<Stats>,
         run: &mut Run,
     ) -> Result<(), String> {
         loop {
@@ -398,7 +413,7 @@ impl<P: Protocol> Connection<P> {
             }
             let drain_end = phase.end + DRAIN_TIMEOUT;
             if !sending && !matches!(phase.mode, Mode::Preload { .. }) && now >= drain_end {
-                stats.timeouts += self.window.open as u64;
+                lock(stats).timeouts += self.window.open as u64;
                 let abandoned = self.window.abandon();
                 if !self.proto.tagged() {
                     // In-order replies can no longer be matched to requests.
@@ -447,8 +462,9 @@ impl<P: Protocol> Connection<P> {
     /// When the loop must wake up even if the socket stays quiet.
     fn deadline(&self, phase: &Phase, run: &Run, now: Instant, sending: bool) -> Instant {
         let mut deadline = match (phase.mode, &run.schedule) {
-            // Preload has no clock: only the reply watchdog below.
-            (Mode::Preload { .. }, _) => now + REPLY_TIMEOUT,
+            // Preload has no clock, only the reply watchdog (constant between replies,
+            // so the timer is not re-armed every turn).
+            (Mode::Preload { .. }, _) => run.last_reply + REPLY_TIMEOUT,
             (Mode::Open { .. }, Some(s)) if sending && self.window.open < phase.pipeline => {
                 s.next_time().min(phase.end)
             }
@@ -466,7 +482,7 @@ impl<P: Protocol> Connection<P> {
     fn fill(
         &mut self,
         phase: &Phase,
-        stats: &mut Stats,
+        stats: &Mutex<Stats>,
         run: &mut Run,
         now: Instant,
     ) -> Result<bool, String> {
@@ -475,20 +491,21 @@ impl<P: Protocol> Connection<P> {
                 let Some(schedule) = &mut run.schedule else {
                     unreachable!("an open-loop phase has a schedule")
                 };
+                // Locked only if a measured slot is due, once for all of them.
+                let mut guard: Option<MutexGuard<'_, Stats>> = None;
                 while self.window.open < phase.pipeline {
                     let Some(due) = schedule.take_due(now, phase.end) else {
                         break;
                     };
-                    let record = due >= phase.record_from;
-                    if record {
-                        stats
-                            .send_lag
-                            .saturating_record(now.saturating_duration_since(due).as_nanos() as u64);
+                    let measured = due >= phase.record_from;
+                    if measured {
+                        let stats = guard.get_or_insert_with(|| lock(stats));
+                        record(&mut stats.send_lag, now.saturating_duration_since(due));
                         if is_missed(due, now) {
                             stats.missed += 1;
                         }
                     }
-                    self.send_op(phase, due, record)?;
+                    self.send_op(phase, due, measured)?;
                 }
                 Ok(now < phase.end)
             }
@@ -496,9 +513,9 @@ impl<P: Protocol> Connection<P> {
                 if now < phase.start || now >= phase.end {
                     return Ok(now < phase.end);
                 }
-                let record = now >= phase.record_from;
+                let measured = now >= phase.record_from;
                 while self.window.open < phase.pipeline {
-                    self.send_op(phase, now, record)?;
+                    self.send_op(phase, now, measured)?;
                 }
                 Ok(true)
             }
@@ -511,9 +528,9 @@ impl<P: Protocol> Connection<P> {
                     let end = (first + unit).min(keys);
                     run.next_unit += phase.connections;
                     let id = self.window.next_id_skipping_zero();
-                    let replies = self
-                        .proto
-                        .encode(Request::Preload { first, end }, id, &mut self.wbuf)?;
+                    let replies =
+                        self.proto
+                            .encode(Request::Preload { first, end }, id, &mut self.wbuf)?;
                     let pushed = self.window.push(InFlight {
                         op: None,
                         key: first,
@@ -572,7 +589,7 @@ impl<P: Protocol> Connection<P> {
         &mut self,
         phase: &Phase,
         progress: &Progress,
-        stats: &mut Stats,
+        stats: &Mutex<Stats>,
         run: &mut Run,
     ) -> Result<(), String> {
         loop {
@@ -589,85 +606,45 @@ impl<P: Protocol> Connection<P> {
         // One clock reading for the whole batch: the replies arrived together.
         let now = Instant::now();
         let mut settled = 0u64;
+        // Locked at the first measured reply, once for the batch.
+        let mut guard: Option<MutexGuard<'_, Stats>> = None;
         while let Some(reply) = self.proto.decode(&mut self.rbuf)? {
             let id = match reply.id {
                 Some(id) => id,
-                None => self
-                    .window
-                    .oldest_open()
-                    .ok_or("a reply to no request")?,
+                None => self.window.oldest_open().ok_or("a reply to no request")?,
             };
             let Some(done) = self.window.reply(id, reply.error) else {
                 continue;
             };
             settled += 1;
-            self.settle(done, phase, progress, stats, run, now);
+            if done.op.is_none() || done.record {
+                let stats = guard.get_or_insert_with(|| lock(stats));
+                settle(done, phase, progress, stats, now);
+            }
         }
         if settled > 0 {
             run.last_reply = now;
             progress.replies.fetch_add(settled, Ordering::Relaxed);
-            if now.duration_since(run.merged_at) >= PROGRESS_MERGE_EVERY {
-                run.merge_progress(progress, now);
-            }
         }
         Ok(())
     }
+}
 
-    fn settle(
-        &mut self,
-        done: InFlight,
-        phase: &Phase,
-        progress: &Progress,
-        stats: &mut Stats,
-        run: &mut Run,
-        now: Instant,
-    ) {
-        let Some(op) = done.op else {
-            progress.keys_loaded.fetch_add(done.keys, Ordering::Relaxed);
-            if let Some(e) = done.error {
-                stats.preload_errors += 1;
-                print_error(progress, &phase.keys, "preload", done.key, &e);
-            }
-            return;
-        };
-        if !done.record {
-            return;
-        }
-        let latency = now.saturating_duration_since(done.scheduled).as_nanos() as u64;
-        let s = &mut stats.per_op[op as usize];
-        s.ops += 1;
-        s.latency.saturating_record(latency);
-        run.recent.saturating_record(latency);
+/// Records one finished request.
+fn settle(done: InFlight, phase: &Phase, progress: &Progress, stats: &mut Stats, now: Instant) {
+    let Some(op) = done.op else {
+        progress.keys_loaded.fetch_add(done.keys, Ordering::Relaxed);
         if let Some(e) = done.error {
-            s.errors += 1;
-            progress.errors.fetch_add(1, Ordering::Relaxed);
-            print_error(progress, &phase.keys, op.name(), done.key, &e);
+            stats.preload_errors += 1;
+            print_error(progress, &phase.keys, "preload", done.key, &e);
         }
-    }
-}
-
-/// A connection's state for one phase.
-struct Run {
-    schedule: Option<Schedule>,
-    /// The next preload unit (this connection takes every `connections`-th).
-    next_unit: u64,
-    /// Measured latencies not yet merged into the progress histogram.
-    recent: Histogram<u64>,
-    merged_at: Instant,
-    last_reply: Instant,
-}
-
-impl Run {
-    fn merge_progress(&mut self, progress: &Progress, now: Instant) {
-        if self.recent.is_empty() {
-            return;
-        }
-        if let Ok(mut h) = progress.latency.lock() {
-            // Both histograms grow as needed, so adding cannot fail for range.
-            let _ = h.add(&self.recent);
-        }
-        self.recent.reset();
-        self.merged_at = now;
+        return;
+    };
+    let failed = done.error.is_some();
+    stats.record_reply(op, now.saturating_duration_since(done.scheduled), failed);
+    if let Some(e) = done.error {
+        progress.errors.fetch_add(1, Ordering::Relaxed);
+        print_error(progress, &phase.keys, op.name(), done.key, &e);
     }
 }
 
@@ -715,8 +692,14 @@ mod tests {
         assert_eq!(w.open, 0);
         assert!(w.entries.is_empty());
         assert_eq!(w.push(entry(1)), 8);
-        assert!(w.reply(4, None).is_none(), "an id before the window is stale");
-        assert!(w.reply(100, None).is_none(), "an id past the window is stale");
+        assert!(
+            w.reply(4, None).is_none(),
+            "an id before the window is stale"
+        );
+        assert!(
+            w.reply(100, None).is_none(),
+            "an id past the window is stale"
+        );
     }
 
     #[test]

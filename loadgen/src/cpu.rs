@@ -32,8 +32,7 @@ pub fn parse_stat_ticks(stat: &str) -> Result<u64, String> {
         let text = fields
             .get(n - 3)
             .ok_or_else(|| format!("{} fields, no field {n}", fields.len() + 2))?;
-        text.parse()
-            .map_err(|e| format!("field {n} {text:?}: {e}"))
+        text.parse().map_err(|e| format!("field {n} {text:?}: {e}"))
     };
     Ok(field(14)? + field(15)?)
 }
@@ -55,9 +54,12 @@ mod tests {
 
     #[test]
     fn parses_utime_and_stime_even_with_odd_command_names() {
-        let stat = "4242 (amp d) (x)) S 1 4242 4242 0 -1 4194560 1200 0 0 0 350 25 0 0 20 0 3 0 12345 0 0";
+        let stat =
+            "4242 (amp d) (x)) S 1 4242 4242 0 -1 4194560 1200 0 0 0 350 25 0 0 20 0 3 0 12345 0 0";
         assert_eq!(parse_stat_ticks(stat).unwrap(), 375);
-        assert!(parse_stat_ticks("4242 (x) S 1 2").unwrap_err().contains("no field 14"));
+        assert!(parse_stat_ticks("4242 (x) S 1 2")
+            .unwrap_err()
+            .contains("no field 14"));
         assert!(parse_stat_ticks("nothing").is_err());
     }
 

@@ -119,7 +119,7 @@ impl KeySpace {
     /// ampd's key order on Redis: `z:ns{i % N}` (or `z`).
     pub fn redis_range_set(&self, i: u64, out: &mut String) {
         out.clear();
-        out.push_str("z");
+        out.push('z');
         if self.namespaces > 0 {
             let _ = write!(out, ":ns{}", i % self.namespaces);
         }
@@ -144,11 +144,12 @@ pub fn scramble(rank: u64, n: u64) -> u64 {
 /// Ranks in `0..n`, rank `r` with probability proportional to `1 / (r + 1)^theta`:
 /// the generator of Gray et al., "Quickly Generating Billion-Record Synthetic
 /// Databases" (SIGMOD 1994), as YCSB's `ZipfianGenerator` implements it. One uniform
-/// draw per sample, no table.
+/// draw per sample, no table. Ranks 0 and 1 are exact; past them the closed form
+/// approximates (rank 2 comes ~18% too often for n = 1000, ranks from ~5 on within a
+/// few %) — the same skew YCSB's published numbers were measured with.
 #[derive(Debug, Clone)]
 pub struct Zipf {
     n: f64,
-    theta: f64,
     alpha: f64,
     zeta_n: f64,
     eta: f64,
@@ -186,17 +187,11 @@ impl Zipf {
         let nf = n as f64;
         Zipf {
             n: nf,
-            theta,
             alpha: 1.0 / (1.0 - theta),
             zeta_n,
             eta: (1.0 - (2.0 / nf).powf(1.0 - theta)) / (1.0 - zeta_2 / zeta_n),
             rank1_bound: 1.0 + 0.5f64.powf(theta),
         }
-    }
-
-    /// The probability of rank `r` (for tests and reports).
-    pub fn probability(&self, r: u64) -> f64 {
-        (r as f64 + 1.0).powf(-self.theta) / self.zeta_n
     }
 
     pub fn sample(&self, rng: &mut Rng) -> u64 {
@@ -309,6 +304,8 @@ mod tests {
     fn zipf_frequencies_match_the_distribution() {
         let n = 1000;
         let z = Zipf::new(n, ZIPF_THETA);
+        let zeta_n = zeta(n, ZIPF_THETA);
+        let probability = |r: u64| (r as f64 + 1.0).powf(-ZIPF_THETA) / zeta_n;
         let mut rng = Rng::new(42, 0);
         let draws = 400_000u64;
         let mut counts = vec![0u64; n as usize];
@@ -317,19 +314,31 @@ mod tests {
             assert!(r < n);
             counts[r as usize] += 1;
         }
-        // The head ranks, where the generator special-cases 0 and 1 and then uses the
-        // closed form, each within 5% of the exact probability.
-        for r in [0u64, 1, 2, 5, 10] {
-            let expected = z.probability(r) * draws as f64;
+        // Ranks 0 and 1 are special-cased and exact; past them the closed form is
+        // Gray's approximation (rank 2 draws ~18% too often, the error fades by rank 5):
+        // check each against the exact probability with the tolerance it earns.
+        for (r, tolerance) in [
+            (0u64, 0.03),
+            (1, 0.05),
+            (2, 0.25),
+            (5, 0.10),
+            (10, 0.10),
+            (50, 0.15),
+        ] {
+            let expected = probability(r) * draws as f64;
             let got = counts[r as usize] as f64;
             assert!(
-                (got - expected).abs() / expected < 0.05,
+                (got - expected).abs() / expected < tolerance,
                 "rank {r}: {got} draws, expected {expected:.0}"
             );
         }
-        // Skew: rank 0 is ~14% of all draws for n = 1000, the top 10% of ranks take most.
-        let top: u64 = counts[..100].iter().sum();
-        assert!(top as f64 / draws as f64 > 0.6, "top 10% drew {top}");
+        // The mass of the top 10% of ranks (~69% for n = 1000) within 3%.
+        let top = counts[..100].iter().sum::<u64>() as f64 / draws as f64;
+        let top_exact: f64 = (0..100).map(probability).sum();
+        assert!(
+            (top - top_exact).abs() < 0.03,
+            "top 10% drew {top}, exact {top_exact}"
+        );
         // Every draw stays in range and the tail is not empty.
         let tail: u64 = counts[500..].iter().sum();
         assert!(tail > 0);
@@ -347,7 +356,10 @@ mod tests {
         for _ in 0..10_000 {
             counts[ks.pick(&mut rng) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
         let kz = KeySpace::new(10, 0, Dist::Zipfian);
         for _ in 0..10_000 {
             assert!(kz.pick(&mut rng) < 10);

@@ -1,9 +1,389 @@
-//! The load generator arrives with the server (see the load generator issue); until
-//! then there is nothing on the network to drive.
+//! `ampd-loadgen`: an open-loop load generator for ampd (and, with `--redis`, for
+//! Redis, measured by the same code), in the manner of wrk2.
+//!
+//! Requests leave on a fixed schedule (`--rate`), and each latency runs from the
+//! request's *scheduled* time, so a server stall cannot hide behind a generator that
+//! politely waited for it (coordinated omission). `--max` is the closed-loop
+//! alternative for peak throughput; `--find-max` steps the rate up to the highest one
+//! whose p99 stays under a bound.
+//!
+//! # Layout
+//! - `main` (this file): the command line, its checks, the runtime, exit codes.
+//! - `run`: a run's course — connect, preload, the measured phases, `--find-max` —
+//!   and the progress line.
+//! - `connection`: one connection's loop, the same for both servers: pacing, the
+//!   in-flight window, matching replies, recording latencies.
+//! - `schedule`: open-loop slot times and missed slots (pure arithmetic).
+//! - `timer`: the sub-millisecond timer the pacing sleeps on (timerfd).
+//! - `ampd`: the ampd handshake and each operation as a wire frame.
+//! - `resp`: RESP2 frames and each operation as Redis commands.
+//! - `keys`: the key space, names derived from a key index, the zipfian generator.
+//! - `mix`: the operations and their weighted mix.
+//! - `report`: histograms merged per operation, the text and JSON reports.
+//! - `cpu`: CPU time of the server and of ourselves from `/proc`.
+//!
+//! # Exit codes
+//! 0: the run finished (refusals are counted, not failures). 1: no connection could be
+//! made, or one was lost during the run. 2: bad arguments.
 
-fn main() {
-    eprintln!(
-        "ampd-loadgen: the server protocol is not built yet; see benches/ for engine benchmarks"
-    );
-    std::process::exit(2);
+mod ampd;
+mod connection;
+mod cpu;
+mod keys;
+mod mix;
+mod report;
+mod resp;
+mod run;
+mod schedule;
+mod timer;
+
+use clap::{CommandFactory, Parser};
+use keys::{Dist, KeySpace, KEYS_MAX};
+use mix::{Mix, MIX_DEFAULT};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Open-loop load generator for ampd (and Redis): fixed-rate requests, latency from
+/// each request's scheduled time (wrk2-style), HDR histograms per operation.
+///
+/// Values are JSON strings of --value-size bytes (Redis: the same bytes). Keys are
+/// `ns{i % N}:k{i}` (N = --namespaces; 0 gives simple keys `k{i}`); `set` also writes
+/// label1 = `ns{i % N}:g{i % 100}`; `add` increments the counter `ns{i % N}:c{i}`;
+/// `range` reads `ns{i % N}:>=k{i}` with limit 10; `label` reads the keys whose label1
+/// is the key's, limit 10. See loadgen/src/resp.rs for the Redis commands.
+///
+/// A slot sent more than 1 ms after its time, or never sent before the window closed,
+/// is a missed slot; unsent slots enter the histograms at (window end - slot time).
+/// Exit status: 0 the run finished (refusals are counted), 1 no connection or a
+/// connection lost, 2 bad arguments.
+#[derive(Debug, Parser)]
+#[command(name = "ampd-loadgen", version)]
+struct Args {
+    /// The server's address, host:port.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    addr: String,
+    /// The ampd environment (ignored with --redis).
+    #[arg(long)]
+    env: Option<String>,
+    /// The environment's token (with --redis: sent as AUTH).
+    #[arg(long)]
+    token: Option<String>,
+    /// Connections, each one task.
+    #[arg(long, default_value_t = 4)]
+    connections: u64,
+    /// Requests in flight per connection, at most.
+    #[arg(long, default_value_t = 8)]
+    pipeline: usize,
+    /// Open loop: requests per second over all connections (with --find-max: the first
+    /// step's rate, default 10000).
+    #[arg(long, conflicts_with = "max")]
+    rate: Option<f64>,
+    /// Closed loop: each connection keeps --pipeline requests in flight, for peak
+    /// throughput (latency then runs from each send; nothing is offered beyond it).
+    #[arg(long, conflicts_with = "find_max")]
+    max: bool,
+    /// Measured time (humantime: 10s, 1m, 500ms); with --find-max, per step.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    duration: Duration,
+    /// Time at the same load before measuring, discarded (each --find-max step has its
+    /// own).
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    warmup: Duration,
+    /// Keys in the key space.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Bytes of each value: a JSON string of that many ASCII letters (Redis: the same
+    /// bytes). Accepts 100, 4KiB, 1k (= 1024), 1MiB.
+    #[arg(long, value_parser = parse_bytes, default_value = "100")]
+    value_size: usize,
+    /// Namespaces: keys are ns{i % N}:k{i}; 0 gives simple keys k{i}.
+    #[arg(long, default_value_t = 10)]
+    namespaces: u64,
+    /// Write every key of the key space once before measuring (pipelined batches of
+    /// 25; on Redis also the sorted sets that range and label read).
+    #[arg(long)]
+    preload: bool,
+    /// Operation weights (ops not named weigh 0).
+    #[arg(long, value_parser = Mix::parse, default_value = MIX_DEFAULT)]
+    mix: Mix,
+    /// Key distribution (zipfian: theta 0.99, hot keys scattered over the key space).
+    #[arg(long, value_enum, default_value_t = Dist::Uniform)]
+    dist: Dist,
+    /// Step the rate up (from --rate or 10000, x1.25 per step of --warmup +
+    /// --duration) and report the highest rate whose p99 stays under P99_MS
+    /// milliseconds.
+    #[arg(long, value_name = "P99_MS")]
+    find_max: Option<f64>,
+    /// Print the results as one JSON object on the last line of stdout as well.
+    #[arg(long)]
+    json: bool,
+    /// Seed of the op, key and value choices (each connection draws its own stream).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Speak RESP2 to a Redis server instead (GET/SET/INCRBY/ZRANGEBYLEX/ZRANGE/PING).
+    #[arg(long)]
+    redis: bool,
+    /// The server's process id: report its CPU time over the measured window and the
+    /// operations per server CPU-second.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Worker threads of the generator's runtime (the server needs the other cores).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+/// Connections, at most: each holds buffers and a timer fd.
+const CONNECTIONS_MAX: u64 = 4096;
+/// Requests in flight per connection, at most.
+const PIPELINE_MAX: usize = 65_536;
+/// Worker threads, at most.
+const THREADS_MAX: usize = 256;
+/// Namespaces, at most (each is a sorted set on Redis).
+const NAMESPACES_MAX: u64 = 1_000_000;
+/// Room left in an item for its key, label and encoding: a value must fit ampd's item
+/// limit with them.
+const VALUE_SIZE_MAX: usize =
+    ampd_wire::limits::ITEM_SIZE_MAX - 2 * ampd_wire::limits::KEY_LEN_MAX - 64;
+/// The first --find-max step's rate when --rate is not given.
+const FIND_MAX_START: f64 = 10_000.0;
+
+/// Parses a humantime duration (`10s`, `1m30s`, `500ms`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (e.g. 10s, 1m, 500ms)"))
+}
+
+/// Parses a byte count: a number with an optional unit `B`, `k`/`KB`/`KiB` (1024),
+/// `M`/`MB`/`MiB` (1024²). Binary units either way: a value size is a memory size.
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count (e.g. 100, 4KiB, 1M)"))?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (B, KiB, MiB)")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Checks what clap cannot, turning the arguments into a run's configuration.
+fn check(args: Args) -> Result<run::Config, String> {
+    let in_range = |name: &str, v: u64, lo: u64, hi: u64| {
+        if (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err(format!("--{name} {v}, allowed {lo}..={hi}"))
+        }
+    };
+    in_range("connections", args.connections, 1, CONNECTIONS_MAX)?;
+    in_range("pipeline", args.pipeline as u64, 1, PIPELINE_MAX as u64)?;
+    in_range("threads", args.threads as u64, 1, THREADS_MAX as u64)?;
+    in_range("keys", args.keys, 1, KEYS_MAX)?;
+    in_range("namespaces", args.namespaces, 0, NAMESPACES_MAX)?;
+    in_range(
+        "value-size",
+        args.value_size as u64,
+        0,
+        VALUE_SIZE_MAX as u64,
+    )?;
+    if args.duration.is_zero() {
+        return Err("--duration must be above zero".into());
+    }
+    if let Some(r) = args.rate {
+        if !(r.is_finite() && r > 0.0) {
+            return Err(format!(
+                "--rate {r}: a number of requests per second above 0"
+            ));
+        }
+    }
+    let load = match (args.rate, args.max, args.find_max) {
+        (_, true, _) => run::Load::Max,
+        (rate, false, Some(p99_ms)) => {
+            if !(p99_ms.is_finite() && p99_ms > 0.0) {
+                return Err(format!(
+                    "--find-max {p99_ms}: a p99 bound in milliseconds above 0"
+                ));
+            }
+            run::Load::FindMax {
+                start: rate.unwrap_or(FIND_MAX_START),
+                p99_bound: Duration::from_secs_f64(p99_ms / 1000.0),
+            }
+        }
+        (Some(rate), false, None) => run::Load::Rate(rate),
+        (None, false, None) => {
+            return Err("say how to load the server: --rate N, --max or --find-max P99_MS".into())
+        }
+    };
+    if let Some(pid) = args.server_pid {
+        cpu::cpu_time(Some(pid)).map_err(|e| format!("--server-pid {pid}: {e}"))?;
+    }
+    if args.redis && args.env.is_some() {
+        eprintln!("ampd-loadgen: --env is ignored with --redis");
+    }
+    let keys = Arc::new(KeySpace::new(args.keys, args.namespaces, args.dist));
+    Ok(run::Config {
+        target: if args.redis {
+            run::Target::Redis
+        } else {
+            run::Target::Ampd
+        },
+        value: run::value_text(args.value_size, args.seed),
+        addr: args.addr,
+        env: args.env,
+        token: args.token,
+        connections: args.connections,
+        pipeline: args.pipeline,
+        load,
+        duration: args.duration,
+        warmup: args.warmup,
+        keys,
+        dist: args.dist,
+        namespaces: args.namespaces,
+        preload: args.preload,
+        mix: args.mix,
+        seed: args.seed,
+        json: args.json,
+        server_pid: args.server_pid,
+        threads: args.threads,
+    })
+}
+
+/// Raises the soft limit of open files to the hard one: each connection takes a socket
+/// and a timer fd, and the usual soft limit (1024) would stop at ~500 connections.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the rlimit on our stack.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            // Failing leaves the old limit, and connecting will say EMFILE if it matters.
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    raise_fd_limit();
+    let threads = args.threads;
+    let config = match check(args) {
+        Ok(c) => c,
+        // clap's own error format and exit code (2) for every bad argument.
+        Err(why) => Args::command()
+            .error(clap::error::ErrorKind::ValueValidation, why)
+            .exit(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ampd-loadgen: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("ampd-loadgen: {why}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_take_binary_units() {
+        for (text, want) in [
+            ("0", 0),
+            ("100", 100),
+            ("100B", 100),
+            ("1k", 1024),
+            ("4KiB", 4096),
+            ("4 kb", 4096),
+            ("1MiB", 1 << 20),
+            ("2M", 2 << 20),
+        ] {
+            assert_eq!(parse_bytes(text), Ok(want), "{text}");
+        }
+        for bad in ["", "k", "-1", "1.5k", "10 parsecs", "99999999999999999999"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+        assert!(parse_bytes("99999999999999999M")
+            .unwrap_err()
+            .contains("too large"));
+    }
+
+    #[test]
+    fn durations_take_humantime_forms() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("10").unwrap_err().contains("e.g. 10s"));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    fn parse(args: &[&str]) -> Result<run::Config, String> {
+        let mut argv = vec!["ampd-loadgen"];
+        argv.extend_from_slice(args);
+        let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
+        check(args)
+    }
+
+    #[test]
+    fn the_command_line_is_checked() {
+        Args::command().debug_assert();
+        let c = parse(&["--rate", "2000"]).unwrap();
+        assert_eq!(c.load, run::Load::Rate(2000.0));
+        assert_eq!(c.duration, Duration::from_secs(10));
+        assert_eq!(c.value.len(), 100);
+        assert!(matches!(parse(&["--max"]).unwrap().load, run::Load::Max));
+        assert_eq!(
+            parse(&["--find-max", "1.5"]).unwrap().load,
+            run::Load::FindMax {
+                start: FIND_MAX_START,
+                p99_bound: Duration::from_micros(1500)
+            }
+        );
+        for (args, why) in [
+            (
+                &["--connections", "0", "--rate", "1"][..],
+                "--connections 0",
+            ),
+            (&["--rate", "0"], "--rate 0"),
+            (&["--rate", "1", "--max"], "cannot be used with"),
+            (&["--max", "--find-max", "1"], "cannot be used with"),
+            (&[], "--rate N, --max or --find-max"),
+            (&["--rate", "1", "--duration", "0s"], "above zero"),
+            (
+                &["--rate", "1", "--mix", "get=0"],
+                "no op a positive weight",
+            ),
+            (&["--rate", "1", "--value-size", "1MiB"], "--value-size"),
+            (&["--rate", "1", "--dist", "pareto"], "pareto"),
+            (&["--find-max", "0"], "above 0"),
+            (
+                &["--rate", "1", "--server-pid", "4294967295"],
+                "--server-pid",
+            ),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(why), "{args:?}: {err}");
+        }
+    }
 }

@@ -2,17 +2,35 @@
 //! across connections, then quantiles, rates and counts as a text table (stdout), as
 //! one JSON object (`--json`), and as the one-line progress report (stderr).
 //!
-//! Latencies are recorded in nanoseconds (3 significant digits) and reported in
-//! microseconds. In an open-loop run every latency runs from the request's *scheduled*
+//! Latencies are recorded in nanoseconds (3 significant digits, up to
+//! [`LATENCY_MAX`]; longer ones count as that) and reported in microseconds. In an open-loop run every latency runs from the request's *scheduled*
 //! time (`schedule.rs`); in a closed-loop run (`--max`) from when it was sent, since
 //! there is no schedule.
 
-use crate::connection::new_histogram;
 use crate::mix::{Mix, Op};
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
 use std::time::Duration;
+
+/// The longest latency a histogram holds; a longer one is recorded as this. An hour
+/// is past any run's window, so only an unsent slot of an hour-long run could reach it.
+pub const LATENCY_MAX: Duration = Duration::from_secs(3600);
+
+/// A latency histogram in nanoseconds, 3 significant digits, sized for 1 ns ..=
+/// [`LATENCY_MAX`] up front (~260 KiB): it never reallocates while a phase runs (see
+/// `connection.rs` on why that matters).
+pub fn new_histogram() -> Histogram<u64> {
+    // Fails only for bounds that do not fit, and these are constants that do.
+    #[allow(clippy::expect_used)]
+    Histogram::new_with_bounds(1, LATENCY_MAX.as_nanos() as u64, 3)
+        .expect("1 ns ..= 1 h at 3 significant digits is a valid histogram")
+}
+
+/// Records a duration in nanoseconds, clamped to [`LATENCY_MAX`].
+pub fn record(h: &mut Histogram<u64>, d: Duration) {
+    h.saturating_record(d.as_nanos().min(u128::from(u64::MAX)) as u64);
+}
 
 /// One operation's measurements.
 #[derive(Debug, Clone)]
@@ -39,24 +57,21 @@ impl OpStats {
             lost: 0,
         }
     }
-
-    fn merge(&mut self, other: &OpStats) {
-        // Auto-resizing histograms add without range errors.
-        let _ = self.latency.add(&other.latency);
-        self.ops += other.ops;
-        self.errors += other.errors;
-        self.unsent += other.unsent;
-        self.lost += other.lost;
-    }
 }
 
-/// What one connection (or, merged, a whole phase) measured.
+/// What a phase measured, over all connections.
 #[derive(Debug, Clone)]
 pub struct Stats {
     pub per_op: [OpStats; Op::COUNT],
+    /// Every op's latencies together.
+    pub all: Histogram<u64>,
     /// How late requests left after their slot (ns), open loop only: the generator's
-    /// own timeliness, to tell its lateness from the server's.
+    /// own lateness, or a pipeline window full of requests the server has not answered.
+    /// Small when the generator keeps up, so high latency with a small send lag is the
+    /// server's.
     pub send_lag: Histogram<u64>,
+    /// Slots due in the measured window (open loop): what was offered.
+    pub slots: u64,
     /// Slots sent later than `MISS_SLACK`, plus slots never sent.
     pub missed: u64,
     /// Requests still unanswered `DRAIN_TIMEOUT` after the window closed.
@@ -71,7 +86,9 @@ impl Stats {
     pub fn new() -> Stats {
         Stats {
             per_op: std::array::from_fn(|_| OpStats::new()),
+            all: new_histogram(),
             send_lag: new_histogram(),
+            slots: 0,
             missed: 0,
             timeouts: 0,
             preload_errors: 0,
@@ -79,15 +96,23 @@ impl Stats {
         }
     }
 
-    pub fn merge(&mut self, other: &Stats) {
-        for (mine, theirs) in self.per_op.iter_mut().zip(&other.per_op) {
-            mine.merge(theirs);
-        }
-        let _ = self.send_lag.add(&other.send_lag);
-        self.missed += other.missed;
-        self.timeouts += other.timeouts;
-        self.preload_errors += other.preload_errors;
-        self.lost.extend(other.lost.iter().cloned());
+    /// A reply to a measured request, `latency` after it was due.
+    pub fn record_reply(&mut self, op: Op, latency: Duration, refused: bool) {
+        let s = &mut self.per_op[op as usize];
+        s.ops += 1;
+        s.errors += u64::from(refused);
+        record(&mut s.latency, latency);
+        record(&mut self.all, latency);
+    }
+
+    /// A slot never sent, `waited` from its time to the end of the window: a missed
+    /// slot, in the histograms at that lower bound.
+    pub fn record_unsent(&mut self, op: Op, waited: Duration) {
+        let s = &mut self.per_op[op as usize];
+        s.unsent += 1;
+        record(&mut s.latency, waited);
+        record(&mut self.all, waited);
+        self.missed += 1;
     }
 }
 
@@ -173,6 +198,8 @@ pub struct Summary {
     pub duration: Duration,
     pub ops: u64,
     pub errors: u64,
+    /// Slots due in the window (open loop).
+    pub offered_slots: Option<u64>,
     pub missed_slots: u64,
     pub unsent_slots: u64,
     pub timeouts: u64,
@@ -196,10 +223,6 @@ impl Summary {
         cpu: CpuUse,
     ) -> Summary {
         let secs = duration.as_secs_f64().max(1e-9);
-        let mut all = new_histogram();
-        for s in &stats.per_op {
-            let _ = all.add(&s.latency);
-        }
         let per_op: Vec<OpSummary> = mix
             .ops()
             .map(|op| {
@@ -222,12 +245,13 @@ impl Summary {
             duration,
             ops,
             errors: sum(|s| s.errors),
+            offered_slots: offered_rate.map(|_| stats.slots),
             missed_slots: stats.missed,
             unsent_slots: sum(|s| s.unsent),
             timeouts: stats.timeouts,
             lost_requests: sum(|s| s.lost),
             lost_connections: stats.lost.clone(),
-            all: Latency::of(&all),
+            all: Latency::of(&stats.all),
             per_op,
             send_lag: offered_rate.map(|_| Latency::of(&stats.send_lag)),
             cpu,
@@ -244,19 +268,26 @@ impl Summary {
     /// The text report: a headline, then one row per op (and "all"), in µs.
     pub fn text(&self) -> String {
         let mut out = String::new();
-        let offered = match self.offered_rate {
-            Some(r) => format!("offered {r:.1} ops/s, "),
-            None => "closed loop, ".into(),
+        let offered = match (self.offered_rate, self.offered_slots) {
+            (Some(r), Some(n)) => format!("offered {r:.1} ops/s ({n} slots), "),
+            (Some(r), None) => format!("offered {r:.1} ops/s, "),
+            (None, _) => "closed loop, ".into(),
+        };
+        let missed = if self.offered_rate.is_some() {
+            format!(
+                ", {} missed slots ({} unsent)",
+                self.missed_slots, self.unsent_slots
+            )
+        } else {
+            String::new()
         };
         let _ = writeln!(
             out,
-            "{offered}achieved {:.1} ops/s over {:.1} s: {} ops, {} errors, {} missed slots ({} unsent), {} timeouts",
+            "{offered}achieved {:.1} ops/s over {:.1} s: {} ops, {} errors{missed}, {} timeouts",
             self.achieved_rate,
             self.duration.as_secs_f64(),
             self.ops,
             self.errors,
-            self.missed_slots,
-            self.unsent_slots,
             self.timeouts,
         );
         let from = if self.offered_rate.is_some() {
@@ -291,7 +322,7 @@ impl Summary {
         if let Some(lag) = &self.send_lag {
             let _ = writeln!(
                 out,
-                "send lag (generator's own lateness) µs: p50 {:.1}, p99 {:.1}, max {:.1}",
+                "send lag (slot time to send: the generator's lateness, or a full window) µs: p50 {:.1}, p99 {:.1}, max {:.1}",
                 lag.p50, lag.p99, lag.max
             );
         }
@@ -330,12 +361,13 @@ impl Summary {
             self.offered_rate.map_or(Value::Null, |r| json!(round1(r))),
         );
         m.insert("achieved_rate".into(), json!(round1(self.achieved_rate)));
-        m.insert(
-            "duration_s".into(),
-            json!(self.duration.as_secs_f64()),
-        );
+        m.insert("duration_s".into(), json!(self.duration.as_secs_f64()));
         m.insert("ops".into(), json!(self.ops));
         m.insert("errors".into(), json!(self.errors));
+        m.insert(
+            "offered_slots".into(),
+            self.offered_slots.map_or(Value::Null, |n| json!(n)),
+        );
         m.insert("missed_slots".into(), json!(self.missed_slots));
         m.insert("unsent_slots".into(), json!(self.unsent_slots));
         m.insert("timeouts".into(), json!(self.timeouts));
@@ -364,7 +396,8 @@ impl Summary {
         m.insert("server_cpu_s".into(), opt(self.cpu.server_s));
         m.insert(
             "ops_per_server_cpu_s".into(),
-            self.ops_per_server_cpu_s().map_or(Value::Null, |v| json!(v.round())),
+            self.ops_per_server_cpu_s()
+                .map_or(Value::Null, |v| json!(v.round())),
         );
         m.insert("loadgen_cpu_s".into(), opt(self.cpu.loadgen_s));
         m
@@ -394,20 +427,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn summary_merges_connections_and_reports_quantiles() {
+    fn summary_reports_quantiles_counts_and_rates() {
         let mix = Mix::parse("get=1,set=1").unwrap();
         let mut a = Stats::new();
-        let mut b = Stats::new();
         for v in 1..=100u64 {
-            a.per_op[Op::Get as usize].latency.record(v * 1000).unwrap();
-            a.per_op[Op::Get as usize].ops += 1;
+            a.record_reply(Op::Get, Duration::from_micros(v), false);
         }
-        b.per_op[Op::Set as usize].latency.record(5_000_000).unwrap();
-        b.per_op[Op::Set as usize].ops += 1;
-        b.per_op[Op::Set as usize].errors += 1;
-        b.missed = 3;
-        b.per_op[Op::Set as usize].unsent = 2;
-        a.merge(&b);
+        a.record_reply(Op::Set, Duration::from_millis(5), true);
+        a.missed = 1;
+        a.record_unsent(Op::Set, Duration::from_millis(1));
+        a.record_unsent(Op::Set, Duration::from_millis(1));
+        // Past the histogram's range: clamped, not lost.
+        a.record_unsent(Op::Get, LATENCY_MAX * 2);
         let cpu = CpuUse {
             server_s: Some(0.5),
             loadgen_s: None,
@@ -415,12 +446,22 @@ mod tests {
         let s = Summary::new(&a, &mix, Duration::from_secs(2), Some(60.0), cpu);
         assert_eq!(s.ops, 101);
         assert_eq!(s.errors, 1);
-        assert_eq!(s.missed_slots, 3);
-        assert_eq!(s.unsent_slots, 2);
+        assert_eq!(s.missed_slots, 4);
+        assert_eq!(s.unsent_slots, 3);
         assert!((s.achieved_rate - 50.5).abs() < 1e-9);
         assert_eq!(s.per_op.len(), 2);
-        assert!((s.per_op[0].latency.p50 - 50.0).abs() < 0.1, "{:?}", s.per_op[0]);
-        assert!((s.all.max - 5000.0).abs() < 5.0);
+        assert!(
+            (s.per_op[0].latency.p50 - 51.0).abs() < 0.1,
+            "{:?}",
+            s.per_op[0]
+        );
+        let hour_us = LATENCY_MAX.as_secs_f64() * 1e6;
+        assert!(
+            (s.all.max - hour_us).abs() / hour_us < 0.001,
+            "{}",
+            s.all.max
+        );
+        assert!((s.per_op[1].latency.max - 5000.0).abs() < 5.0);
         assert_eq!(s.ops_per_server_cpu_s(), Some(202.0));
 
         let j = Value::Object(s.json());
@@ -442,8 +483,12 @@ mod tests {
             assert!(j.get(key).is_some(), "{key} missing from {j}");
         }
         assert_eq!(j["per_op"]["get"]["ops"], 100);
+        assert_eq!(j["per_op"]["get"]["unsent_slots"], 1);
         assert_eq!(j["per_op"]["set"]["errors"], 1);
-        assert!(j["per_op"].get("add").is_none(), "ops outside the mix are left out");
+        assert!(
+            j["per_op"].get("add").is_none(),
+            "ops outside the mix are left out"
+        );
         let text = s.text();
         assert!(text.contains("offered 60.0 ops/s"), "{text}");
         assert!(text.lines().any(|l| l.starts_with("get ")), "{text}");

@@ -65,7 +65,11 @@ pub fn decode(buf: &[u8]) -> Result<Option<(RespValue<'_>, usize)>, String> {
     decode_at(buf, 0, 0)
 }
 
-fn decode_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(RespValue<'_>, usize)>, String> {
+fn decode_at(
+    buf: &[u8],
+    at: usize,
+    depth: usize,
+) -> Result<Option<(RespValue<'_>, usize)>, String> {
     if depth > DEPTH_MAX {
         return Err(format!("a reply nested past {DEPTH_MAX} arrays"));
     }
@@ -117,7 +121,11 @@ fn decode_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(RespValue<'_
                 (RespValue::Array(Some(items)), pos)
             }
         }
-        other => return Err(format!("reply starts with byte {other:#04x}, not a RESP2 type")),
+        other => {
+            return Err(format!(
+                "reply starts with byte {other:#04x}, not a RESP2 type"
+            ))
+        }
     };
     Ok(Some(reply))
 }
@@ -128,9 +136,10 @@ fn line(buf: &[u8], from: usize) -> Result<Option<(&[u8], usize)>, String> {
     match rest.windows(2).position(|w| w == b"\r\n") {
         Some(n) if n > LINE_LEN_MAX => Err(format!("a line of {n} bytes, limit {LINE_LEN_MAX}")),
         Some(n) => Ok(Some((&rest[..n], from + n + 2))),
-        None if rest.len() > LINE_LEN_MAX => {
-            Err(format!("no CRLF in {} bytes, limit {LINE_LEN_MAX}", rest.len()))
-        }
+        None if rest.len() > LINE_LEN_MAX => Err(format!(
+            "no CRLF in {} bytes, limit {LINE_LEN_MAX}",
+            rest.len()
+        )),
         None => Ok(None),
     }
 }
@@ -155,7 +164,11 @@ pub fn encode_command(out: &mut BytesMut, args: &[&[u8]]) {
 
 /// Connects, authenticates if a token is given (`AUTH token`), and checks with a `PING`
 /// that a Redis server answers.
-pub async fn connect(addr: &str, token: Option<&str>, timeout: Duration) -> Result<TcpStream, String> {
+pub async fn connect(
+    addr: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
     let work = async {
         let mut stream = TcpStream::connect(addr)
             .await
@@ -282,9 +295,15 @@ impl Protocol for Redis {
                 for i in first..end {
                     keys.key(i, &mut self.key);
                     keys.redis_range_set(i, &mut self.set);
-                    encode_command(out, &[b"ZADD", self.set.as_bytes(), b"0", self.key.as_bytes()]);
+                    encode_command(
+                        out,
+                        &[b"ZADD", self.set.as_bytes(), b"0", self.key.as_bytes()],
+                    );
                     keys.redis_label_set(i, &mut self.set);
-                    encode_command(out, &[b"ZADD", self.set.as_bytes(), b"0", self.key.as_bytes()]);
+                    encode_command(
+                        out,
+                        &[b"ZADD", self.set.as_bytes(), b"0", self.key.as_bytes()],
+                    );
                 }
                 Ok(1 + 2 * n as u32)
             }
@@ -389,7 +408,9 @@ mod tests {
         let mut all = Vec::new();
         while at < out.len() {
             let (v, used) = decode(&out[at..]).unwrap().unwrap();
-            let RespValue::Array(Some(items)) = v else { panic!("{v:?}") };
+            let RespValue::Array(Some(items)) = v else {
+                panic!("{v:?}")
+            };
             all.push(
                 items
                     .into_iter()
@@ -409,7 +430,10 @@ mod tests {
         let mut r = Redis::new(Arc::new(KeySpace::new(100, 10, Dist::Uniform)), "vv");
         let mut out = BytesMut::new();
         for op in Op::ALL {
-            assert_eq!(r.encode(Request::Op { op, key: 42 }, 0, &mut out).unwrap(), 1);
+            assert_eq!(
+                r.encode(Request::Op { op, key: 42 }, 0, &mut out).unwrap(),
+                1
+            );
         }
         let got = commands(&out);
         let want: Vec<Vec<&str>> = vec![
@@ -423,7 +447,9 @@ mod tests {
         assert_eq!(got, want);
 
         out.clear();
-        let replies = r.encode(Request::Preload { first: 10, end: 12 }, 0, &mut out).unwrap();
+        let replies = r
+            .encode(Request::Preload { first: 10, end: 12 }, 0, &mut out)
+            .unwrap();
         assert_eq!(replies, 5);
         let got = commands(&out);
         let want: Vec<Vec<&str>> = vec![
@@ -440,12 +466,28 @@ mod tests {
     fn replies_are_untagged_and_errors_named() {
         let mut r = Redis::new(Arc::new(KeySpace::new(10, 0, Dist::Uniform)), "v");
         let mut buf = BytesMut::from(&b"$2\r\nvv\r\n-WRONGTYPE no\r\n*2\r\n$1\r\na"[..]);
-        assert_eq!(r.decode(&mut buf).unwrap(), Some(Reply { id: None, error: None }));
+        assert_eq!(
+            r.decode(&mut buf).unwrap(),
+            Some(Reply {
+                id: None,
+                error: None
+            })
+        );
         let e = r.decode(&mut buf).unwrap().unwrap();
         assert_eq!(e.error.as_deref(), Some("WRONGTYPE no"));
-        assert_eq!(r.decode(&mut buf).unwrap(), None, "a partial array needs more");
+        assert_eq!(
+            r.decode(&mut buf).unwrap(),
+            None,
+            "a partial array needs more"
+        );
         buf.extend_from_slice(b"\r\n$1\r\nb\r\n");
-        assert_eq!(r.decode(&mut buf).unwrap(), Some(Reply { id: None, error: None }));
+        assert_eq!(
+            r.decode(&mut buf).unwrap(),
+            Some(Reply {
+                id: None,
+                error: None
+            })
+        );
         assert!(buf.is_empty());
     }
 }

@@ -38,10 +38,10 @@ impl Timer {
         }
         // SAFETY: see above; `raw` is valid and owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        Ok(Timer {
-            fd: AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)?,
-            armed: None,
-        })
+        // SAFETY: the AsyncFd owns the OwnedFd, which keeps the same open fd until both
+        // are dropped together.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }?;
+        Ok(Timer { fd, armed: None })
     }
 
     /// Arms the timer for `deadline` (replacing any earlier deadline). A deadline
@@ -66,9 +66,8 @@ impl Timer {
             },
         };
         // SAFETY: `spec` is a valid itimerspec on the stack; a null old_value is allowed.
-        let rc = unsafe {
-            libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut())
-        };
+        let rc =
+            unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -130,7 +129,10 @@ mod tests {
         }
         // tokio's own timer would be ~700 µs late here every time; allow for a busy
         // machine but not for millisecond rounding on every one.
-        assert!(worst < Duration::from_millis(20), "worst lateness {worst:?}");
+        assert!(
+            worst < Duration::from_millis(20),
+            "worst lateness {worst:?}"
+        );
     }
 
     #[tokio::test]
@@ -144,7 +146,9 @@ mod tests {
             .expect("the earlier deadline fired")
             .unwrap();
         assert!(Instant::now() >= soon);
-        timer.arm(Instant::now() - Duration::from_millis(1)).unwrap();
+        timer
+            .arm(Instant::now() - Duration::from_millis(1))
+            .unwrap();
         tokio::time::timeout(Duration::from_secs(5), timer.expired())
             .await
             .expect("a past deadline fires at once")

@@ -1,0 +1,504 @@
+//! A run's course: connect every connection (handshake included), preload, then the
+//! measured phases — one at a fixed rate, one closed loop, or the `--find-max` steps —
+//! with a progress line on stderr every second and the report on stdout.
+//!
+//! A phase hands each connection to a task of its own for its duration and takes it
+//! back at the end, with what it measured; the warm-up is the start of the same phase
+//! (replies to requests due before `record_from` are not recorded), so nothing pauses
+//! between warming up and measuring.
+
+use crate::ampd::{self, Ampd};
+use crate::connection::{Connection, Mode, Phase, Progress, Protocol};
+use crate::cpu::cpu_time;
+use crate::keys::{Dist, KeySpace, Rng};
+use crate::mix::Mix;
+use crate::report::{progress_line, CpuUse, Stats, Summary};
+use crate::resp::{self, Redis};
+use serde_json::{json, Map, Value};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Which server the run speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Ampd,
+    Redis,
+}
+
+/// How the measured phases load the server.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    /// Open loop at this many requests a second.
+    Rate(f64),
+    /// Closed loop, every window full.
+    Max,
+    /// Open-loop steps from `start`, x[`FIND_MAX_GROWTH`] each, while p99 < the bound.
+    FindMax { start: f64, p99_bound: Duration },
+}
+
+/// Each `--find-max` step offers this much more than the last.
+pub const FIND_MAX_GROWTH: f64 = 1.25;
+/// Steps at most (10k x 1.25^40 is 75M ops/s: far past any one server).
+pub const FIND_MAX_STEPS: usize = 40;
+
+/// A connection attempt gives up after this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tasks are spawned this long before a phase's first slot, so every connection's
+/// loop is waiting when slot 0 comes due rather than starting behind.
+const PHASE_LEAD: Duration = Duration::from_millis(20);
+
+/// Everything a run needs, checked (`main.rs`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub target: Target,
+    pub addr: String,
+    pub env: Option<String>,
+    pub token: Option<String>,
+    pub connections: u64,
+    pub pipeline: usize,
+    pub load: Load,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub keys: Arc<KeySpace>,
+    pub dist: Dist,
+    pub namespaces: u64,
+    /// The value every set writes.
+    pub value: String,
+    pub preload: bool,
+    pub mix: Mix,
+    pub seed: u64,
+    pub json: bool,
+    pub server_pid: Option<u32>,
+    pub threads: usize,
+}
+
+/// The value: `size` ASCII letters drawn from the seed (not one repeated byte, so
+/// nothing on the way can compress it to nothing).
+pub fn value_text(size: usize, seed: u64) -> String {
+    let mut rng = Rng::new(seed, u64::MAX);
+    (0..size)
+        .map(|_| char::from(b'a' + rng.below(26) as u8))
+        .collect()
+}
+
+/// Runs to the end; `Err` says why the run could not be made or finished
+/// (exit code 1).
+pub async fn run(config: Config) -> Result<(), String> {
+    match config.target {
+        Target::Ampd => {
+            let mut conns = Vec::new();
+            for index in 0..config.connections {
+                let stream = ampd::connect(
+                    &config.addr,
+                    config.env.as_deref(),
+                    config.token.as_deref(),
+                    CONNECT_TIMEOUT,
+                )
+                .await?;
+                let proto = Ampd::new(config.keys.clone(), &config.value);
+                conns.push(connection(&config, index, stream, proto, ampd::FIRST_ID)?);
+            }
+            drive(&config, conns, ampd::PRELOAD_UNIT).await
+        }
+        Target::Redis => {
+            let mut conns = Vec::new();
+            for index in 0..config.connections {
+                let stream =
+                    resp::connect(&config.addr, config.token.as_deref(), CONNECT_TIMEOUT).await?;
+                let proto = Redis::new(config.keys.clone(), &config.value);
+                conns.push(connection(&config, index, stream, proto, 1)?);
+            }
+            drive(&config, conns, resp::PRELOAD_UNIT).await
+        }
+    }
+}
+
+fn connection<P: Protocol>(
+    config: &Config,
+    index: u64,
+    stream: tokio::net::TcpStream,
+    proto: P,
+    first_id: u32,
+) -> Result<Connection<P>, String> {
+    Connection::new(index, stream, proto, first_id, config.seed, config.pipeline)
+        .map_err(|e| format!("connection {index}: {e}"))
+}
+
+/// The run after connecting: preload, then the phases the load asks for.
+async fn drive<P: Protocol>(
+    config: &Config,
+    mut conns: Vec<Connection<P>>,
+    preload_unit: u64,
+) -> Result<(), String> {
+    let progress = Arc::new(Progress::new());
+    println!("{}", headline(config));
+    if config.preload {
+        let phase = phase(
+            config,
+            Mode::Preload {
+                keys: config.keys.len(),
+                unit: preload_unit,
+            },
+            Duration::ZERO,
+        );
+        let started = Instant::now();
+        let (back, stats, _) = run_phase(conns, phase, &progress, "preload", None).await;
+        conns = back;
+        let took = started.elapsed();
+        let keys = config.keys.len();
+        eprintln!(
+            "preload: {keys} keys in {:.1} s ({:.0} keys/s), {} batches refused",
+            took.as_secs_f64(),
+            keys as f64 / took.as_secs_f64().max(1e-9),
+            stats.preload_errors
+        );
+        check_lost(&stats)?;
+    } else if config.mix.ops().any(|op| op.reads()) {
+        eprintln!("ampd-loadgen: no --preload: reads find only what this run's sets wrote");
+    }
+
+    match config.load {
+        Load::Rate(rate) => {
+            let (_, summary, stats) =
+                measure(config, conns, Mode::Open { rate }, &progress, "run").await;
+            print_report(config, &summary, Map::new());
+            check_lost(&stats)
+        }
+        Load::Max => {
+            let (_, summary, stats) = measure(config, conns, Mode::Closed, &progress, "run").await;
+            print_report(config, &summary, Map::new());
+            check_lost(&stats)
+        }
+        Load::FindMax { start, p99_bound } => {
+            find_max(config, conns, start, p99_bound, &progress).await
+        }
+    }
+}
+
+/// Steps the rate up until a step's p99 reaches the bound (or connections are lost);
+/// reports the last step under it.
+async fn find_max<P: Protocol>(
+    config: &Config,
+    mut conns: Vec<Connection<P>>,
+    start: f64,
+    p99_bound: Duration,
+    progress: &Arc<Progress>,
+) -> Result<(), String> {
+    let bound_us = p99_bound.as_secs_f64() * 1e6;
+    let mut rate = start;
+    let mut best: Option<Summary> = None;
+    let mut first: Option<Summary> = None;
+    let mut steps = Vec::new();
+    let mut lost = Ok(());
+    for step in 1..=FIND_MAX_STEPS {
+        let label = format!("step {step}");
+        let (back, summary, stats) =
+            measure(config, conns, Mode::Open { rate }, progress, &label).await;
+        conns = back;
+        let under = summary.all.p99 < bound_us;
+        println!(
+            "step {step}: offered {rate:.0} ops/s, achieved {:.0} ops/s, p99 {:.1} µs ({} {:.1} µs), {} errors, {} missed slots",
+            summary.achieved_rate,
+            summary.all.p99,
+            if under { "under" } else { "NOT under" },
+            bound_us,
+            summary.errors,
+            summary.missed_slots,
+        );
+        steps.push(json!({
+            "offered_rate": rate,
+            "achieved_rate": (summary.achieved_rate * 10.0).round() / 10.0,
+            "p99_us": (summary.all.p99 * 10.0).round() / 10.0,
+            "errors": summary.errors,
+            "missed_slots": summary.missed_slots,
+            "under_bound": under,
+        }));
+        lost = check_lost(&stats);
+        first.get_or_insert_with(|| summary.clone());
+        if !under || lost.is_err() {
+            break;
+        }
+        best = Some(summary);
+        rate *= FIND_MAX_GROWTH;
+    }
+    match &best {
+        Some(b) => println!(
+            "highest rate with p99 under {:.3} ms: {:.0} ops/s (achieved {:.0})",
+            bound_us / 1000.0,
+            b.offered_rate.unwrap_or_default(),
+            b.achieved_rate
+        ),
+        None => println!(
+            "no rate from {start:.0} ops/s kept p99 under {:.3} ms",
+            bound_us / 1000.0
+        ),
+    }
+    let mut extra = Map::new();
+    extra.insert(
+        "find_max".into(),
+        json!({
+            "p99_bound_ms": bound_us / 1000.0,
+            "max_rate": best.as_ref().and_then(|b| b.offered_rate),
+            "steps": steps,
+        }),
+    );
+    // The report is the best step's, or (none under the bound) the first step's.
+    if let Some(summary) = best.as_ref().or(first.as_ref()) {
+        println!(
+            "report of the {} step:",
+            if best.is_some() {
+                "highest passing"
+            } else {
+                "first"
+            }
+        );
+        print_report(config, summary, extra);
+    }
+    lost
+}
+
+/// One measured phase: warm-up then the window, at `mode`.
+async fn measure<P: Protocol>(
+    config: &Config,
+    conns: Vec<Connection<P>>,
+    mode: Mode,
+    progress: &Arc<Progress>,
+    label: &str,
+) -> (Vec<Connection<P>>, Summary, Stats) {
+    let phase = phase(config, mode, config.warmup + config.duration);
+    let (conns, stats, cpu) = run_phase(conns, phase, progress, label, config.server_pid).await;
+    let offered = match mode {
+        Mode::Open { rate } => Some(rate),
+        _ => None,
+    };
+    let summary = Summary::new(&stats, &config.mix, config.duration, offered, cpu);
+    (conns, summary, stats)
+}
+
+fn phase(config: &Config, mode: Mode, length: Duration) -> Phase {
+    let start = Instant::now() + PHASE_LEAD;
+    let end = start + length;
+    Phase {
+        mode,
+        start,
+        record_from: end - config.duration.min(length),
+        end,
+        connections: config.connections,
+        pipeline: config.pipeline,
+        mix: config.mix.clone(),
+        keys: config.keys.clone(),
+    }
+}
+
+/// Runs `phase` on every connection, with the progress line and (outside preload) the
+/// CPU readings around the measured window.
+async fn run_phase<P: Protocol>(
+    conns: Vec<Connection<P>>,
+    phase: Phase,
+    progress: &Arc<Progress>,
+    label: &str,
+    server_pid: Option<u32>,
+) -> (Vec<Connection<P>>, Stats, CpuUse) {
+    progress.reset();
+    let phase = Arc::new(phase);
+    // Sized before the phase starts: nothing in it allocates while requests fly.
+    let stats = Arc::new(Mutex::new(Stats::new()));
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|c| tokio::spawn(c.run(phase.clone(), progress.clone(), stats.clone())))
+        .collect();
+    let reporter = tokio::spawn(report_progress(
+        phase.clone(),
+        progress.clone(),
+        stats.clone(),
+        label.to_owned(),
+    ));
+    let cpu = match phase.mode {
+        Mode::Preload { .. } => None,
+        _ => Some(tokio::spawn(measure_cpu(
+            phase.record_from,
+            phase.end,
+            server_pid,
+        ))),
+    };
+    let mut back = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        match task.await {
+            Ok(conn) => back.push(conn),
+            // A connection task that panicked is a bug: let it show.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    reporter.abort();
+    let cpu = match cpu {
+        Some(task) => task.await.unwrap_or_default(),
+        None => CpuUse::default(),
+    };
+    let stats = std::mem::replace(
+        &mut *stats.lock().unwrap_or_else(PoisonError::into_inner),
+        Stats::new(),
+    );
+    (back, stats, cpu)
+}
+
+/// Prints the progress line every second of the phase (stderr).
+async fn report_progress(
+    phase: Arc<Phase>,
+    progress: Arc<Progress>,
+    stats: Arc<Mutex<Stats>>,
+    label: String,
+) {
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::from_std(phase.start + Duration::from_secs(1)),
+        Duration::from_secs(1),
+    );
+    let mut last_replies = 0;
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let replies = progress.replies.load(Ordering::Relaxed);
+        let per_second = replies - last_replies;
+        last_replies = replies;
+        if let Mode::Preload { keys, .. } = phase.mode {
+            eprintln!(
+                "[preload {:>5.1}s] {} of {keys} keys written, {per_second} batches in the last second",
+                now.duration_since(phase.start).as_secs_f64(),
+                progress.keys_loaded.load(Ordering::Relaxed),
+            );
+            continue;
+        }
+        let (label, elapsed) = if now < phase.record_from {
+            ("warmup".to_owned(), now.duration_since(phase.start))
+        } else {
+            (label.clone(), now.duration_since(phase.record_from))
+        };
+        let p99 = {
+            let s = stats.lock().unwrap_or_else(PoisonError::into_inner);
+            (!s.all.is_empty()).then(|| s.all.value_at_quantile(0.99))
+        };
+        eprintln!(
+            "{}",
+            progress_line(
+                &label,
+                elapsed,
+                per_second,
+                progress.errors.load(Ordering::Relaxed),
+                p99
+            )
+        );
+    }
+}
+
+/// CPU time of the server and of this process between `from` and `to`.
+async fn measure_cpu(from: Instant, to: Instant, server_pid: Option<u32>) -> CpuUse {
+    tokio::time::sleep_until(from.into()).await;
+    let server_before = server_pid.map(|p| cpu_time(Some(p)));
+    let own_before = cpu_time(None);
+    tokio::time::sleep_until(to.into()).await;
+    let server_after = server_pid.map(|p| cpu_time(Some(p)));
+    let own_after = cpu_time(None);
+    let used =
+        |before: Result<Duration, String>, after: Result<Duration, String>| match (before, after) {
+            (Ok(b), Ok(a)) => Some(a.saturating_sub(b).as_secs_f64()),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("ampd-loadgen: cpu time: {e}");
+                None
+            }
+        };
+    CpuUse {
+        server_s: match (server_before, server_after) {
+            (Some(b), Some(a)) => used(b, a),
+            _ => None,
+        },
+        loadgen_s: used(own_before, own_after),
+    }
+}
+
+/// A lost connection fails the run (exit 1) once its report is out.
+fn check_lost(stats: &Stats) -> Result<(), String> {
+    if stats.lost.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} connections lost: {}",
+            stats.lost.len(),
+            stats.lost.join("; ")
+        ))
+    }
+}
+
+fn headline(config: &Config) -> String {
+    let target = match config.target {
+        Target::Ampd => "ampd",
+        Target::Redis => "redis",
+    };
+    let load = match config.load {
+        Load::Rate(r) => format!("open loop at {r} ops/s"),
+        Load::Max => "closed loop (--max)".to_owned(),
+        Load::FindMax { start, p99_bound } => format!(
+            "find-max from {start} ops/s x{FIND_MAX_GROWTH} while p99 < {:.3} ms",
+            p99_bound.as_secs_f64() * 1000.0
+        ),
+    };
+    format!(
+        "ampd-loadgen: {target} at {}, {} connections x {} in flight, {} thread(s); {load}; {} measured after {} warm-up; {} keys ({}, {} namespaces), {}-byte values, mix {}",
+        config.addr,
+        config.connections,
+        config.pipeline,
+        config.threads,
+        humantime::format_duration(config.duration),
+        humantime::format_duration(config.warmup),
+        config.keys.len(),
+        dist_name(config.dist),
+        config.namespaces,
+        config.value.len(),
+        config.mix,
+    )
+}
+
+fn dist_name(dist: Dist) -> &'static str {
+    match dist {
+        Dist::Uniform => "uniform",
+        Dist::Zipfian => "zipfian",
+    }
+}
+
+/// The text report, then (with `--json`) the JSON object as the last line of stdout.
+fn print_report(config: &Config, summary: &Summary, extra: Map<String, Value>) {
+    print!("{}", summary.text());
+    if !config.json {
+        return;
+    }
+    let mut m = Map::new();
+    m.insert(
+        "target".into(),
+        json!(match config.target {
+            Target::Ampd => "ampd",
+            Target::Redis => "redis",
+        }),
+    );
+    m.insert(
+        "mode".into(),
+        json!(match config.load {
+            Load::Max => "max",
+            _ => "open",
+        }),
+    );
+    m.insert("addr".into(), json!(config.addr));
+    m.insert("connections".into(), json!(config.connections));
+    m.insert("pipeline".into(), json!(config.pipeline));
+    m.insert("threads".into(), json!(config.threads));
+    m.insert("warmup_s".into(), json!(config.warmup.as_secs_f64()));
+    m.insert("keys".into(), json!(config.keys.len()));
+    m.insert("namespaces".into(), json!(config.namespaces));
+    m.insert("value_size".into(), json!(config.value.len()));
+    m.insert("dist".into(), json!(dist_name(config.dist)));
+    m.insert("mix".into(), json!(config.mix.to_string()));
+    m.insert("seed".into(), json!(config.seed));
+    m.insert("preload".into(), json!(config.preload));
+    m.extend(summary.json());
+    m.extend(extra);
+    println!("{}", Value::Object(m));
+}
