@@ -35,9 +35,13 @@ use futures::future::{Either, LocalBoxFuture, Shared};
 use futures::stream::FuturesUnordered;
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use glommio::net::{TcpListener, TcpStream};
+use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Bytes read from a socket at most at a time.
@@ -171,6 +175,98 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
+/// Why a connection was told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Its deadline passed (handshake, partial frame, or idle).
+    Deadline,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// What a connection shares with its executor's sweeper: its deadline, and the flag
+/// the sweeper (or shutdown) raises. One sweeper per executor checks every
+/// connection's deadline a few times per timeout, so a request costs no timer: a
+/// connection only stores its next deadline, computed from the sweeper's clock.
+#[derive(Default)]
+struct Control {
+    deadline: Cell<Option<Instant>>,
+    stop: Cell<Option<Stop>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Control {
+    fn raise(&self, stop: Stop) {
+        self.stop.set(Some(stop));
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Resolves when the sweeper or shutdown raises the flag; takes it down.
+    fn stopped(&self) -> impl Future<Output = Stop> + '_ {
+        futures::future::poll_fn(move |cx| match self.stop.take() {
+            Some(stop) => Poll::Ready(stop),
+            None => {
+                let mut waker = self.waker.borrow_mut();
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        })
+    }
+}
+
+/// One executor's connections, as the sweeper sees them, and its coarse clock.
+struct Sweeper {
+    controls: RefCell<Vec<Weak<Control>>>,
+    /// The time of the last sweep: deadlines are computed from it, at the sweep's
+    /// resolution, without reading the clock per request.
+    now: Cell<Instant>,
+    every: Duration,
+}
+
+impl Sweeper {
+    fn new(limits: &Limits) -> Sweeper {
+        let shortest = limits.frame_timeout.min(limits.idle_timeout);
+        Sweeper {
+            controls: RefCell::default(),
+            now: Cell::new(Instant::now()),
+            every: (shortest / 10).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+        }
+    }
+
+    fn register(&self) -> Rc<Control> {
+        let control = Rc::new(Control::default());
+        self.controls.borrow_mut().push(Rc::downgrade(&control));
+        control
+    }
+
+    /// Raises `Deadline` on every connection whose deadline has passed, forgets the
+    /// connections that ended.
+    fn sweep(&self) {
+        let now = Instant::now();
+        self.now.set(now);
+        self.controls.borrow_mut().retain(|c| match c.upgrade() {
+            Some(c) => {
+                if c.deadline.get().is_some_and(|d| d <= now) {
+                    c.deadline.set(None);
+                    c.raise(Stop::Deadline);
+                }
+                true
+            }
+            None => false,
+        });
+    }
+
+    fn shut_down(&self) {
+        for c in self.controls.borrow().iter().filter_map(Weak::upgrade) {
+            c.raise(Stop::Shutdown);
+        }
+    }
+}
+
 /// Accepts and serves connections on the calling executor until `shutdown`; then lets
 /// the open connections finish what they have in flight.
 pub async fn listen(server: Arc<Server>, listener: TcpListener, shutdown: ShutdownSignal) {
@@ -178,6 +274,15 @@ pub async fn listen(server: Arc<Server>, listener: TcpListener, shutdown: Shutdo
     if let Ok(mut all) = server.latencies.lock() {
         all.push(latencies.clone());
     }
+    let sweeper = Rc::new(Sweeper::new(&server.limits));
+    let sweeping = sweeper.clone();
+    let sweep_task = glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(sweeping.every).await;
+            sweeping.sweep();
+        }
+    })
+    .detach();
     let mut connections = FuturesUnordered::new();
     loop {
         let accepted = match futures::future::select(
@@ -229,13 +334,15 @@ pub async fn listen(server: Arc<Server>, listener: TcpListener, shutdown: Shutdo
         let task = glommio::spawn_local(serve_connection(
             server.clone(),
             latencies.clone(),
+            sweeper.clone(),
             stream,
-            shutdown.clone(),
             slot,
         ));
         connections.push(task.detach());
     }
+    sweeper.shut_down();
     while connections.next().await.is_some() {}
+    sweep_task.cancel();
 }
 
 /// One connection: handshake, then requests until the peer leaves, a deadline passes,
@@ -243,14 +350,15 @@ pub async fn listen(server: Arc<Server>, listener: TcpListener, shutdown: Shutdo
 async fn serve_connection(
     server: Arc<Server>,
     latencies: latency::Shared,
+    sweeper: Rc<Sweeper>,
     mut stream: TcpStream,
-    shutdown: ShutdownSignal,
     _slot: ConnectionSlot,
 ) {
     let _ = stream.set_nodelay(true);
     // A peer that stops reading its answers blocks our writes: after the idle timeout
     // the write fails and the connection ends.
     let _ = stream.set_write_timeout(Some(server.limits.idle_timeout));
+    let control = sweeper.register();
     let mut conn = Connection {
         server,
         latencies,
@@ -260,10 +368,9 @@ async fn serve_connection(
         in_flight: FuturesUnordered::new(),
         closing: false,
     };
-    // When the frame being received (or the handshake) started, and when the
-    // connection last received anything.
-    let mut frame_started = Some(Instant::now());
-    let mut last_activity = Instant::now();
+    // When the frame being received (or the handshake) started, on the sweeper's
+    // clock; the handshake's from the start.
+    let mut frame_started = Some(sweeper.now.get());
     let mut shutting_down = false;
     loop {
         conn.decode_all();
@@ -285,24 +392,25 @@ async fn serve_connection(
             let _ = stream.close().await;
             return conn.finish_in_flight().await;
         }
-        // The frame deadline runs while a frame (or the handshake) is partly received,
-        // not while a whole frame waits for the writes before it.
         let waiting = conn.whole_frame().is_some();
         if waiting && !conn.blocked() && conn.in_flight.len() < IN_FLIGHT_MAX && !shutting_down {
             // Decoding paused only to write the answers out: go on.
             continue;
         }
+        // The frame deadline runs while a frame (or the handshake) is partly received,
+        // not while a whole frame waits for the writes before it; the idle deadline
+        // while nothing is in flight.
         if conn.db.is_some() && (conn.input.is_empty() || waiting) {
             frame_started = None;
         } else if !conn.input.is_empty() {
-            frame_started.get_or_insert_with(Instant::now);
+            frame_started.get_or_insert_with(|| sweeper.now.get());
         }
         let limits = &conn.server.limits;
-        let deadline = match frame_started {
-            Some(started) => started + limits.frame_timeout,
-            None if conn.in_flight.is_empty() => last_activity + limits.idle_timeout,
-            None => Instant::now() + limits.idle_timeout,
-        };
+        control.deadline.set(match frame_started {
+            Some(started) => Some(started + limits.frame_timeout),
+            None if conn.in_flight.is_empty() => Some(sweeper.now.get() + limits.idle_timeout),
+            None => None,
+        });
         // More input is read only when the input holds no whole frame (one that waits
         // for earlier writes, or for room among the writes in flight), so the input
         // never holds more than one frame and a read's worth; and not once shutdown
@@ -333,22 +441,13 @@ async fn serve_connection(
                     in_flight.next().await
                 }
             };
-            let stop = async {
-                if shutting_down {
-                    futures::future::pending().await
-                } else {
-                    let _ = shutdown.clone().await;
-                }
-            };
-            let timer = glommio::timer::sleep(deadline.saturating_duration_since(Instant::now()));
-            let (finished, read, stop, timer) =
-                (finished.fuse(), read.fuse(), stop.fuse(), timer.fuse());
-            futures::pin_mut!(finished, read, stop, timer);
+            let (finished, read, stopped) =
+                (finished.fuse(), read.fuse(), control.stopped().fuse());
+            futures::pin_mut!(finished, read, stopped);
             futures::select_biased! {
                 answer = finished => Event::Answer(answer),
                 read = read => Event::Read(read),
-                () = stop => Event::Shutdown,
-                () = timer => Event::Deadline,
+                stop = stopped => Event::Stop(stop),
             }
         };
         let arrived = match event {
@@ -360,13 +459,11 @@ async fn serve_connection(
             Event::Answer(answer) => conn.output.extend_from_slice(&answer.unwrap_or_default()),
             // The peer left or broke the connection: its writes still stand.
             Event::Read(Ok(0) | Err(_)) => return conn.finish_in_flight().await,
-            Event::Read(Ok(_)) => last_activity = Instant::now(),
-            Event::Shutdown => shutting_down = true,
-            Event::Deadline => {
-                if frame_started.is_some() || conn.in_flight.is_empty() {
-                    let _ = stream.close().await;
-                    return conn.finish_in_flight().await;
-                }
+            Event::Read(Ok(_)) => {}
+            Event::Stop(Stop::Shutdown) => shutting_down = true,
+            Event::Stop(Stop::Deadline) => {
+                let _ = stream.close().await;
+                return conn.finish_in_flight().await;
             }
         }
     }
@@ -376,8 +473,7 @@ async fn serve_connection(
 enum Event {
     Answer(Option<Vec<u8>>),
     Read(std::io::Result<usize>),
-    Shutdown,
-    Deadline,
+    Stop(Stop),
 }
 
 /// A connection's state between socket reads.
