@@ -391,14 +391,25 @@ async fn report_progress(
     }
 }
 
-/// CPU time of the server and of this process between `from` and `to`.
+/// CPU time of the server and of this process between `from` and `to`. The readings
+/// are taken on a blocking thread: a task of the generator's own runtime can be starved
+/// by busy connections (closed loop, one thread) and read both ends late, together.
 async fn measure_cpu(from: Instant, to: Instant, server_pid: Option<u32>) -> CpuUse {
-    tokio::time::sleep_until(from.into()).await;
-    let server_before = server_pid.map(|p| cpu_time(Some(p)));
-    let own_before = cpu_time(None);
-    tokio::time::sleep_until(to.into()).await;
-    let server_after = server_pid.map(|p| cpu_time(Some(p)));
-    let own_after = cpu_time(None);
+    let sleep_until = |at: Instant| std::thread::sleep(at.saturating_duration_since(Instant::now()));
+    let readings = tokio::task::spawn_blocking(move || {
+        sleep_until(from);
+        let before = (server_pid.map(|p| cpu_time(Some(p))), cpu_time(None));
+        sleep_until(to);
+        let after = (server_pid.map(|p| cpu_time(Some(p))), cpu_time(None));
+        (before, after)
+    })
+    .await;
+    let Ok(((server_before, own_before), (server_after, own_after))) = readings else {
+        return CpuUse {
+            server_s: None,
+            loadgen_s: None,
+        };
+    };
     let used =
         |before: Result<Duration, String>, after: Result<Duration, String>| match (before, after) {
             (Ok(b), Ok(a)) => Some(a.saturating_sub(b).as_secs_f64()),

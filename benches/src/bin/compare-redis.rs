@@ -278,7 +278,7 @@ fn at_1ms(s: &Settings, server: &Server, redis: bool, w: &Workload, start: f64) 
         "1s".into(),
     ];
     let r = loadgen(s, server, redis, &args);
-    r["find_max"]["best_rate"]
+    r["find_max"]["max_rate"]
         .as_f64()
         .or_else(|| r["best_rate"].as_f64())
         .unwrap_or(f64::NAN)
