@@ -395,7 +395,8 @@ async fn report_progress(
 /// are taken on a blocking thread: a task of the generator's own runtime can be starved
 /// by busy connections (closed loop, one thread) and read both ends late, together.
 async fn measure_cpu(from: Instant, to: Instant, server_pid: Option<u32>) -> CpuUse {
-    let sleep_until = |at: Instant| std::thread::sleep(at.saturating_duration_since(Instant::now()));
+    let sleep_until =
+        |at: Instant| std::thread::sleep(at.saturating_duration_since(Instant::now()));
     let readings = tokio::task::spawn_blocking(move || {
         sleep_until(from);
         let before = (server_pid.map(|p| cpu_time(Some(p))), cpu_time(None));

@@ -129,17 +129,8 @@ fn untimed(item: &Value) -> Value {
             .remove(name)
             .and_then(|t| t.as_str().map(str::to_owned))
             .unwrap_or_else(|| panic!("no {name} in {item}"));
-        let b = t.as_bytes();
-        let shape = b.len() == 24
-            && b.iter().enumerate().all(|(i, c)| match i {
-                4 | 7 => *c == b'-',
-                10 => *c == b'T',
-                13 | 16 => *c == b':',
-                19 => *c == b'.',
-                23 => *c == b'Z',
-                _ => c.is_ascii_digit(),
-            });
-        assert!(shape, "{name} {t:?} is not YYYY-MM-DDTHH:MM:SS.mmmZ");
+        // Panics unless it is YYYY-MM-DDTHH:MM:SS.mmmZ.
+        ampd_tests::conformance::rfc3339_ms(&t);
         times.push(t);
     }
     assert!(times[0] <= times[1], "created after modified: {item}");

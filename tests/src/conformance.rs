@@ -231,7 +231,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 /// Epoch milliseconds of `YYYY-MM-DDTHH:MM:SS.mmmZ` (RFC 3339, UTC, millisecond
 /// precision); panics on any other shape.
 #[track_caller]
-fn rfc3339_ms(s: &str) -> i64 {
+pub fn rfc3339_ms(s: &str) -> i64 {
     let b = s.as_bytes();
     let shape_ok = b.len() == 24
         && b.iter().enumerate().all(|(i, c)| match i {

@@ -229,59 +229,50 @@ struct Figures {
     p999: f64,
 }
 
-fn peak(s: &Settings, server: &Server, redis: bool, w: &Workload) -> (f64, f64) {
-    let args = vec![
-        "--max".into(),
+/// The generator's arguments for workload `w` in `mode` (`--max`, `--rate N`,
+/// `--find-max 1 --rate N`), measured for `window_s` after `warmup_s`.
+fn workload_args(w: &Workload, mode: &[String], window_s: u32, warmup_s: u32) -> Vec<String> {
+    let mut args = mode.to_vec();
+    args.extend([
         "--mix".into(),
         w.mix.into(),
         "--pipeline".into(),
         w.pipeline.to_string(),
         "--duration".into(),
-        format!("{}s", s.window_s),
+        format!("{window_s}s"),
         "--warmup".into(),
-        format!("{}s", s.warmup_s),
-    ];
+        format!("{warmup_s}s"),
+    ]);
+    args
+}
+
+fn peak(s: &Settings, server: &Server, redis: bool, w: &Workload) -> (f64, f64) {
+    let args = workload_args(w, &["--max".into()], s.window_s, s.warmup_s);
     let r = loadgen(s, server, redis, &args);
     (f(&r, "achieved_rate"), f(&r, "ops_per_server_cpu_s"))
 }
 
 fn fixed(s: &Settings, server: &Server, redis: bool, w: &Workload, rate: f64) -> (f64, f64, f64) {
-    let args = vec![
-        "--rate".into(),
-        format!("{}", rate.round() as u64),
-        "--mix".into(),
-        w.mix.into(),
-        "--pipeline".into(),
-        w.pipeline.to_string(),
-        "--duration".into(),
-        format!("{}s", s.window_s),
-        "--warmup".into(),
-        format!("{}s", s.warmup_s),
-    ];
-    let r = loadgen(s, server, redis, &args);
+    let mode = ["--rate".into(), format!("{}", rate.round() as u64)];
+    let r = loadgen(
+        s,
+        server,
+        redis,
+        &workload_args(w, &mode, s.window_s, s.warmup_s),
+    );
     (f(&r, "p50_us"), f(&r, "p99_us"), f(&r, "p999_us"))
 }
 
 fn at_1ms(s: &Settings, server: &Server, redis: bool, w: &Workload, start: f64) -> f64 {
-    let args = vec![
+    let mode = [
         "--find-max".into(),
         "1".into(),
         "--rate".into(),
         format!("{}", start.round() as u64),
-        "--mix".into(),
-        w.mix.into(),
-        "--pipeline".into(),
-        w.pipeline.to_string(),
-        "--duration".into(),
-        "2s".into(),
-        "--warmup".into(),
-        "1s".into(),
     ];
-    let r = loadgen(s, server, redis, &args);
-    r["find_max"]["max_rate"]
-        .as_f64()
-        .or_else(|| r["best_rate"].as_f64())
-        .unwrap_or(f64::NAN)
+    // Short steps: a search takes several.
+    let r = loadgen(s, server, redis, &workload_args(w, &mode, 2, 1));
+    r["find_max"]["max_rate"].as_f64().unwrap_or(f64::NAN)
 }
 
 /// Measures every workload on both servers; the table's rows.
