@@ -8,20 +8,36 @@ use ampd_tests::server_process::ServerProcess;
 use serde_json::Value;
 use std::process::Command;
 
+/// The generator is a binary of another package of this workspace: cargo builds it
+/// for `cargo build`, not for the tests of this package, so build it when it is
+/// missing (cargo lets go of the build directory while tests run).
+fn loadgen_binary() -> std::path::PathBuf {
+    let ampd = std::path::Path::new(env!("CARGO_BIN_EXE_ampd"));
+    let loadgen = ampd.with_file_name("ampd-loadgen");
+    if !loadgen.exists() {
+        let release = ampd
+            .parent()
+            .is_some_and(|dir| dir.file_name().is_some_and(|n| n == "release"));
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "ampd-loadgen", "--bin", "ampd-loadgen"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building ampd-loadgen failed: {status:?}");
+    }
+    assert!(loadgen.exists(), "{} is missing", loadgen.display());
+    loadgen
+}
+
 #[test]
 fn loadgen_runs_ten_seconds_against_a_server_without_errors() {
     let server = ServerProcess::start(
         env!("CARGO_BIN_EXE_ampd"),
         &["--addr", "127.0.0.1:0", "--in-memory", "--shards", "2"],
     );
-    // The generator is a binary of another package of this workspace, built beside
-    // ours by `cargo test --workspace`.
-    let loadgen = std::path::Path::new(env!("CARGO_BIN_EXE_ampd")).with_file_name("ampd-loadgen");
-    assert!(
-        loadgen.exists(),
-        "{} is missing: run the tests with --workspace",
-        loadgen.display()
-    );
+    let loadgen = loadgen_binary();
     let pid = server.pid().to_string();
     let out = Command::new(&loadgen)
         .args([
