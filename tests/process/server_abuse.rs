@@ -8,9 +8,10 @@
 //! Guards against a peer that makes the server allocate what it declares, hold a
 //! connection forever, crash, or slow down everybody else: after each kind of abuse the
 //! abusive connections got the documented refusal (or were dropped at their deadline),
-//! the well-behaved client got exactly the right answers throughout, its p99 stayed
-//! within 2x of its unloaded p99 (plus 1 ms of slack for this noisy 2-core machine), the
-//! server's resident memory stayed bounded, and the server never panicked.
+//! the well-behaved client got exactly the right answers throughout, its p99 while the
+//! abuse ran stayed within 2x of its unloaded p99 (plus 200 µs of slack: the abusers
+//! share this 2-core machine with the server and the probe), the server's resident
+//! memory stayed bounded, and the server never panicked.
 
 use ampd_tests::server_process::ServerProcess;
 use ampd_wire::client::Client;
@@ -22,10 +23,16 @@ use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const FRAME_TIMEOUT: Duration = Duration::from_secs(1);
+/// One abusive connection per this long, in the kinds that repeat (500 a second).
+const ABUSE_EVERY: Duration = Duration::from_millis(2);
+/// Set-and-get rounds of the probe per measurement.
+const PROBE_ROUNDS: usize = 2000;
+/// Added to twice the unloaded p99: the abusers run on the same two cores as the
+/// server and the probe, and a p99 of ~100 µs moves by tens of µs between runs here.
+const P99_SLACK: Duration = Duration::from_micros(200);
 
 /// The server under abuse, with what the test needs beyond `ServerProcess`.
 struct Server {
@@ -167,26 +174,63 @@ impl Probe {
     }
 }
 
-/// Runs `abuse` on other threads while the probe runs; checks the probe's p99.
+/// The course of one kind of abuse: the abuser raises `ready` once its set-up is done
+/// and the abuse itself runs (the probe measures only then), and stops at `done`.
+#[derive(Default)]
+struct Phase {
+    ready: AtomicBool,
+    done: AtomicBool,
+}
+
+impl Phase {
+    /// Runs `abuse(n)` for n = 0, 1, ... at least `min` times and until the probe is
+    /// done, ready from the start, one every [`ABUSE_EVERY`]: a steady stream of
+    /// abusive connections, not a flood that would take a whole core of this 2-core
+    /// machine from the server and the probe (that is load, measured elsewhere).
+    fn repeat(&self, min: u64, mut abuse: impl FnMut(u64)) {
+        self.ready.store(true, Ordering::Relaxed);
+        for n in 0.. {
+            if n >= min && self.done.load(Ordering::Relaxed) {
+                break;
+            }
+            let started = Instant::now();
+            abuse(n);
+            std::thread::sleep(ABUSE_EVERY.saturating_sub(started.elapsed()));
+        }
+    }
+}
+
+/// Runs `abuse` on another thread and the probe once the abuse is under way; checks
+/// the probe's p99 against `baseline`.
 fn while_abused(
     server: &Server,
     baseline: Duration,
     what: &str,
-    abuse: impl FnOnce(Arc<AtomicBool>) + Send,
+    abuse: impl FnOnce(&Phase) + Send,
 ) {
-    let done = Arc::new(AtomicBool::new(false));
+    let phase = Phase::default();
     let loaded = std::thread::scope(|s| {
-        let flag = done.clone();
-        let abuser = s.spawn(move || abuse(flag));
-        let loaded = probe(&server.addr, 1000);
-        done.store(true, Ordering::Relaxed);
+        let abuser = s.spawn(|| abuse(&phase));
+        let started = Instant::now();
+        while !phase.ready.load(Ordering::Relaxed) {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{what}: never ready"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let loaded = probe(&server.addr, PROBE_ROUNDS);
+        phase.done.store(true, Ordering::Relaxed);
         abuser.join().expect("the abuse thread");
         loaded
     });
     let p99 = loaded.p99();
-    eprintln!("{what}: probe p99 {p99:?} (unloaded {baseline:?})");
+    eprintln!(
+        "{what}: probe p99 {p99:?}, unloaded {baseline:?} ({:.2}x)",
+        p99.as_secs_f64() / baseline.as_secs_f64()
+    );
     assert!(
-        p99 <= baseline * 2 + Duration::from_millis(1),
+        p99 <= baseline * 2 + P99_SLACK,
         "{what}: the probe's p99 went from {baseline:?} to {p99:?}"
     );
 }
@@ -202,12 +246,12 @@ fn abuse_never_reaches_the_well_behaved_client() {
         "8000",
     ]);
     let addr = server.addr.clone();
-    probe(&addr, 300); // warm up
-    let baseline = probe(&addr, 1000).p99();
+    probe(&addr, 500); // warm up
+    let baseline = probe(&addr, PROBE_ROUNDS).p99();
     let rss_start = server.resident_bytes();
 
-    while_abused(&server, baseline, "garbage bytes", |_| {
-        for i in 0..100u64 {
+    while_abused(&server, baseline, "garbage bytes", |phase| {
+        phase.repeat(100, |i| {
             let mut s = raw(&addr);
             let mut state = i + 1;
             let garbage: Vec<u8> = (0..4096)
@@ -224,11 +268,11 @@ fn abuse_never_reaches_the_well_behaved_client() {
                 matches!(code, ErrorCode::BadFrame | ErrorCode::FrameTooLarge),
                 "garbage got {code:?}"
             );
-        }
+        });
     });
 
-    while_abused(&server, baseline, "oversized frame headers", |_| {
-        for i in 0..100u32 {
+    while_abused(&server, baseline, "oversized frame headers", |phase| {
+        phase.repeat(100, |i| {
             let mut s = raw(&addr);
             if i % 2 == 1 {
                 handshake(&mut s);
@@ -246,10 +290,10 @@ fn abuse_never_reaches_the_well_behaved_client() {
             };
             s.write_all(&header.encode()).expect("send header");
             assert_eq!(refusal(&mut s), ErrorCode::FrameTooLarge);
-        }
+        });
     });
 
-    while_abused(&server, baseline, "1,000 dripping connections", |_| {
+    while_abused(&server, baseline, "1,000 dripping connections", |phase| {
         let hello = hello_frame(None, None);
         let mut conns: Vec<TcpStream> = (0..1000)
             .map(|i| {
@@ -260,6 +304,7 @@ fn abuse_never_reaches_the_well_behaved_client() {
                 s
             })
             .collect();
+        phase.ready.store(true, Ordering::Relaxed);
         let started = Instant::now();
         // One byte each (of a hello, or of a ping frame after the handshake), then
         // another after a pause: the deadline counts from the first byte.
@@ -288,8 +333,8 @@ fn abuse_never_reaches_the_well_behaved_client() {
         &server,
         baseline,
         "wrong, empty and other-environment tokens",
-        |_| {
-            for (env, token, code) in [
+        |phase| {
+            let refusals = [
                 (Some("prod"), Some("wrong-token"), ErrorCode::Unauthorized),
                 (Some("prod"), Some(""), ErrorCode::Unauthorized),
                 (Some("prod"), None, ErrorCode::Unauthorized),
@@ -298,26 +343,26 @@ fn abuse_never_reaches_the_well_behaved_client() {
                     Some("right-token"),
                     ErrorCode::UnknownEnvironment,
                 ),
-            ] {
-                for _ in 0..50 {
-                    let mut s = raw(&addr);
-                    s.write_all(&hello_frame(env, token)).expect("send hello");
-                    assert_eq!(refusal(&mut s), code, "{env:?} {token:?}");
-                }
-            }
+            ];
+            phase.repeat(200, |n| {
+                let (env, token, code) = refusals[n as usize % refusals.len()];
+                let mut s = raw(&addr);
+                s.write_all(&hello_frame(env, token)).expect("send hello");
+                assert_eq!(refusal(&mut s), code, "{env:?} {token:?}");
+            });
         },
     );
 
     while_abused(
         &server,
         baseline,
-        "a client that leaves mid-pipeline",
-        |_| {
-            for round in 0..50u32 {
+        "clients that leave mid-pipeline",
+        |phase| {
+            phase.repeat(50, |round| {
                 let mut s = raw(&addr);
                 handshake(&mut s);
                 let mut out = BytesMut::new();
-                for i in 0..200u32 {
+                for i in 0..20u32 {
                     let set = Request::Set(frame::Set {
                         key: format!("pipe:{round}:{i}"),
                         value: json!(i),
@@ -332,7 +377,7 @@ fn abuse_never_reaches_the_well_behaved_client() {
                 let cut = out.len() - 3;
                 let _ = s.write_all(&out[..cut]);
                 drop(s);
-            }
+            });
         },
     );
 
@@ -340,14 +385,15 @@ fn abuse_never_reaches_the_well_behaved_client() {
         &server,
         baseline,
         "5,000 idle authenticated connections",
-        |done| {
+        |phase| {
             let mut idle = Vec::with_capacity(5000);
             for _ in 0..5000 {
                 let mut s = raw(&addr);
                 handshake(&mut s);
                 idle.push(s);
             }
-            while !done.load(Ordering::Relaxed) {
+            phase.ready.store(true, Ordering::Relaxed);
+            while !phase.done.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(10));
             }
             // Still open and served.
