@@ -52,28 +52,31 @@ pub fn read(db: &Db, server: Option<&Server>, request: Request) -> Result<Reply,
         Request::Stats => Ok(Reply::Json(stats(db, server))),
         Request::Get(get) => {
             let meta = get.meta;
-            if let Patterns::Many(keys) = &get.pattern {
-                let paging = [
-                    (get.limit.is_some(), "limit"),
-                    (get.reverse, "reverse"),
-                    (get.start.is_some(), "start"),
-                    (get.label.is_some(), "label"),
-                ];
-                if let Some((_, option)) = paging.iter().find(|(given, _)| *given) {
-                    return Err(Error::new(
-                        ErrorCode::InvalidQuery,
-                        format!(
-                            "{option} applies to one pattern, not to a batch of {} exact keys",
-                            keys.len()
-                        ),
-                    ));
+            let pattern = match get.pattern {
+                Patterns::One(pattern) => pattern,
+                Patterns::Many(keys) => {
+                    let paging = [
+                        (get.limit.is_some(), "limit"),
+                        (get.reverse, "reverse"),
+                        (get.start.is_some(), "start"),
+                        (get.label.is_some(), "label"),
+                    ];
+                    if let Some((_, option)) = paging.iter().find(|(given, _)| *given) {
+                        return Err(Error::new(
+                            ErrorCode::InvalidQuery,
+                            format!(
+                                "{option} applies to one pattern, not to a batch of {} exact keys",
+                                keys.len()
+                            ),
+                        ));
+                    }
+                    return Ok(Reply::Items {
+                        items: db.get_many(&keys)?,
+                        last_key: None,
+                        meta,
+                    });
                 }
-                return Ok(Reply::Items {
-                    items: db.get_many(keys)?,
-                    last_key: None,
-                    meta,
-                });
-            }
+            };
             let options = QueryOptions {
                 meta,
                 limit: get.limit,
@@ -81,10 +84,7 @@ pub fn read(db: &Db, server: Option<&Server>, request: Request) -> Result<Reply,
                 start: get.start,
                 label: get.label,
             };
-            let Patterns::One(pattern) = &get.pattern else {
-                unreachable!("a batch get was answered above");
-            };
-            Ok(match db.get(pattern, &options)? {
+            Ok(match db.get(&pattern, &options)? {
                 Got::Item(item) => Reply::Item { item, meta },
                 Got::Page(page) => Reply::Items {
                     items: page.items,

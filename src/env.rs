@@ -11,8 +11,6 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use subtle::ConstantTimeEq;
 
-/// The environment a client gets when it names none.
-pub const DEFAULT_ENV: &str = "dev";
 /// Bytes of an environment name: `[A-Za-z0-9_-]`, 1 to this many.
 pub const ENV_NAME_LEN_MAX: usize = 64;
 
@@ -136,7 +134,7 @@ impl Envs {
     /// The handshake's decision: the environment's database, or why not. The refusal
     /// says nothing about the environment beyond what the client already named.
     pub fn admit(&self, name: Option<&str>, token: Option<&str>) -> Result<&Env, Error> {
-        let name = name.unwrap_or(DEFAULT_ENV);
+        let name = name.unwrap_or(ampd_wire::frame::ENV_DEFAULT);
         let env = self.0.iter().find(|e| e.name == name).ok_or_else(|| {
             Error::new(
                 ErrorCode::UnknownEnvironment,

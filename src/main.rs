@@ -32,9 +32,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The address `ampd serve` listens on and the CLI connects to by default.
-const ADDR_DEFAULT: &str = "127.0.0.1:7070";
-
 /// The Ampt data API as a thread-per-core key-value server.
 #[derive(Debug, Parser)]
 #[command(name = "ampd", version)]
@@ -49,7 +46,7 @@ struct Main {
 #[derive(Debug, Args)]
 struct Connect {
     /// The server's address (`serve`: the address to listen on).
-    #[arg(long, global = true, env = "AMPD_ADDR", default_value = ADDR_DEFAULT)]
+    #[arg(long, global = true, env = "AMPD_ADDR", default_value = ampd_wire::frame::ADDR_DEFAULT)]
     addr: String,
     /// The environment (`serve`: NAME[=TOKEN], repeatable; default `dev` without a
     /// token).
@@ -168,7 +165,7 @@ fn serve_until_signalled(serve: Serve, connect: Connect) -> Result<(), String> {
         return Err("serve takes tokens as --env NAME=TOKEN, not --token".into());
     }
     let names = if connect.env.is_empty() {
-        vec![env::DEFAULT_ENV.to_owned()]
+        vec![ampd_wire::frame::ENV_DEFAULT.to_owned()]
     } else {
         connect.env
     };
@@ -215,8 +212,6 @@ fn serve_until_signalled(serve: Serve, connect: Connect) -> Result<(), String> {
     let shutdown = futures::FutureExt::shared(stopped);
     let (bound, listeners) =
         server::start(server.clone(), &front, addr, shutdown).map_err(|e| e.to_string())?;
-    let stop_watch = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = server.watch_memory(stop_watch.clone());
     eprintln!(
         "ampd {}: {} shards, fsync {}, data {}, environments {}",
         env!("CARGO_PKG_VERSION"),
@@ -247,10 +242,6 @@ fn serve_until_signalled(serve: Serve, connect: Connect) -> Result<(), String> {
     let _ = stop.send(());
     for listener in listeners {
         let _ = futures::executor::block_on(listener);
-    }
-    stop_watch.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(w) = watcher {
-        let _ = w.join();
     }
     // The last handles of each environment's database: dropping them syncs every
     // shard's log and joins its thread.

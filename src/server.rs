@@ -39,7 +39,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -73,8 +73,6 @@ pub struct Server {
     connections: AtomicUsize,
     /// Each executor's service-time histograms.
     latencies: std::sync::Mutex<Vec<latency::Shared>>,
-    /// Set while the process is over `max_memory_bytes` (see [`Server::watch_memory`]).
-    memory_over: AtomicBool,
     pub stats: Stats,
 }
 
@@ -121,7 +119,6 @@ impl Server {
             limits,
             connections: AtomicUsize::new(0),
             latencies: Default::default(),
-            memory_over: AtomicBool::new(false),
             stats: Stats::default(),
         }
     }
@@ -130,33 +127,18 @@ impl Server {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// Samples the allocated memory every 10 ms on a thread of its own, until `stop`.
-    pub fn watch_memory(
-        self: &Arc<Server>,
-        stop: Arc<AtomicBool>,
-    ) -> Option<std::thread::JoinHandle<()>> {
-        let max = self.limits.max_memory_bytes?;
-        let server = self.clone();
-        std::thread::Builder::new()
-            .name("ampd-memory".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let over = crate::memory::allocated_bytes() > max;
-                    server.memory_over.store(over, Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            })
-            .ok()
-    }
-
     /// Service times per operation, all executors merged (see [`latency::summary`]).
     pub fn latencies(&self) -> serde_json::Value {
         let all = self.latencies.lock().map(|l| l.clone()).unwrap_or_default();
         latency::summary(&all)
     }
 
+    /// Whether the allocations counted by the binary's allocator pass `--max-memory`
+    /// (one relaxed load: the count is kept current by every allocation).
     fn memory_over(&self) -> bool {
-        self.memory_over.load(Ordering::Relaxed)
+        self.limits
+            .max_memory_bytes
+            .is_some_and(|max| crate::memory::allocated_bytes() > max)
     }
 }
 
@@ -471,7 +453,7 @@ async fn serve_connection(
 
 /// What a connection woke up for.
 enum Event {
-    Answer(Option<Vec<u8>>),
+    Answer(Option<BytesMut>),
     Read(std::io::Result<usize>),
     Stop(Stop),
 }
@@ -485,7 +467,7 @@ struct Connection {
     db: Option<Db>,
     input: BytesMut,
     output: BytesMut,
-    in_flight: FuturesUnordered<LocalBoxFuture<'static, Vec<u8>>>,
+    in_flight: FuturesUnordered<LocalBoxFuture<'static, BytesMut>>,
     /// An error frame was queued; close after writing the output.
     closing: bool,
 }
@@ -565,7 +547,7 @@ impl Connection {
                 let mut out = BytesMut::new();
                 encode_reply(id, kind, command::write(&db, request).await, &mut out);
                 latency::record(&latencies, op, started.elapsed());
-                out.to_vec()
+                out
             }));
         } else {
             let reply = command::read(db, Some(&self.server), request);

@@ -614,6 +614,13 @@ impl Db {
     pub fn get(&self, pattern: &str, options: &QueryOptions) -> Result<Got, Error> {
         let limit = query::checked_limit(options)?;
         let label = query::checked_label(options)?;
+        // A string that `set` takes as a key is one `get` reads exactly (SPEC.md: no
+        // item may be unreachable): look it up without parsing a pattern first.
+        if label.is_none() {
+            if let Ok(key) = Key::parse(pattern) {
+                return Ok(Got::Item(self.get_key(&key)));
+            }
+        }
         let parsed = Pattern::parse(pattern)?;
         if let (None, Some(key)) = (label, parsed.exact_key()) {
             return Ok(Got::Item(self.get_one(&key)?));
@@ -670,9 +677,13 @@ impl Db {
 
     /// The live item under an exact key.
     pub fn get_one(&self, key: &str) -> Result<Option<Item>, Error> {
-        let key = Key::parse(key)?;
-        let shard = &self.inner.shards[self.shard_for(&key)];
-        Ok(shard.get(&key.store_key(), now_s()))
+        Ok(self.get_key(&Key::parse(key)?))
+    }
+
+    /// The live item at `key`, from its shard's hash index.
+    fn get_key(&self, key: &Key) -> Option<Item> {
+        let shard = &self.inner.shards[self.shard_for(key)];
+        shard.get(&key.store_key(), now_s())
     }
 
     /// `get([keys])`: the live items of up to 25 exact keys, in request order, absent

@@ -61,7 +61,7 @@ use std::time::Duration;
 #[command(name = "ampd-loadgen", version)]
 struct Args {
     /// The server's address, host:port.
-    #[arg(long, default_value = "127.0.0.1:7070")]
+    #[arg(long, default_value = ampd_wire::frame::ADDR_DEFAULT)]
     addr: String,
     /// The ampd environment (ignored with --redis).
     #[arg(long)]

@@ -57,6 +57,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The environment a connection uses when its [`Hello`] names none.
 pub const ENV_DEFAULT: &str = "dev";
 
+/// Where `ampd serve` listens, and clients connect, unless told otherwise.
+pub const ADDR_DEFAULT: &str = "127.0.0.1:7070";
+
 // ---------------------------------------------------------------------------------------
 // Header
 // ---------------------------------------------------------------------------------------
