@@ -561,7 +561,10 @@ pub fn decode_request_payload(
         Opcode::Ping => Ok(Request::Ping),
         Opcode::Stats => Ok(Request::Stats),
         Opcode::Hello => read_payload(payload, depth).map(Request::Hello),
-        Opcode::Get => read_payload(payload, depth).map(Request::Get),
+        Opcode::Get => match plain_get(payload) {
+            Some(get) => Ok(Request::Get(get)),
+            None => read_payload(payload, depth).map(Request::Get),
+        },
         Opcode::Set => read_payload(payload, depth).map(Request::Set),
         Opcode::SetBatch => read_payload(payload, depth).map(Request::SetBatch),
         Opcode::Add => read_payload(payload, depth).map(Request::Add),
@@ -782,6 +785,39 @@ fn write_payload<T: Serialize + ?Sized>(out: &mut BytesMut, payload: &T) {
 
 /// Decodes one whole payload: exactly one MessagePack value, nested at most `depth`
 /// levels, with no bytes after it.
+/// The commonest request, `{"pattern": str}` and nothing else, read without serde
+/// (the general reader costs as much as the lookup it asks for). Anything else, and a
+/// key that is not UTF-8, is left to [`read_payload`], which gives the same result or
+/// the error.
+fn plain_get(payload: &[u8]) -> Option<Get> {
+    const PREFIX: &[u8] = b"\x81\xa7pattern";
+    let (&marker, rest) = payload.strip_prefix(PREFIX)?.split_first()?;
+    let (len, text) = match marker {
+        0xa0..=0xbf => (usize::from(marker & 0x1f), rest),
+        0xd9 => {
+            let (&len, text) = rest.split_first()?;
+            (usize::from(len), text)
+        }
+        0xda => {
+            let (len, text) = rest.split_first_chunk::<2>()?;
+            (usize::from(u16::from_be_bytes(*len)), text)
+        }
+        _ => return None,
+    };
+    if text.len() != len {
+        return None;
+    }
+    let key = std::str::from_utf8(text).ok()?;
+    Some(Get {
+        pattern: Patterns::One(key.to_owned()),
+        limit: None,
+        reverse: false,
+        start: None,
+        label: None,
+        meta: false,
+    })
+}
+
 fn read_payload<T: de::DeserializeOwned>(payload: &[u8], depth: usize) -> Result<T, String> {
     let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(payload));
     // rmp-serde refuses nesting that reaches its counter, so +1 allows `depth` levels.
@@ -1538,6 +1574,50 @@ mod tests {
         for n in [0, 3, 15, 17, 31, 36, 47, 49, u16::MAX] {
             assert_eq!(Opcode::from_u16(n), None);
         }
+    }
+
+    #[test]
+    fn the_plain_get_reader_agrees_with_the_general_one() {
+        let plain = |key: &[u8], marker: &[u8]| {
+            let mut payload = b"\x81\xa7pattern".to_vec();
+            payload.extend_from_slice(marker);
+            payload.extend_from_slice(key);
+            payload
+        };
+        let long = "k".repeat(300);
+        let cases: Vec<Vec<u8>> = vec![
+            plain(b"", b"\xa0"),
+            plain(b"ns:k1", b"\xa5"),
+            plain("é*".as_bytes(), b"\xa3"),
+            plain(&[b'k'; 31], b"\xbf"),
+            plain(&[b'k'; 40], b"\xd9\x28"),
+            plain(long.as_bytes(), b"\xda\x01\x2c"),
+            // Not UTF-8, a declared length that disagrees, bin instead of str, and
+            // a trailing byte: left to the general reader, which refuses them.
+            plain(b"\xff", b"\xa1"),
+            plain(b"ab", b"\xa3"),
+            plain(b"abcd", b"\xa3"),
+            plain(b"ab", b"\xc4\x02"),
+            plain(b"ab", b"\xd9"),
+        ];
+        for payload in cases {
+            let general = read_payload::<Get>(&payload, PAYLOAD_DEPTH_MAX);
+            match plain_get(&payload) {
+                Some(get) => assert_eq!(Ok(get), general, "{payload:x?}"),
+                None => assert!(general.is_err(), "{payload:x?}: {general:?}"),
+            }
+        }
+        // What the client sends for a plain get takes the fast path.
+        let get = Get {
+            pattern: Patterns::One("ns:k1".into()),
+            limit: None,
+            reverse: false,
+            start: None,
+            label: None,
+            meta: false,
+        };
+        let sent = request_frame(7, &Request::Get(get));
+        assert!(plain_get(&sent[HEADER_LEN..]).is_some());
     }
 
     #[test]
