@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ampd side by side with Redis on this machine (see benches/src/bin/compare-redis.rs for
 # what is measured and how). Installs Redis from the system's packages when it is
-# missing, builds the binaries, runs every comparison (about 10 minutes; `--quick` for
+# missing, builds the binaries, runs every comparison (about 15 minutes; `--quick` for
 # a short smoke run), prints the tables and writes them to benches/results/.
 # It starts its own servers on ports 7381/7382 and stops only those.
 #

@@ -9,10 +9,16 @@
 //! (50). For each workload:
 //! - peak: closed loop (`--max`), the achieved ops/s, and the operations per second of
 //!   server CPU time (from /proc, so the figure holds even where the client saturates);
+//!   the median of [`PEAK_RUNS`] runs taken in turn on the two servers (this machine is
+//!   a shared VM: one run of the same binary varies by ±15%);
 //! - ops/s at p99 ≤ 1 ms: the highest stepped rate whose p99 stays under 1 ms
 //!   (`--find-max 1`, starting at half of the lower peak);
 //! - p50/p99/p99.9 at a fixed rate: half of the lower of the two peaks, the same rate
 //!   for both.
+//!
+//! Then ampd alone, open loop at 80% of its peak: p50/p99/p99.9, and the rate the
+//! generator offered beside the one it achieved (a generator that cannot offer the
+//! rate says so here, instead of flattering the latency).
 //!
 //! It also runs `redis-benchmark` against Redis and prints its GET/SET rates beside the
 //! generator's, to show the generator drives Redis at least as hard.
@@ -31,9 +37,14 @@ const VALUE_SIZE: u32 = 100;
 const AMPD_PORT: u16 = 7381;
 const REDIS_PORT: u16 = 7382;
 
+/// Closed-loop runs per peak cell; the cell is their median.
+const PEAK_RUNS: usize = 3;
+
 struct Settings {
     ampd: String,
     loadgen: String,
+    /// Runs per peak cell.
+    peak_runs: usize,
     /// Measured window and warm-up of a peak or fixed-rate run, in seconds.
     window_s: u32,
     warmup_s: u32,
@@ -246,10 +257,54 @@ fn workload_args(w: &Workload, mode: &[String], window_s: u32, warmup_s: u32) ->
     args
 }
 
-fn peak(s: &Settings, server: &Server, redis: bool, w: &Workload) -> (f64, f64) {
+/// The peaks of both servers, runs taken in turn: (ops/s, ops per server CPU-s) of
+/// ampd, then of Redis, each the median of `s.peak_runs`.
+fn peaks(s: &Settings, ampd: &Server, redis: &Server, w: &Workload) -> [(f64, f64); 2] {
     let args = workload_args(w, &["--max".into()], s.window_s, s.warmup_s);
-    let r = loadgen(s, server, redis, &args);
-    (f(&r, "achieved_rate"), f(&r, "ops_per_server_cpu_s"))
+    let mut runs = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
+    for _ in 0..s.peak_runs {
+        for (i, (server, is_redis)) in [(ampd, false), (redis, true)].into_iter().enumerate() {
+            let r = loadgen(s, server, is_redis, &args);
+            runs[i].0.push(f(&r, "achieved_rate"));
+            runs[i].1.push(f(&r, "ops_per_server_cpu_s"));
+        }
+    }
+    runs.map(|(rate, per_cpu)| (median(rate), median(per_cpu)))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// ampd alone, open loop at `rate`: what the 80%-of-peak target is judged on.
+struct Loaded {
+    rate: f64,
+    offered: f64,
+    achieved: f64,
+    missed_slots: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+fn loaded(s: &Settings, ampd: &Server, w: &Workload, rate: f64) -> Loaded {
+    let mode = ["--rate".into(), format!("{}", rate.round() as u64)];
+    let r = loadgen(
+        s,
+        ampd,
+        false,
+        &workload_args(w, &mode, s.window_s, s.warmup_s),
+    );
+    Loaded {
+        rate,
+        offered: f(&r, "offered_rate"),
+        achieved: f(&r, "achieved_rate"),
+        missed_slots: f(&r, "missed_slots"),
+        p50: f(&r, "p50_us"),
+        p99: f(&r, "p99_us"),
+        p999: f(&r, "p999_us"),
+    }
 }
 
 fn fixed(s: &Settings, server: &Server, redis: bool, w: &Workload, rate: f64) -> (f64, f64, f64) {
@@ -276,28 +331,24 @@ fn at_1ms(s: &Settings, server: &Server, redis: bool, w: &Workload, start: f64) 
 }
 
 /// Measures every workload on both servers; the table's rows.
-fn compare(
-    s: &Settings,
-    ampd: &Server,
-    redis: &Server,
-    workloads: &[&Workload],
-) -> Vec<(String, Figures, Figures)> {
+fn compare(s: &Settings, ampd: &Server, redis: &Server, workloads: &[&Workload]) -> Vec<Row> {
     let mut rows = Vec::new();
     for w in workloads {
-        let (a_peak, a_cpu) = peak(s, ampd, false, w);
-        let (r_peak, r_cpu) = peak(s, redis, true, w);
+        let [(a_peak, a_cpu), (r_peak, r_cpu)] = peaks(s, ampd, redis, w);
         let rate = 0.5 * a_peak.min(r_peak);
         let (a50, a99, a999) = fixed(s, ampd, false, w, rate);
         let (r50, r99, r999) = fixed(s, redis, true, w, rate);
         let a1 = at_1ms(s, ampd, false, w, rate);
         let r1 = at_1ms(s, redis, true, w, rate);
+        let at_80 = loaded(s, ampd, w, 0.8 * a_peak);
         eprintln!(
             "compare-redis: {}: ampd {a_peak:.0}/s, Redis {r_peak:.0}/s",
             w.name
         );
-        rows.push((
-            format!("{} (fixed {:.0}/s)", w.name, rate),
-            Figures {
+        rows.push(Row {
+            name: format!("{} (fixed {:.0}/s)", w.name, rate),
+            workload: w.name,
+            ampd: Figures {
                 peak: a_peak,
                 per_cpu_s: a_cpu,
                 at_1ms: a1,
@@ -305,7 +356,7 @@ fn compare(
                 p99: a99,
                 p999: a999,
             },
-            Figures {
+            redis: Figures {
                 peak: r_peak,
                 per_cpu_s: r_cpu,
                 at_1ms: r1,
@@ -313,12 +364,23 @@ fn compare(
                 p99: r99,
                 p999: r999,
             },
-        ));
+            at_80,
+        });
     }
     rows
 }
 
-fn table(title: &str, ampd: &str, redis: &str, rows: &[(String, Figures, Figures)]) -> String {
+/// One workload's line in a comparison.
+struct Row {
+    /// With the fixed rate.
+    name: String,
+    workload: &'static str,
+    ampd: Figures,
+    redis: Figures,
+    at_80: Loaded,
+}
+
+fn table(title: &str, ampd: &str, redis: &str, rows: &[Row]) -> String {
     let mut t = format!(
         "### {title}\n\n{ampd} vs {redis}; each cell: ampd / Redis (ratio ampd÷Redis; for latency, lower is better)\n\n\
          | workload | peak ops/s | ops per server CPU-s | ops/s at p99 ≤ 1 ms | p50 µs | p99 µs | p99.9 µs |\n\
@@ -326,7 +388,13 @@ fn table(title: &str, ampd: &str, redis: &str, rows: &[(String, Figures, Figures
     );
     let cell =
         |a: f64, r: f64, digits: usize| format!("{a:.digits$} / {r:.digits$} ({:.2}×)", a / r);
-    for (name, a, r) in rows {
+    for Row {
+        name,
+        ampd: a,
+        redis: r,
+        ..
+    } in rows
+    {
         t += &format!(
             "| {name} | {} | {} | {} | {} | {} | {} |\n",
             cell(a.peak, r.peak, 0),
@@ -335,6 +403,16 @@ fn table(title: &str, ampd: &str, redis: &str, rows: &[(String, Figures, Figures
             cell(a.p50, r.p50, 0),
             cell(a.p99, r.p99, 0),
             cell(a.p999, r.p999, 0),
+        );
+    }
+    t += "\nampd alone, open loop at 80% of its peak (target: p99 < 1 ms, p99.9 < 2 ms):\n\n\
+          | workload | rate asked | offered / achieved ops/s | missed slots | p50 µs | p99 µs | p99.9 µs |\n\
+          | --- | --- | --- | --- | --- | --- | --- |\n";
+    for row in rows {
+        let l = &row.at_80;
+        t += &format!(
+            "| {} | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+            row.workload, l.rate, l.offered, l.achieved, l.missed_slots, l.p50, l.p99, l.p999
         );
     }
     t
@@ -380,12 +458,14 @@ fn main() {
     let mut s = Settings {
         ampd: "target/release/ampd".into(),
         loadgen: "target/release/ampd-loadgen".into(),
-        window_s: 5,
+        peak_runs: PEAK_RUNS,
+        window_s: 4,
         warmup_s: 2,
     };
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => {
+                s.peak_runs = 1;
                 s.window_s = 1;
                 s.warmup_s = 1;
             }
@@ -412,11 +492,12 @@ fn main() {
     let mut report = format!(
         "## ampd vs Redis, {date}\n\nMachine: {}. Commit {commit}. Servers pinned to core 0 \
          (ampd with 2 shards: cores 0 and 1), `ampd-loadgen` to core 1; {CONNECTIONS} connections, \
-         {KEYS} keys preloaded, {VALUE_SIZE}-byte values, windows of {} s after {} s of warm-up. \
+         {KEYS} keys preloaded, {VALUE_SIZE}-byte values, windows of {} s after {} s of warm-up; each peak the median of {} runs. \
          Redis {}.\n\n",
         machine(),
         s.window_s,
         s.warmup_s,
+        s.peak_runs,
         Command::new("redis-server")
             .arg("--version")
             .output()
