@@ -534,7 +534,7 @@ impl Connection {
             let e = Error::new(ErrorCode::BadFrame, "the handshake was already made");
             return frame::encode_error(id, kind, &e, &mut self.output);
         }
-        if command::is_write(request.opcode()) {
+        if command::is_write(op) {
             // Removes free memory, so they are always let through.
             if self.server.memory_over() && !matches!(request, Request::Remove(_)) {
                 let e = Error::new(

@@ -42,6 +42,18 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
+/// Opens a TCP connection to `addr` with Nagle off (every request is sent as soon as it
+/// is encoded); each protocol then makes its own handshake on it.
+pub async fn open(addr: &str) -> Result<TcpStream, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
+    Ok(stream)
+}
+
 /// What to send: a measured operation on key index `key`, or a preload unit that
 /// writes keys `first..end` (each with its label and, on Redis, its index entries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

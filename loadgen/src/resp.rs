@@ -170,12 +170,7 @@ pub async fn connect(
     timeout: Duration,
 ) -> Result<TcpStream, String> {
     let work = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect to {addr}: {e}"))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
+        let mut stream = crate::connection::open(addr).await?;
         let mut out = BytesMut::new();
         let mut expected = 1;
         if let Some(t) = token {

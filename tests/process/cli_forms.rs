@@ -10,6 +10,7 @@
 //! refusal in another shape or with exit code 0, that ignores `AMPD_ADDR`, `AMPD_ENV` or
 //! `AMPD_TOKEN`, or that hangs or succeeds when no server listens.
 
+use ampd_tests::conformance::items;
 use ampd_tests::server_process::ServerProcess;
 use serde_json::{json, Value};
 use std::process::{Command, Output};
@@ -135,15 +136,6 @@ fn untimed(item: &Value) -> Value {
     }
     assert!(times[0] <= times[1], "created after modified: {item}");
     Value::Object(m)
-}
-
-/// `{"items": [{key, value}...]}`.
-fn items(entries: &[(&str, Value)]) -> Value {
-    let items: Vec<Value> = entries
-        .iter()
-        .map(|(k, v)| json!({"key": k, "value": v}))
-        .collect();
-    json!({ "items": items })
 }
 
 /// One server with a tokenless `dev` and a `prod` with token `tok1`; every form of the

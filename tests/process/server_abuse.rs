@@ -135,11 +135,7 @@ struct Probe {
 }
 
 fn probe(addr: &str, rounds: usize) -> Probe {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    ampd_tests::block_on(async {
         let client = Client::connect(addr).await.expect("the probe connects");
         let mut latencies = Vec::with_capacity(rounds * 2);
         for i in 0..rounds {
@@ -459,11 +455,7 @@ fn past_the_memory_limit_writes_are_refused_and_reads_and_removes_go_on() {
     probe_server.stop();
     let limit = format!("{}", idle + (48 << 20));
     let server = Server::start(&["--max-memory", &limit]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    ampd_tests::block_on(async {
         let client = Client::connect(&server.addr).await.expect("connect");
         let big = json!("x".repeat(256 * 1024));
         let mut stored = 0;
@@ -535,11 +527,7 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
 #[test]
 fn a_peer_that_never_reads_its_answers_is_dropped() {
     let server = Server::start(&["--idle-timeout", "1s"]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    ampd_tests::block_on(async {
         let client = Client::connect(&server.addr).await.expect("connect");
         client
             .set("big", json!("y".repeat(100 * 1024)), SetOptions::default())

@@ -283,11 +283,7 @@ fn a_non_loopback_address_needs_a_token_for_every_environment() {
     let server = ServerProcess::start(BIN, &args);
     assert!(server.addr().starts_with("0.0.0.0:"), "{}", server.addr());
     let local = format!("127.0.0.1:{}", server.port());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    ampd_tests::block_on(async {
         let dev = connect(&local, "dev", Some("tok0")).await;
         dev.set("k", json!(1), SetOptions::default())
             .await

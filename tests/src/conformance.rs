@@ -133,7 +133,7 @@ fn page_of(keys: &[&str]) -> Value {
 }
 
 /// `{"items": [{key, value}...]}`.
-fn items(entries: &[(&str, Value)]) -> Value {
+pub fn items(entries: &[(&str, Value)]) -> Value {
     let items: Vec<Value> = entries
         .iter()
         .map(|(k, v)| json!({"key": k, "value": v}))

@@ -89,6 +89,16 @@ pub fn open_in_memory(shards: usize) -> Db {
     .expect("engine opens")
 }
 
+/// Runs `future` to completion on a fresh single-threaded tokio runtime (the tests'
+/// clients are async; the tests themselves are not).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
 /// A fresh, empty folder for one test's data, unique to this process.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("ampd-{name}-{}", std::process::id()));
@@ -275,11 +285,7 @@ macro_rules! conformance_suite {
         $(
             #[test]
             fn $case() {
-                let rt = $crate::tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
+                $crate::block_on(async {
                     let api = $open;
                     $crate::conformance::$case(&api).await
                 });

@@ -97,11 +97,7 @@ mod embedded {
 
     /// Runs an embedded-only case on a fresh 2-shard engine.
     fn run(case: impl AsyncFnOnce(&super::Embedded)) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async { case(&super::Embedded::open(2)).await });
+        ampd_tests::block_on(async { case(&super::Embedded::open(2)).await });
     }
 
     #[test]

@@ -279,7 +279,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// ampd alone, open loop at `rate`: what the 80%-of-peak target is judged on.
+/// One open-loop run at `rate`: the fixed-rate cells of both servers, and ampd alone
+/// at 80% of its peak.
 struct Loaded {
     rate: f64,
     offered: f64,
@@ -290,12 +291,12 @@ struct Loaded {
     p999: f64,
 }
 
-fn loaded(s: &Settings, ampd: &Server, w: &Workload, rate: f64) -> Loaded {
+fn loaded(s: &Settings, server: &Server, redis: bool, w: &Workload, rate: f64) -> Loaded {
     let mode = ["--rate".into(), format!("{}", rate.round() as u64)];
     let r = loadgen(
         s,
-        ampd,
-        false,
+        server,
+        redis,
         &workload_args(w, &mode, s.window_s, s.warmup_s),
     );
     Loaded {
@@ -307,17 +308,6 @@ fn loaded(s: &Settings, ampd: &Server, w: &Workload, rate: f64) -> Loaded {
         p99: f(&r, "p99_us"),
         p999: f(&r, "p999_us"),
     }
-}
-
-fn fixed(s: &Settings, server: &Server, redis: bool, w: &Workload, rate: f64) -> (f64, f64, f64) {
-    let mode = ["--rate".into(), format!("{}", rate.round() as u64)];
-    let r = loadgen(
-        s,
-        server,
-        redis,
-        &workload_args(w, &mode, s.window_s, s.warmup_s),
-    );
-    (f(&r, "p50_us"), f(&r, "p99_us"), f(&r, "p999_us"))
 }
 
 fn at_1ms(
@@ -344,13 +334,13 @@ fn compare(s: &Settings, ampd: &Server, redis: &Server, workloads: &[&Workload])
     for w in workloads {
         let [(a_peak, a_cpu), (r_peak, r_cpu)] = peaks(s, ampd, redis, w);
         let rate = 0.5 * a_peak.min(r_peak);
-        let (a50, a99, a999) = fixed(s, ampd, false, w, rate);
-        let (r50, r99, r999) = fixed(s, redis, true, w, rate);
+        let a_fixed = loaded(s, ampd, false, w, rate);
+        let r_fixed = loaded(s, redis, true, w, rate);
         // The search starts lower than the fixed rate, so that a server whose p99
         // passes 1 ms early still gets a figure.
         let a1 = at_1ms(s, ampd, false, w, rate / 2.0);
         let r1 = at_1ms(s, redis, true, w, rate / 2.0);
-        let at_80 = loaded(s, ampd, w, 0.8 * a_peak);
+        let at_80 = loaded(s, ampd, false, w, 0.8 * a_peak);
         eprintln!(
             "compare-redis: {}: ampd {a_peak:.0}/s, Redis {r_peak:.0}/s",
             w.name
@@ -362,17 +352,17 @@ fn compare(s: &Settings, ampd: &Server, redis: &Server, workloads: &[&Workload])
                 peak: a_peak,
                 per_cpu_s: a_cpu,
                 at_1ms: a1,
-                p50: a50,
-                p99: a99,
-                p999: a999,
+                p50: a_fixed.p50,
+                p99: a_fixed.p99,
+                p999: a_fixed.p999,
             },
             redis: Figures {
                 peak: r_peak,
                 per_cpu_s: r_cpu,
                 at_1ms: r1,
-                p50: r50,
-                p99: r99,
-                p999: r999,
+                p50: r_fixed.p50,
+                p99: r_fixed.p99,
+                p999: r_fixed.p999,
             },
             at_80,
         });
