@@ -4,10 +4,16 @@
 //! to a server through the client, and the REPL runs them on an embedded engine. Each
 //! becomes one protocol [`Request`]. A result prints as one line of JSON; a refusal
 //! prints `CODE: message`.
+//!
+//! A JSON argument (`set`'s value, `--batch`) may be `-` (read standard input) or
+//! `@PATH` (read the file), as curl and `redis-cli -x` take them: one argument is
+//! capped by the OS at 128 KiB, and an item may hold 400 KiB.
 
-use ampd_engine::{Error, ErrorCode, Value};
+use ampd_engine::{Error, ErrorCode, QueryOptions, SetOptions, Value};
 use ampd_wire::frame::{Add, BatchItem, Get, Patterns, Remove, Request, Set, SetBatch};
+use ampd_wire::limits::VALUE_DEPTH_MAX;
 use clap::{Args, Parser};
+use std::io::Read;
 
 /// One data command.
 #[derive(Debug, Parser)]
@@ -28,14 +34,17 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SetArgs {
-    /// The key, then the value (JSON; text that is not JSON is taken as a string).
+    /// The key, then the value (JSON; text that is not JSON is taken as a string;
+    /// `-` reads it from standard input, `@PATH` from a file).
     #[arg(num_args = 0..=2, allow_negative_numbers = true)]
     pub key_value: Vec<String>,
-    /// A JSON array of {key, value, ttl?, label1..5?} for a batch set.
+    /// A JSON array of {key, value, ttl?, label1..5?} for a batch set (or `-`, `@PATH`).
     #[arg(long, conflicts_with = "key_value")]
     pub batch: Option<String>,
+    /// Seconds from now, an epoch second, an ISO-8601 date, or `null` (clear).
     #[arg(long, allow_hyphen_values = true)]
     pub ttl: Option<String>,
+    /// Label values (`null` clears one).
     #[arg(long)]
     pub label1: Option<String>,
     #[arg(long)]
@@ -46,8 +55,10 @@ pub struct SetArgs {
     pub label4: Option<String>,
     #[arg(long)]
     pub label5: Option<String>,
+    /// Replace the item whole instead of merging (required with --batch).
     #[arg(long)]
     pub overwrite: bool,
+    /// Answer with the item's metadata.
     #[arg(long)]
     pub meta: bool,
 }
@@ -57,14 +68,19 @@ pub struct GetArgs {
     /// One pattern, or several exact keys for a batch get.
     #[arg(required = true)]
     pub patterns: Vec<String>,
+    /// Items per page, 1..=1000 (default 100).
     #[arg(long, allow_hyphen_values = true)]
     pub limit: Option<i64>,
+    /// Descending order.
     #[arg(long)]
     pub reverse: bool,
+    /// Resume after this key: the lastKey of the previous page.
     #[arg(long)]
     pub start: Option<String>,
+    /// label1..label5: query that label's values instead of keys.
     #[arg(long)]
     pub label: Option<String>,
+    /// Answer with the items' metadata.
     #[arg(long)]
     pub meta: bool,
 }
@@ -74,6 +90,7 @@ pub struct AddArgs {
     /// KEY [FIELD] N
     #[arg(num_args = 2..=3, required = true, allow_negative_numbers = true)]
     pub args: Vec<String>,
+    /// Answer with the item's metadata.
     #[arg(long)]
     pub meta: bool,
 }
@@ -84,9 +101,69 @@ pub struct RemoveArgs {
     pub keys: Vec<String>,
 }
 
-/// A JSON argument; text that does not parse as JSON is a string.
-pub fn json_arg(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+/// Where a JSON argument's text comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// `-` reads standard input (the CLI).
+    Stdin,
+    /// Standard input carries the commands themselves (the REPL): `-` is refused.
+    Commands,
+}
+
+/// The text of a JSON argument: `-` is standard input, `@PATH` a file, anything else
+/// itself. Read text loses one line ending at its end, which `echo` and editors add.
+fn arg_text(arg: String, input: Input) -> Result<String, Error> {
+    let read_failed =
+        |what: &str, e: std::io::Error| usage(format!("cannot read the value from {what}: {e}"));
+    let mut text = if arg == "-" {
+        if input == Input::Commands {
+            return Err(usage(
+                "`-` (standard input) is not available here: give the value, or @PATH",
+            ));
+        }
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| read_failed("standard input", e))?;
+        text
+    } else if let Some(path) = arg.strip_prefix('@') {
+        std::fs::read_to_string(path).map_err(|e| read_failed(path, e))?
+    } else {
+        return Ok(arg);
+    };
+    for ending in ["\r\n", "\n"] {
+        if text.ends_with(ending) {
+            text.truncate(text.len() - ending.len());
+            break;
+        }
+    }
+    Ok(text)
+}
+
+/// A JSON argument; text that does not parse as JSON is a string. Valid JSON nested
+/// deeper than a stored value may be is refused, not taken as a string.
+pub fn json_arg(text: &str) -> Result<Value, Error> {
+    let too_deep = |depth: &str| {
+        Error::new(
+            ErrorCode::ValueTooLarge,
+            format!("the value nests {depth} levels deep, limit {VALUE_DEPTH_MAX}"),
+        )
+    };
+    match serde_json::from_str::<Value>(text) {
+        Ok(value) => {
+            let depth = ampd_wire::value::depth(&value);
+            if depth > VALUE_DEPTH_MAX {
+                return Err(too_deep(&depth.to_string()));
+            }
+            Ok(value)
+        }
+        // serde_json stops at 128 levels (past VALUE_DEPTH_MAX) with this message and
+        // no category of its own: the text is JSON, only too deep.
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+            Err(too_deep("more than 127"))
+        }
+        Err(_) => Ok(Value::String(text.to_owned())),
+    }
 }
 
 /// A ttl argument: a whole number of seconds, `null`, or a date string.
@@ -103,13 +180,14 @@ fn usage(message: impl Into<String>) -> Error {
 
 impl Command {
     /// The protocol request this command stands for: the CLI, the REPL and the server
-    /// then agree on what it means by construction.
-    pub fn into_request(self) -> Result<Request, Error> {
+    /// then agree on what it means by construction. `input` says whether `-` may read
+    /// standard input.
+    pub fn into_request(self, input: Input) -> Result<Request, Error> {
         Ok(match self {
             Command::Set(a) => {
-                if let Some(batch) = &a.batch {
+                if let Some(batch) = a.batch {
                     return Ok(Request::SetBatch(SetBatch {
-                        items: parse_batch(batch)?,
+                        items: parse_batch(&arg_text(batch, input)?)?,
                         overwrite: a.overwrite,
                         meta: a.meta,
                     }));
@@ -121,11 +199,13 @@ impl Command {
                     .map(|l| l.map(|l| (l != "null").then_some(l)));
                 Request::Set(Set {
                     key,
-                    value: json_arg(&value),
-                    ttl: a.ttl.as_deref().map(ttl_arg),
-                    labels,
-                    overwrite: a.overwrite,
-                    meta: a.meta,
+                    value: json_arg(&arg_text(value, input)?)?,
+                    options: SetOptions {
+                        meta: a.meta,
+                        overwrite: a.overwrite,
+                        ttl: a.ttl.as_deref().map(ttl_arg),
+                        labels,
+                    },
                 })
             }
             Command::Get(mut a) => Request::Get(Get {
@@ -134,11 +214,13 @@ impl Command {
                 } else {
                     Patterns::Many(a.patterns)
                 },
-                limit: a.limit,
-                reverse: a.reverse,
-                start: a.start,
-                label: a.label,
-                meta: a.meta,
+                options: QueryOptions {
+                    meta: a.meta,
+                    limit: a.limit,
+                    reverse: a.reverse,
+                    start: a.start,
+                    label: a.label,
+                },
             }),
             Command::Add(a) => {
                 let (key, field, n) = match <[String; 2]>::try_from(a.args) {
@@ -171,7 +253,7 @@ impl Command {
 }
 
 fn parse_batch(text: &str) -> Result<Vec<BatchItem>, Error> {
-    let Value::Array(entries) = json_arg(text) else {
+    let Value::Array(entries) = json_arg(text)? else {
         return Err(usage("--batch takes a JSON array of {key, value, ...}"));
     };
     entries

@@ -5,9 +5,9 @@
 //! the wire's value encoding directly: a stored value is copied into the response as
 //! the bytes the engine keeps, never decoded and re-encoded.
 
-use crate::server::{resident_bytes, Server};
-use ampd_engine::{Db, Error, ErrorCode, Got, Item, QueryOptions, SetOptions, Value};
+use ampd_engine::{Db, Error, ErrorCode, Got, Item, Value};
 use ampd_wire::frame::{self, Opcode, Patterns, Request};
+use ampd_wire::page;
 use bytes::{BufMut, BytesMut};
 use serde_json::json;
 
@@ -45,21 +45,23 @@ pub fn welcome() -> Reply {
     }))
 }
 
-/// Answers a read (`get`, `ping`, `stats`) at once, on the calling thread.
-pub fn read(db: &Db, server: Option<&Server>, request: Request) -> Result<Reply, Error> {
+/// Answers a read (`get`, `ping`, `stats`) at once, on the calling thread. The
+/// `stats` answer holds the database's counters; a server adds its own.
+pub fn read(db: &Db, request: Request) -> Result<Reply, Error> {
     match request {
         Request::Ping => Ok(Reply::Empty),
-        Request::Stats => Ok(Reply::Json(stats(db, server))),
+        Request::Stats => Ok(Reply::Json(stats(db))),
         Request::Get(get) => {
-            let meta = get.meta;
+            let options = get.options;
+            let meta = options.meta;
             let pattern = match get.pattern {
                 Patterns::One(pattern) => pattern,
                 Patterns::Many(keys) => {
                     let paging = [
-                        (get.limit.is_some(), "limit"),
-                        (get.reverse, "reverse"),
-                        (get.start.is_some(), "start"),
-                        (get.label.is_some(), "label"),
+                        (options.limit.is_some(), "limit"),
+                        (options.reverse, "reverse"),
+                        (options.start.is_some(), "start"),
+                        (options.label.is_some(), "label"),
                     ];
                     if let Some((_, option)) = paging.iter().find(|(given, _)| *given) {
                         return Err(Error::new(
@@ -76,13 +78,6 @@ pub fn read(db: &Db, server: Option<&Server>, request: Request) -> Result<Reply,
                         meta,
                     });
                 }
-            };
-            let options = QueryOptions {
-                meta,
-                limit: get.limit,
-                reverse: get.reverse,
-                start: get.start,
-                label: get.label,
             };
             Ok(match db.get(&pattern, &options)? {
                 Got::Item(item) => Reply::Item { item, meta },
@@ -105,16 +100,10 @@ pub fn read(db: &Db, server: Option<&Server>, request: Request) -> Result<Reply,
 pub async fn write(db: &Db, request: Request) -> Result<Reply, Error> {
     match request {
         Request::Set(set) => {
-            let options = SetOptions {
-                meta: set.meta,
-                overwrite: set.overwrite,
-                ttl: set.ttl,
-                labels: set.labels,
-            };
-            let item = db.set(&set.key, set.value, &options).await?;
+            let item = db.set(&set.key, set.value, &set.options).await?;
             Ok(Reply::Item {
                 item: Some(item),
-                meta: set.meta,
+                meta: set.options.meta,
             })
         }
         Request::SetBatch(batch) => Ok(Reply::Items {
@@ -140,26 +129,17 @@ pub async fn write(db: &Db, request: Request) -> Result<Reply, Error> {
     }
 }
 
-/// Counters of the environment (and of the server, when there is one).
-fn stats(db: &Db, server: Option<&Server>) -> Value {
+/// The database's counters, and the process's memory.
+fn stats(db: &Db) -> Value {
     let (wal_records, wal_syncs) = db.wal_counters();
-    let mut stats = json!({
+    json!({
         "items": db.stored_item_count(),
         "shards": db.shard_count(),
         "wal_records": wal_records,
         "wal_fsyncs": wal_syncs,
         "memory_allocated_bytes": crate::memory::allocated_bytes(),
-        "memory_resident_bytes": resident_bytes(),
-    });
-    if let Some(server) = server {
-        stats["connections"] = json!(server.connections());
-        stats["connections_accepted"] = json!(server.stats.accepted());
-        stats["connections_refused"] = json!(server.stats.refused());
-        stats["requests"] = json!(server.stats.requests());
-        stats["bad_frames"] = json!(server.stats.bad_frames());
-        stats["ops"] = server.latencies();
-    }
-    stats
+        "memory_resident_bytes": crate::memory::resident_bytes(),
+    })
 }
 
 impl Reply {
@@ -181,29 +161,19 @@ impl Reply {
                 last_key,
                 meta,
             } => {
-                let fields = 1 + u32::from(last_key.is_some());
                 let mut w = (&mut *out).writer();
-                // Writes into a BytesMut cannot fail.
-                let _ = rmp::encode::write_map_len(&mut w, fields);
-                let _ = rmp::encode::write_str(&mut w, "items");
-                let _ = rmp::encode::write_array_len(&mut w, items.len() as u32);
-                for item in items {
+                page::encode(&mut w, items, last_key.as_deref(), |w, item| {
                     if *meta {
-                        write_value(out, &item.to_meta_json());
+                        write_value(w.get_mut(), &item.to_meta_json());
                     } else {
-                        let mut w = (&mut *out).writer();
-                        let _ = rmp::encode::write_map_len(&mut w, 2);
-                        let _ = rmp::encode::write_str(&mut w, "key");
-                        let _ = rmp::encode::write_str(&mut w, item.key());
-                        let _ = rmp::encode::write_str(&mut w, "value");
-                        w.into_inner().put_slice(item.value_bytes());
+                        // Writes into a BytesMut cannot fail.
+                        let _ = rmp::encode::write_map_len(w, 2);
+                        let _ = rmp::encode::write_str(w, "key");
+                        let _ = rmp::encode::write_str(w, item.key());
+                        let _ = rmp::encode::write_str(w, "value");
+                        w.get_mut().put_slice(item.value_bytes());
                     }
-                }
-                if let Some(last_key) = last_key {
-                    let mut w = (&mut *out).writer();
-                    let _ = rmp::encode::write_str(&mut w, "lastKey");
-                    let _ = rmp::encode::write_str(&mut w, last_key);
-                }
+                });
             }
             Reply::Json(value) => write_value(out, value),
         }

@@ -3,7 +3,9 @@
 //! (`ampd repl`).
 //!
 //! # Layout
-//! - `server`: the connection loop on the shards' executors, limits, shutdown.
+//! - `server`: the listeners on the shards' executors, limits, deadlines, shutdown.
+//! - `connection`: one client connection: its stream, and its session (frames to
+//!   requests to answers).
 //! - `command`: what each protocol request does to a database, and its encoding.
 //! - `env`: environments and their tokens.
 //! - `memory`: the counting allocator behind `--max-memory`.
@@ -12,6 +14,7 @@
 
 mod cli;
 mod command;
+mod connection;
 mod env;
 mod latency;
 mod memory;
@@ -24,7 +27,7 @@ mod server;
 static ALLOCATOR: memory::Counted = memory::Counted(mimalloc::MiMalloc);
 
 use ampd_engine::{Config, Db, Error, ErrorCode, FsyncPolicy};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -37,7 +40,7 @@ use std::time::Duration;
 #[command(name = "ampd", version)]
 struct Main {
     #[command(subcommand)]
-    command: Main2,
+    command: Command,
     #[command(flatten)]
     connect: Connect,
 }
@@ -57,8 +60,9 @@ struct Connect {
     token: Option<String>,
 }
 
+/// What `ampd` is asked to do: serve, one data command (the CLI), repair, or a REPL.
 #[derive(Debug, Subcommand)]
-enum Main2 {
+enum Command {
     /// Serve the data API over the network.
     Serve(Serve),
     #[command(flatten)]
@@ -70,8 +74,10 @@ enum Main2 {
         #[arg(long, default_value = "ampd-data")]
         data_dir: PathBuf,
     },
-    /// An interactive session on an embedded engine (no server): type `set`, `get`,
-    /// `add`, `remove` as in the CLI, `help`, or `quit`.
+    /// An interactive session on an embedded engine (no server) over the data folder
+    /// of one environment (`--env`, default `dev`), the same folder `ampd serve` keeps
+    /// it in: type `set`, `get`, `add`, `remove` as in the CLI, `help`, or `quit`. Run
+    /// it on a stopped server's folder.
     Repl {
         #[command(flatten)]
         storage: Storage,
@@ -90,10 +96,39 @@ struct Storage {
     /// Keep nothing on disk (a cache: everything is gone at exit).
     #[arg(long, conflicts_with = "data_dir")]
     in_memory: bool,
-    /// When a write is durable: `always` (fdatasync before the answer), `interval`
-    /// (every 100 ms) or `never` (when the OS writes back).
-    #[arg(long, default_value = "always", value_parser = ["always", "interval", "never"])]
-    fsync: String,
+    /// When a write is durable.
+    #[arg(long, value_enum, default_value_t = Fsync::Always)]
+    fsync: Fsync,
+}
+
+/// `--fsync`: when a write is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Fsync {
+    /// fdatasync before the answer.
+    Always,
+    /// fdatasync every 100 ms.
+    Interval,
+    /// When the OS writes back.
+    Never,
+}
+
+impl Fsync {
+    fn policy(self) -> FsyncPolicy {
+        match self {
+            Fsync::Always => FsyncPolicy::Always,
+            Fsync::Interval => FsyncPolicy::Interval(Duration::from_millis(100)),
+            Fsync::Never => FsyncPolicy::Never,
+        }
+    }
+}
+
+impl std::fmt::Display for Fsync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.to_possible_value() {
+            Some(v) => f.write_str(v.get_name()),
+            None => write!(f, "{self:?}"),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -119,10 +154,10 @@ struct Serve {
 fn main() -> ExitCode {
     let main = Main::parse();
     match main.command {
-        Main2::Serve(serve) => run_serve(serve, main.connect),
-        Main2::Data(command) => run_cli(command, main.connect),
-        Main2::Repair { data_dir } => repair(&data_dir),
-        Main2::Repl { storage } => repl(storage),
+        Command::Serve(serve) => run_serve(serve, main.connect),
+        Command::Data(command) => run_cli(command, main.connect),
+        Command::Repair { data_dir } => repair(&data_dir),
+        Command::Repl { storage } => repl(storage, main.connect),
     }
 }
 
@@ -132,11 +167,7 @@ impl Storage {
             shards: self.shards,
             pin: true,
             data_dir: (!self.in_memory).then(|| self.data_dir.clone()),
-            fsync: match self.fsync.as_str() {
-                "interval" => FsyncPolicy::Interval(Duration::from_millis(100)),
-                "never" => FsyncPolicy::Never,
-                _ => FsyncPolicy::Always,
-            },
+            fsync: self.fsync.policy(),
             ..Config::default()
         }
     }
@@ -255,7 +286,7 @@ fn serve_until_signalled(serve: Serve, connect: Connect) -> Result<(), String> {
 /// on stdout, or `CODE: message` on stderr and exit code 1.
 fn run_cli(command: cli::Command, connect: Connect) -> ExitCode {
     let result = (|| {
-        let request = command.into_request()?;
+        let request = command.into_request(cli::Input::Stdin)?;
         if connect.env.len() > 1 {
             return Err(Error::new(ErrorCode::InvalidQuery, "give one --env"));
         }
@@ -336,19 +367,35 @@ fn repair(data_dir: &std::path::Path) -> ExitCode {
     }
 }
 
-/// `ampd repl`: commands on an embedded engine, one per line.
-fn repl(storage: Storage) -> ExitCode {
-    let db = match Db::open(storage.config()) {
+/// `ampd repl`: commands on an embedded engine, one per line, over the environment's
+/// data folder (the one `ampd serve` uses for it).
+fn repl(storage: Storage, connect: Connect) -> ExitCode {
+    let name = match connect.env.as_slice() {
+        [] => ampd_wire::frame::ENV_DEFAULT,
+        [name] => name.as_str(),
+        _ => {
+            eprintln!("give one --env");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut config = storage.config();
+    config.data_dir = config.data_dir.map(|root| env::env_dir(&root, name));
+    let db_dir = config.data_dir.clone();
+    let db = match Db::open(config) {
         Ok(db) => db,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
+    let place = match &db_dir {
+        Some(dir) => dir.display().to_string(),
+        None => "in memory".to_owned(),
+    };
     eprintln!(
-        "ampd {} — embedded engine with {} shards. Commands: set, get, add, remove, help, quit.",
+        "ampd {} — embedded engine with {} shards, environment {name} ({place}). Commands: set, get, add, remove, stats, help, quit.",
         env!("CARGO_PKG_VERSION"),
-        db.shard_count()
+        db.shard_count(),
     );
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
@@ -359,7 +406,7 @@ fn repl(storage: Storage) -> ExitCode {
             "" => continue,
             "quit" | "exit" => break,
             "help" => {
-                let _ = writeln!(out, "{HELP}");
+                let _ = writeln!(out, "{}", repl_help());
                 continue;
             }
             _ => {}
@@ -374,13 +421,13 @@ fn repl(storage: Storage) -> ExitCode {
                     eprintln!("{}", e.to_string().trim_end());
                     continue;
                 }
-                Ok(command) => command.into_request(),
+                Ok(command) => command.into_request(cli::Input::Commands),
             };
         let result = request.and_then(|request| {
             if command::is_write(request.opcode()) {
                 futures::executor::block_on(command::write(&db, request))
             } else {
-                command::read(&db, None, request)
+                command::read(&db, request)
             }
         });
         match result {
@@ -394,10 +441,16 @@ fn repl(storage: Storage) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-const HELP: &str = "\
-set KEY JSON [--ttl T] [--label1 V ... --label5 V] [--overwrite] [--meta]
-set --batch JSON_ARRAY --overwrite [--meta]
-get PATTERN [PATTERN...] [--limit N] [--reverse] [--start K] [--label labelN] [--meta]
-add KEY [FIELD] N [--meta]
-remove KEY [KEY...]
-quit";
+/// The REPL's `help`: the data commands as clap describes them (the CLI's own help),
+/// so the two cannot drift apart.
+fn repl_help() -> String {
+    let help = cli::Command::command()
+        .name("")
+        .about("The data commands, as in the CLI (`COMMAND --help` shows one in full):")
+        .override_usage("COMMAND [ARGS]")
+        .disable_help_subcommand(true)
+        .disable_help_flag(true)
+        .render_help()
+        .to_string();
+    format!("{}\n  quit    leave (also: exit)", help.trim_end())
+}

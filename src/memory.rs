@@ -74,3 +74,10 @@ unsafe impl GlobalAlloc for Counted {
 pub fn allocated_bytes() -> u64 {
     TOTAL.load(Ordering::Relaxed).max(0) as u64
 }
+
+/// The process's resident set size, from `/proc/self/statm`.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}

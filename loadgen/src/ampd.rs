@@ -26,7 +26,7 @@ use ampd_wire::frame::{
     self, Add, Get, Hello, Patterns, Request as Frame, Set, SetBatch, PROTOCOL_VERSION,
 };
 use ampd_wire::limits::BATCH_ITEMS_MAX;
-use ampd_wire::{BatchItem, Value};
+use ampd_wire::{BatchItem, QueryOptions, SetOptions, Value};
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,24 +106,19 @@ impl Ampd {
         let get = |limit: Option<i64>, label: Option<&str>| {
             Frame::Get(Get {
                 pattern: Patterns::One(String::new()),
-                limit,
-                reverse: false,
-                start: None,
-                label: label.map(str::to_owned),
-                meta: false,
+                options: QueryOptions {
+                    limit,
+                    label: label.map(str::to_owned),
+                    ..QueryOptions::default()
+                },
             })
         };
-        let mut labels: [Option<Option<String>>; 5] = Default::default();
-        labels[0] = Some(Some(String::new()));
         Ampd {
             get: get(None, None),
             set: Frame::Set(Set {
                 key: String::new(),
                 value: value.clone(),
-                ttl: None,
-                labels,
-                overwrite: false,
-                meta: false,
+                options: SetOptions::default().label(1, String::new()),
             }),
             add: Frame::Add(Add {
                 key: String::new(),
@@ -186,7 +181,7 @@ impl Protocol for Ampd {
                         unreachable!("the set template is a set")
                     };
                     keys.key(key, &mut s.key);
-                    keys.label(key, label1(&mut s.labels[0]));
+                    keys.label(key, label1(&mut s.options.labels[0]));
                     &self.set
                 }
                 Op::Add => {
@@ -287,16 +282,16 @@ mod tests {
             Frame::Set(s) => {
                 assert_eq!(s.key, "ns2:k42");
                 assert_eq!(s.value, Value::from("vvvv"));
-                assert_eq!(s.labels[0], Some(Some("ns2:g42".into())));
-                assert!(s.labels[1..].iter().all(Option::is_none));
-                assert!(!s.overwrite);
+                assert_eq!(s.options.labels[0], Some(Some("ns2:g42".into())));
+                assert!(s.options.labels[1..].iter().all(Option::is_none));
+                assert!(!s.options.overwrite);
             }
             f => panic!("{f:?}"),
         }
         // The template is rewritten, not appended to.
         match round_trip(&mut a, op(Op::Set, 5), 8) {
             Frame::Set(s) => assert_eq!(
-                (s.key.as_str(), s.labels[0].clone()),
+                (s.key.as_str(), s.options.labels[0].clone()),
                 ("ns5:k5", Some(Some("ns5:g5".into())))
             ),
             f => panic!("{f:?}"),
@@ -304,7 +299,7 @@ mod tests {
         match round_trip(&mut a, op(Op::Get, 3), 9) {
             Frame::Get(g) => {
                 assert_eq!(g.pattern, Patterns::One("ns3:k3".into()));
-                assert_eq!((g.limit, g.label), (None, None));
+                assert_eq!((g.options.limit, g.options.label), (None, None));
             }
             f => panic!("{f:?}"),
         }
@@ -315,14 +310,14 @@ mod tests {
         match round_trip(&mut a, op(Op::Range, 17), 11) {
             Frame::Get(g) => {
                 assert_eq!(g.pattern, Patterns::One("ns7:>=k17".into()));
-                assert_eq!(g.limit, Some(QUERY_LIMIT));
+                assert_eq!(g.options.limit, Some(QUERY_LIMIT));
             }
             f => panic!("{f:?}"),
         }
         match round_trip(&mut a, op(Op::Label, 117), 12) {
             Frame::Get(g) => {
                 assert_eq!(g.pattern, Patterns::One("ns7:g17".into()));
-                assert_eq!(g.label.as_deref(), Some("label1"));
+                assert_eq!(g.options.label.as_deref(), Some("label1"));
             }
             f => panic!("{f:?}"),
         }

@@ -703,3 +703,78 @@ fn labels_clear_with_null_and_batch_gets_take_no_paging_options() {
         assert!(message.contains("batch"), "{message}");
     }
 }
+
+/// A value (or a batch) from standard input (`-`) or a file (`@PATH`): a 400 KiB
+/// value passes the OS's 128 KiB cap on one argument this way, and is stored whole.
+/// JSON nested deeper than a stored value may be is refused with the limit, not stored
+/// as a string.
+#[test]
+fn large_values_come_from_stdin_or_a_file_and_deep_json_is_refused() {
+    use std::io::Write;
+    let server = ServerProcess::start(BIN, &["--addr", "127.0.0.1:0", "--in-memory"]);
+    let cli = Cli {
+        addr: server.addr().to_owned(),
+    };
+    // Under the item limit (400 KiB) with the key and the encoding's few bytes.
+    let big = "x".repeat(400 * 1024 - 64);
+    let big_json = format!("{big:?}\n");
+    let mut child = Command::new(BIN)
+        .args(["--addr", &cli.addr, "set", "big:stdin", "-", "--meta"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ampd runs");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(big_json.as_bytes())
+        .expect("ampd reads stdin");
+    let out = child.wait_with_output().expect("ampd ends");
+    let item = json_line(&out, "set big:stdin -");
+    assert_eq!(untimed(&item), json!({"key": "big:stdin", "value": big}));
+
+    let dir = ampd_tests::temp_dir("cli-value-file");
+    std::fs::create_dir_all(&dir).expect("a temp folder");
+    let file = dir.join("value.json");
+    std::fs::write(&file, r#"{"nested": {"list": [1, 2.5, "three"]}}"#).expect("write");
+    let at = format!("@{}", file.display());
+    assert_eq!(
+        cli.ok(&["set", "doc:file", &at]),
+        json!({"nested": {"list": [1, 2.5, "three"]}})
+    );
+    // Text that is not JSON is a string, as on the command line; a final newline goes.
+    std::fs::write(&file, "plain text\n").expect("write");
+    assert_eq!(cli.ok(&["set", "doc:text", &at]), json!("plain text"));
+    let batch = dir.join("batch.json");
+    std::fs::write(
+        &batch,
+        r#"[{"key": "b:1", "value": 1}, {"key": "b:2", "value": [2]}]"#,
+    )
+    .expect("write");
+    let at_batch = format!("@{}", batch.display());
+    assert_eq!(
+        cli.ok(&["set", "--batch", &at_batch, "--overwrite"]),
+        json!({"items": [{"key": "b:1", "value": 1}, {"key": "b:2", "value": [2]}]})
+    );
+    let missing = format!("@{}", dir.join("nothing-here").display());
+    let message = cli.refused(&["set", "doc:missing", &missing], "invalid_query");
+    assert!(message.contains("nothing-here"), "{message}");
+    assert_eq!(cli.ok(&["get", "doc:missing"]), Value::Null);
+
+    // Deepest allowed, one deeper (parsed, then measured), and deeper than the parser
+    // goes: never stored as a string.
+    let nested = |levels: usize| format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+    let max = ampd_wire::limits::VALUE_DEPTH_MAX;
+    assert_eq!(
+        cli.ok(&["set", "deep:ok", &nested(max)]),
+        serde_json::from_str::<Value>(&nested(max)).expect("JSON")
+    );
+    for levels in [max + 1, 200] {
+        let message = cli.refused(&["set", "deep:no", &nested(levels)], "value_too_large");
+        assert!(message.contains(&format!("limit {max}")), "{message}");
+    }
+    assert_eq!(cli.ok(&["get", "deep:no"]), Value::Null);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -362,10 +362,7 @@ fn abuse_never_reaches_the_well_behaved_client() {
                     let set = Request::Set(frame::Set {
                         key: format!("pipe:{round}:{i}"),
                         value: json!(i),
-                        ttl: None,
-                        labels: Default::default(),
-                        overwrite: true,
-                        meta: false,
+                        options: SetOptions::default().overwrite(),
                     });
                     frame::encode_request(i + 2, &set, &mut out).expect("encode");
                 }
@@ -542,11 +539,7 @@ fn a_peer_that_never_reads_its_answers_is_dropped() {
     for id in 0..20_000u32 {
         let get = Request::Get(frame::Get {
             pattern: frame::Patterns::One("big".into()),
-            limit: None,
-            reverse: false,
-            start: None,
-            label: None,
-            meta: false,
+            options: Default::default(),
         });
         frame::encode_request(id + 2, &get, &mut gets).expect("encode");
     }

@@ -137,7 +137,8 @@ pub fn splitmix(state: &mut u64) -> u64 {
 }
 
 fn items_json(items: &[ampd_engine::Item], meta: bool) -> Value {
-    json!({"items": items.iter().map(|i| i.to_entry_json(meta)).collect::<Vec<_>>()})
+    let entries = items.iter().map(|i| i.to_entry_json(meta)).collect();
+    ampd_wire::page::to_json(entries, None)
 }
 
 impl Api for Embedded {

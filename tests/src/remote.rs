@@ -61,11 +61,7 @@ impl Remote {
         self.client
             .request(Request::Get(Get {
                 pattern: Patterns::One(pattern.to_owned()),
-                limit: options.limit,
-                reverse: options.reverse,
-                start: options.start,
-                label: options.label,
-                meta: options.meta,
+                options,
             }))
             .await
     }

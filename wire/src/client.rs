@@ -15,7 +15,7 @@
 use crate::frame::{
     self, Add, Get, Hello, Patterns, Remove, Request, Set, SetBatch, PROTOCOL_VERSION,
 };
-use crate::{BatchItem, Error, ErrorCode, QueryOptions, SetOptions, Value};
+use crate::{page, pattern, BatchItem, Error, ErrorCode, QueryOptions, SetOptions, Value};
 use bytes::BytesMut;
 use serde_json::Number;
 use std::collections::HashMap;
@@ -149,6 +149,17 @@ impl Client {
     /// Sends one request and waits for its result, as the API shows it (see
     /// PROTOCOL.md for each request's result).
     pub async fn request(&self, request: Request) -> Result<Value, Error> {
+        // A value the server could not decode would cost the connection (a bad frame
+        // closes it, failing every call in flight): refuse it here, typed.
+        match &request {
+            Request::Set(set) => crate::value::check_depth(&set.value)?,
+            Request::SetBatch(batch) => {
+                for item in &batch.items {
+                    crate::value::check_depth(&item.value)?;
+                }
+            }
+            _ => {}
+        }
         let connection = self.connection().await?;
         let id = self.inner.ids.fetch_add(1, Ordering::Relaxed);
         let mut frame = BytesMut::new();
@@ -172,10 +183,7 @@ impl Client {
         self.request(Request::Set(Set {
             key: key.to_owned(),
             value,
-            ttl: options.ttl,
-            labels: options.labels,
-            overwrite: options.overwrite,
-            meta: options.meta,
+            options,
         }))
         .await
     }
@@ -198,7 +206,7 @@ impl Client {
     /// `get(pattern, options)`: one value (or `null`) for an exact key, a page for every
     /// other form (and for every label query).
     pub async fn get(&self, pattern: &str, options: QueryOptions) -> Result<Got, Error> {
-        let page = options.label.is_some() || !is_exact(pattern);
+        let page = options.label.is_some() || !pattern::is_exact(pattern);
         let value = self.request(get_request(pattern, &options)).await?;
         if page {
             Ok(Got::Page(Page::from_result(
@@ -216,11 +224,10 @@ impl Client {
     pub async fn get_many(&self, keys: &[&str], meta: bool) -> Result<Value, Error> {
         self.request(Request::Get(Get {
             pattern: Patterns::Many(keys.iter().map(|k| (*k).to_owned()).collect()),
-            limit: None,
-            reverse: false,
-            start: None,
-            label: None,
-            meta,
+            options: QueryOptions {
+                meta,
+                ..QueryOptions::default()
+            },
         }))
         .await
     }
@@ -293,22 +300,10 @@ impl Client {
     }
 }
 
-/// Whether `get(pattern)` addresses one exact key (and so answers a value, not a
-/// page). The server decides by the same grammar; this only picks the result's type.
-fn is_exact(pattern: &str) -> bool {
-    let pattern = pattern.trim();
-    let rest = pattern.split_once(':').map_or(pattern, |(_, rest)| rest);
-    !(rest.ends_with('*') || rest.contains('|') || rest.starts_with('<') || rest.starts_with('>'))
-}
-
 fn get_request(pattern: &str, options: &QueryOptions) -> Request {
     Request::Get(Get {
         pattern: Patterns::One(pattern.to_owned()),
-        limit: options.limit,
-        reverse: options.reverse,
-        start: options.start.clone(),
-        label: options.label.clone(),
-        meta: options.meta,
+        options: options.clone(),
     })
 }
 
@@ -346,18 +341,7 @@ impl Page {
         options: QueryOptions,
         value: Value,
     ) -> Result<Page, Error> {
-        let Value::Object(mut m) = value else {
-            return Err(unexpected("get", &value));
-        };
-        let items = match m.remove("items") {
-            Some(Value::Array(items)) => items,
-            other => return Err(unexpected("get", &other.unwrap_or_default())),
-        };
-        let last_key = match m.remove("lastKey") {
-            Some(Value::String(k)) => Some(k),
-            None => None,
-            Some(other) => return Err(unexpected("get", &other)),
-        };
+        let (items, last_key) = page::from_json(value).map_err(|v| unexpected("get", &v))?;
         Ok(Page {
             items,
             last_key,
@@ -369,12 +353,7 @@ impl Page {
 
     /// The page as the API shows it: `{"items": [...], "lastKey"?: ...}`.
     pub fn to_json(&self) -> Value {
-        let mut m = serde_json::Map::new();
-        m.insert("items".into(), Value::Array(self.items.clone()));
-        if let Some(k) = &self.last_key {
-            m.insert("lastKey".into(), Value::String(k.clone()));
-        }
-        Value::Object(m)
+        page::to_json(self.items.clone(), self.last_key.as_deref())
     }
 
     /// The next page, or `None` after the last one.

@@ -14,6 +14,9 @@
 //!   `src/` describes them for clients in other languages.
 //! - [`options`]: the options of the API's calls ([`SetOptions`], [`QueryOptions`],
 //!   [`BatchItem`]), the same for the embedded engine and the client.
+//! - [`page`]: the `{items, lastKey}` result shape, as JSON and as MessagePack.
+//! - [`pattern`]: the syntax of a `get` pattern (namespace and form), and so which
+//!   patterns name one exact key.
 //! - [`value`]: the value encoding (MessagePack), in which the engine keeps values and
 //!   the protocol carries them, so a read copies bytes without re-encoding.
 
@@ -24,6 +27,8 @@ pub mod error_code;
 pub mod frame;
 pub mod limits;
 pub mod options;
+pub mod page;
+pub mod pattern;
 pub mod value;
 
 pub use error::{Error, Result};

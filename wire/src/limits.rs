@@ -39,6 +39,12 @@ pub const FRAME_PAYLOAD_MAX: usize = 11 * 1024 * 1024;
 /// bound keeps a hostile payload from overflowing the stack of a decoding thread.
 pub const PAYLOAD_DEPTH_MAX: usize = 128;
 
+/// Nesting of arrays and objects in one stored value: what is left of
+/// [`PAYLOAD_DEPTH_MAX`] inside the deepest request, a batch `set` (its map, the `items`
+/// list and the item's map). A deeper value is refused before it is sent, with
+/// `value_too_large`, rather than as a bad frame that closes the connection.
+pub const VALUE_DEPTH_MAX: usize = PAYLOAD_DEPTH_MAX - 3;
+
 /// An error frame carries at most this many bytes of message; a longer one is cut at a
 /// character boundary.
 pub const ERROR_MESSAGE_LEN_MAX: usize = 1024;

@@ -7,6 +7,7 @@
 //! encoding, so reads hand bytes to the protocol without re-encoding; only merges and
 //! counters decode.
 
+use crate::limits::VALUE_DEPTH_MAX;
 use crate::{Error, ErrorCode};
 use bytes::Bytes;
 
@@ -26,6 +27,34 @@ pub fn encode_into(value: &Value, out: &mut Vec<u8>) {
     // Writing into a Vec cannot fail and a serde_json::Value always has string keys.
     #[allow(clippy::expect_used)]
     rmp_serde::encode::write(out, value).expect("a Value always encodes into a Vec");
+}
+
+/// How deeply `value` nests arrays and objects (a scalar is 0, `[1]` is 1). Walks
+/// without recursion, so any value can be measured.
+pub fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0)];
+    while let Some((v, above)) = stack.pop() {
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|i| (i, above + 1))),
+            Value::Object(fields) => stack.extend(fields.values().map(|f| (f, above + 1))),
+            _ => continue,
+        }
+        deepest = deepest.max(above + 1);
+    }
+    deepest
+}
+
+/// Refuses a value nested deeper than [`VALUE_DEPTH_MAX`] with `value_too_large`.
+pub fn check_depth(value: &Value) -> Result<(), Error> {
+    let depth = depth(value);
+    if depth > VALUE_DEPTH_MAX {
+        return Err(Error::new(
+            ErrorCode::ValueTooLarge,
+            format!("the value nests {depth} levels deep, limit {VALUE_DEPTH_MAX}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Decodes one value; bytes that are not a whole, valid encoding are `bad_frame`.
@@ -105,6 +134,28 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    fn nested(levels: usize) -> Value {
+        (0..levels).fold(json!(1), |inner, _| json!([inner]))
+    }
+
+    #[test]
+    fn depth_counts_arrays_and_objects() {
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!([])), 1);
+        assert_eq!(depth(&json!({"a": [1, {"b": {}}], "c": 2})), 4);
+        assert_eq!(depth(&nested(VALUE_DEPTH_MAX)), VALUE_DEPTH_MAX);
+        assert!(check_depth(&nested(VALUE_DEPTH_MAX)).is_ok());
+        let e = check_depth(&nested(VALUE_DEPTH_MAX + 1)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::ValueTooLarge);
+        assert_eq!(
+            e.message(),
+            format!(
+                "the value nests {} levels deep, limit {VALUE_DEPTH_MAX}",
+                VALUE_DEPTH_MAX + 1
+            )
+        );
+    }
 
     #[test]
     fn integers_and_floats_stay_distinct() {
