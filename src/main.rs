@@ -12,6 +12,9 @@
 //! - `latency`: service time per operation, for `stats`.
 //! - `cli`: the CLI's command forms, each one protocol request.
 
+// Nothing a peer or a user sends may panic the process: errors are returned.
+#![deny(clippy::unwrap_used)]
+
 mod cli;
 mod command;
 mod connection;

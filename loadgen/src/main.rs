@@ -26,6 +26,9 @@
 //! 0: the run finished (refusals are counted, not failures). 1: no connection could be
 //! made, or one was lost during the run. 2: bad arguments.
 
+// Nothing a peer or a user sends may panic the process: errors are returned.
+#![deny(clippy::unwrap_used)]
+
 mod ampd;
 mod connection;
 mod cpu;

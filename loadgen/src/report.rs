@@ -21,8 +21,10 @@ pub const LATENCY_MAX: Duration = Duration::from_secs(3600);
 /// [`LATENCY_MAX`] up front (~260 KiB): it never reallocates while a phase runs (see
 /// `connection.rs` on why that matters).
 pub fn new_histogram() -> Histogram<u64> {
-    // Fails only for bounds that do not fit, and these are constants that do.
-    #[allow(clippy::expect_used)]
+    #[expect(
+        clippy::expect_used,
+        reason = "fails only for bounds that do not fit, and these constants do"
+    )]
     Histogram::new_with_bounds(1, LATENCY_MAX.as_nanos() as u64, 3)
         .expect("1 ns ..= 1 h at 3 significant digits is a valid histogram")
 }

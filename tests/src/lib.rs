@@ -29,7 +29,10 @@ use ampd_engine::{BatchItem, Config, Db, Error, QueryOptions, SetOptions, Value}
 use serde_json::{json, Number};
 
 /// The data API as its users call it, with results as JSON.
-#[allow(async_fn_in_trait)]
+#[expect(
+    async_fn_in_trait,
+    reason = "the tests' own trait: its futures need no Send bound"
+)]
 pub trait Api {
     /// `set(key, value, options)`: the stored value, or the item with `meta`.
     async fn set(&self, key: &str, value: Value, options: SetOptions) -> Result<Value, Error>;

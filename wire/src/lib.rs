@@ -20,6 +20,15 @@
 //! - [`value`]: the value encoding (MessagePack), in which the engine keeps values and
 //!   the protocol carries them, so a read copies bytes without re-encoding.
 
+// Everything here decodes what a peer sent or is linked into others' programs: no
+// unchecked indexing or unwrapping outside tests; a needed exception says why.
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)
+)]
+// A library logs (or returns errors); only binaries print.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 #[cfg(feature = "client")]
 pub mod client;
 pub mod error;

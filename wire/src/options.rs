@@ -36,7 +36,11 @@ impl SetOptions {
 
     /// Sets label `n` (1..=5). Panics on another `n`: that is a programming error.
     pub fn label(mut self, n: usize, value: impl Into<String>) -> SetOptions {
-        self.labels[n - 1] = Some(Some(value.into()));
+        let slot = n.checked_sub(1).and_then(|i| self.labels.get_mut(i));
+        let Some(slot) = slot else {
+            panic!("there are labels 1..={LABEL_COUNT}, not {n}");
+        };
+        *slot = Some(Some(value.into()));
         self
     }
 }

@@ -25,7 +25,10 @@ pub fn encode(value: &Value) -> Bytes {
 /// Appends the encoding of `value` to `out`.
 pub fn encode_into(value: &Value, out: &mut Vec<u8>) {
     // Writing into a Vec cannot fail and a serde_json::Value always has string keys.
-    #[allow(clippy::expect_used)]
+    #[expect(
+        clippy::expect_used,
+        reason = "a Vec grows as needed and a Value has string keys"
+    )]
     rmp_serde::encode::write(out, value).expect("a Value always encodes into a Vec");
 }
 
