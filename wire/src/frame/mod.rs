@@ -7,9 +7,10 @@
 //!
 //! # Layout
 //! - `header`: the 12-byte header (below), its offsets and flags.
-//! - `opcode`: what a request asks for ([`Opcode`]).
-//! - `request`: the request payloads ([`Request`] and one type per call), their
-//!   encoder and decoder.
+//! - `opcode`: the table of calls, one line each: [`Opcode`] and [`Request`] come
+//!   from it.
+//! - `request`: the request payloads (one type per call, each with its field table),
+//!   the request frame's encoder and decoder.
 //! - `response`: OK and error responses.
 //! - `error`: why a frame was refused ([`FrameError`]).
 //! - `payload`: the MessagePack map codec every payload type is declared with: one
@@ -69,10 +70,10 @@ mod tests;
 
 pub use error::FrameError;
 pub use header::{Header, FLAG_ERROR, FLAG_RESPONSE, HEADER_LEN};
-pub use opcode::Opcode;
+pub use opcode::{Opcode, Request};
 pub use request::{
     decode_request, decode_request_payload, encode_request, Add, BatchItem, Get, Hello, Patterns,
-    Remove, Request, Set, SetBatch,
+    Remove, Set, SetBatch,
 };
 pub use response::{
     begin_ok, decode_response, decode_response_payload, encode_error, encode_ok, encode_ok_value,

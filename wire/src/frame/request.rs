@@ -2,11 +2,11 @@
 //! frame's encoder and decoder.
 
 use super::header::{patch_header, peek_header, Header, HEADER_LEN};
+use super::opcode::Payload;
 use super::payload::{
-    read_payload, write_payload, Flag, List, OptText, Optional, Required, Text, Tristate,
-    TristateText,
+    read_payload, Flag, List, OptText, Optional, Required, Text, Tristate, TristateText,
 };
-use super::{FrameError, Opcode, ENV_DEFAULT};
+use super::{FrameError, Opcode, Request, ENV_DEFAULT};
 use crate::limits::{FRAME_PAYLOAD_MAX, PAYLOAD_DEPTH_MAX};
 use crate::{QueryOptions, SetOptions, Value};
 use bytes::{Buf, BufMut, BytesMut};
@@ -15,43 +15,6 @@ use serde::{Serialize, Serializer};
 use std::fmt;
 
 pub use crate::options::BatchItem;
-
-/// A request, decoded. Each variant's payload map is described on its type.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Request {
-    /// Opcode 1: open the connection.
-    Hello(Hello),
-    /// Opcode 2: empty payload.
-    Ping,
-    /// Opcode 16.
-    Get(Get),
-    /// Opcode 32.
-    Set(Set),
-    /// Opcode 33.
-    SetBatch(SetBatch),
-    /// Opcode 34.
-    Add(Add),
-    /// Opcode 35.
-    Remove(Remove),
-    /// Opcode 48: empty payload.
-    Stats,
-}
-
-impl Request {
-    /// The opcode a frame of this request carries.
-    pub fn opcode(&self) -> Opcode {
-        match self {
-            Request::Hello(_) => Opcode::Hello,
-            Request::Ping => Opcode::Ping,
-            Request::Get(_) => Opcode::Get,
-            Request::Set(_) => Opcode::Set,
-            Request::SetBatch(_) => Opcode::SetBatch,
-            Request::Add(_) => Opcode::Add,
-            Request::Remove(_) => Opcode::Remove,
-            Request::Stats => Opcode::Stats,
-        }
-    }
-}
 
 /// `Hello`: `{"version": u32, "env"?: str, "token"?: str}`. The first frame of every
 /// connection. The server answers `{"version": u32, "server": str}`.
@@ -116,6 +79,16 @@ pub struct Get {
     /// A key or pattern, or a batch of exact keys.
     pub pattern: Patterns,
     pub options: QueryOptions,
+}
+
+impl Payload for Get {
+    /// The commonest request, `{"pattern": str}`, is read without serde.
+    fn decode(payload: &[u8]) -> Result<Get, String> {
+        match plain_get(payload) {
+            Some(get) => Ok(get),
+            None => read_payload(payload, PAYLOAD_DEPTH_MAX),
+        }
+    }
 }
 
 payload_map!(Get, "a Get map", Refuse, {
@@ -270,15 +243,7 @@ impl<'de> Deserialize<'de> for Patterns {
 pub fn encode_request(id: u32, request: &Request, out: &mut BytesMut) -> Result<(), FrameError> {
     let start = out.len();
     out.put_slice(&[0; HEADER_LEN]);
-    match request {
-        Request::Ping | Request::Stats => {}
-        Request::Hello(r) => write_payload(out, r),
-        Request::Get(r) => write_payload(out, r),
-        Request::Set(r) => write_payload(out, r),
-        Request::SetBatch(r) => write_payload(out, r),
-        Request::Add(r) => write_payload(out, r),
-        Request::Remove(r) => write_payload(out, r),
-    }
+    request.write_payload(out);
     let len = out.len() - start - HEADER_LEN;
     if len > FRAME_PAYLOAD_MAX {
         out.truncate(start);
@@ -328,24 +293,7 @@ pub fn decode_request_payload(
     opcode: Opcode,
     payload: &[u8],
 ) -> Result<Request, FrameError> {
-    let depth = PAYLOAD_DEPTH_MAX;
-    let request = match opcode {
-        Opcode::Ping | Opcode::Stats if !payload.is_empty() => Err(format!(
-            "{opcode} takes an empty payload, got {} bytes",
-            payload.len()
-        )),
-        Opcode::Ping => Ok(Request::Ping),
-        Opcode::Stats => Ok(Request::Stats),
-        Opcode::Hello => read_payload(payload, depth).map(Request::Hello),
-        Opcode::Get => match plain_get(payload) {
-            Some(get) => Ok(Request::Get(get)),
-            None => read_payload(payload, depth).map(Request::Get),
-        },
-        Opcode::Set => read_payload(payload, depth).map(Request::Set),
-        Opcode::SetBatch => read_payload(payload, depth).map(Request::SetBatch),
-        Opcode::Add => read_payload(payload, depth).map(Request::Add),
-        Opcode::Remove => read_payload(payload, depth).map(Request::Remove),
-    };
+    let request = Request::read_payload(opcode, payload);
     request.map_err(|why| FrameError::BadPayload {
         id,
         kind: opcode as u16,
