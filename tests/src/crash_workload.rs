@@ -3,9 +3,41 @@
 //! counters, absolute ttls, removes and batches — so a recovered state can be compared
 //! with an in-memory engine that ran writes `0..=n` (the reference model: this test
 //! checks durability, `model_ops.rs` checks the write rules against a `BTreeMap`).
+//! [`config`] is the engine's configuration for the writer and for the recovery.
 
-use ampd_engine::{BatchItem, Db, Error, QueryOptions, SetOptions, Value};
+use ampd_engine::{BatchItem, Config, Db, Error, FsyncPolicy, QueryOptions, SetOptions, Value};
 use serde_json::{json, Number};
+use std::path::Path;
+use std::time::Duration;
+
+/// The WAL segment size of the crash loop: a few dozen writes, so segments fill and
+/// close within one life of the writer, and snapshots have whole segments to remove.
+pub const WAL_SEGMENT_BYTES: u64 = 4 << 10;
+/// The snapshot threshold of the crash loop: ~40 writes (~200 bytes each) of the busier
+/// shard. It counts only what the writer appended since it opened the data, and a life
+/// of the writer is ~20-140 ms of writes (~10-100 of them at ~700 a second here), so a
+/// larger one (the default is 256 MiB) is never reached and the log only grows: each
+/// start replays all of it, and no kill lands near a snapshot.
+pub const SNAPSHOT_WAL_BYTES: u64 = 8 << 10;
+/// A shard that has written anything snapshots this long after the writer's start, so
+/// the quieter shard (which may not write `SNAPSHOT_WAL_BYTES` in a life) snapshots too.
+pub const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(60);
+
+/// The engine's configuration over data directory `dir`: 2 shards, `fsync always`, and
+/// the small WAL segments and snapshot thresholds above, so a crash-loop run crosses
+/// snapshots (and kills land before, during and after them) and removes segments.
+pub fn config(dir: &Path) -> Config {
+    Config {
+        shards: 2,
+        pin: false,
+        data_dir: Some(dir.to_owned()),
+        fsync: FsyncPolicy::Always,
+        snapshot_wal_bytes: SNAPSHOT_WAL_BYTES,
+        snapshot_interval: SNAPSHOT_INTERVAL,
+        wal_segment_bytes: WAL_SEGMENT_BYTES,
+        ..Config::default()
+    }
+}
 
 /// Keys per namespace: small, so writes keep landing on the same items.
 const KEYS: u64 = 16;

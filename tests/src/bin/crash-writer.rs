@@ -1,11 +1,12 @@
 //! The process the crash-loop test kills: it opens the engine on a data directory with
-//! `fsync always`, then makes writes `FIRST_N, FIRST_N + 1, ...` of
-//! `ampd_tests::crash_workload` one at a time forever, printing `ack N` after write `N`
-//! is acknowledged.
+//! the crash loop's configuration (`ampd_tests::crash_workload::config`: `fsync always`,
+//! small WAL segments and snapshot thresholds), then makes writes `FIRST_N, FIRST_N + 1,
+//! ...` of `ampd_tests::crash_workload` one at a time forever, printing `ack N` after
+//! write `N` is acknowledged.
 //!
 //! Usage: `crash-writer DATA_DIR FIRST_N`
 
-use ampd_engine::{Config, Db, FsyncPolicy};
+use ampd_engine::Db;
 use std::io::Write;
 
 fn main() {
@@ -15,14 +16,8 @@ fn main() {
         std::process::exit(2);
     };
     let first: u64 = first.parse().expect("FIRST_N is a number");
-    let db = Db::open(Config {
-        shards: 2,
-        pin: false,
-        data_dir: Some(dir.into()),
-        fsync: FsyncPolicy::Always,
-        ..Config::default()
-    })
-    .expect("the engine opens");
+    let config = ampd_tests::crash_workload::config(dir.as_ref());
+    let db = Db::open(config).expect("the engine opens");
     let mut out = std::io::stdout().lock();
     futures::executor::block_on(async {
         for n in first.. {
