@@ -124,11 +124,11 @@ async fn check_each(addr: &str) {
     }
 }
 
-/// `ampd repl` on one environment's folder: what it answers to `input`, one line each.
-fn repl_on(dir: &Path, input: &str) -> Vec<Value> {
+/// `ampd repl --env ENV` on the server's data folder: what it answers to `input`, one line each.
+fn repl_on(data: &Path, env: &str, input: &str) -> Vec<Value> {
     let mut child = Command::new(BIN)
-        .args(["repl", "--shards", "2", "--data-dir"])
-        .arg(dir)
+        .args(["repl", "--shards", "2", "--env", env, "--data-dir"])
+        .arg(data)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -180,7 +180,8 @@ async fn environments_are_isolated_and_stay_in_their_folders_across_restart() {
     // Each folder alone holds its environment's data, and nothing of the others.
     for (env, _) in ENVS {
         let answers = repl_on(
-            &dir.join("env").join(env),
+            &dir,
+            env,
             "get shared\nget own:*\nget L --label label1\n",
         );
         assert_eq!(
