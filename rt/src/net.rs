@@ -1,0 +1,211 @@
+//! TCP on the ring: a listener with one multishot accept, and streams whose reads and
+//! writes are ring requests.
+//!
+//! A read owns its buffer and outlives the future that asked for it: a
+//! [`TcpStream::read_into`] dropped by a `select!` leaves its request in flight, and
+//! the next call takes its bytes. So a connection can wait for input and for other
+//! things at once without losing what arrives, and without a second request.
+
+use crate::ring::{check, Completion, Op};
+use bytes::BytesMut;
+use io_uring::{opcode, types};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Connections the kernel queues before `accept` takes them.
+const BACKLOG: i32 = 1024;
+
+/// A read request's buffer: the first read of a connection, and after a read that
+/// filled less than a quarter of a larger buffer.
+const READ_BYTES_MIN: usize = 4 * 1024;
+/// The largest read buffer, reached by doubling after reads that fill it.
+const READ_BYTES_MAX: usize = 64 * 1024;
+
+/// A listening socket (`SO_REUSEPORT`: every runtime may listen on the same port, and
+/// the kernel spreads the connections over them).
+pub struct TcpListener {
+    socket: socket2::Socket,
+    accepting: Option<Op>,
+}
+
+impl TcpListener {
+    pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM.cloexec(),
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        Ok(TcpListener {
+            socket,
+            accepting: None,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("the listener has no IP address"))
+    }
+
+    /// The next connection.
+    pub async fn accept(&mut self) -> io::Result<TcpStream> {
+        loop {
+            let op = match &mut self.accepting {
+                Some(op) => op,
+                None => {
+                    let entry = opcode::AcceptMulti::new(types::Fd(self.socket.as_raw_fd()))
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build();
+                    self.accepting
+                        .insert(crate::executor::core().ring.start(entry, None))
+                }
+            };
+            match std::future::poll_fn(|cx| op.poll_next(cx)).await {
+                // The kernel ended the multishot request: start another.
+                None => self.accepting = None,
+                Some((res, _)) => {
+                    let fd = check(res)?;
+                    // SAFETY: the kernel made this descriptor for us and nothing else
+                    // owns it.
+                    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+                    return Ok(TcpStream::from_fd(fd));
+                }
+            }
+        }
+    }
+}
+
+/// A connected socket.
+pub struct TcpStream {
+    socket: socket2::Socket,
+    /// The read in flight, if any (it owns a `Vec<u8>` buffer).
+    reading: Option<Op>,
+    read_bytes: usize,
+    /// A read buffer to reuse.
+    spare: Option<Vec<u8>>,
+}
+
+impl TcpStream {
+    fn from_fd(fd: OwnedFd) -> TcpStream {
+        TcpStream {
+            socket: socket2::Socket::from(fd),
+            reading: None,
+            read_bytes: READ_BYTES_MIN,
+            spare: None,
+        }
+    }
+
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.socket.set_tcp_nodelay(nodelay)
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.socket
+            .peer_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("the peer has no IP address"))
+    }
+
+    /// Appends what arrives to `into`: the count, 0 at the end of the stream.
+    /// Cancel-safe (see the module's notes).
+    pub async fn read_into(&mut self, into: &mut BytesMut) -> io::Result<usize> {
+        let op = match &mut self.reading {
+            Some(op) => op,
+            None => {
+                let mut buf = self.spare.take().unwrap_or_default();
+                buf.clear();
+                buf.reserve_exact(self.read_bytes);
+                let entry = opcode::Recv::new(
+                    types::Fd(self.socket.as_raw_fd()),
+                    buf.as_mut_ptr(),
+                    u32::try_from(buf.capacity()).unwrap_or(u32::MAX),
+                )
+                .build();
+                self.reading.insert(
+                    crate::executor::core()
+                        .ring
+                        .start(entry, Some(Box::new(buf))),
+                )
+            }
+        };
+        let res = op.result().await;
+        let kept = op.take_kept::<Vec<u8>>();
+        self.reading = None;
+        let n = check(res)? as usize;
+        if let Some(mut buf) = kept {
+            // SAFETY: the kernel wrote `n` bytes (at most the capacity it was given)
+            // at the start of the buffer.
+            unsafe { buf.set_len(n.min(buf.capacity())) };
+            into.extend_from_slice(&buf);
+            self.read_bytes = if n == buf.capacity() {
+                (self.read_bytes * 2).min(READ_BYTES_MAX)
+            } else if n < self.read_bytes / 4 {
+                READ_BYTES_MIN
+            } else {
+                self.read_bytes
+            };
+            if buf.capacity() <= READ_BYTES_MIN {
+                self.spare = Some(*buf);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Writes all of `bytes`; gives the buffer back (cleared) for reuse.
+    pub async fn write_all(&mut self, bytes: BytesMut) -> (io::Result<()>, BytesMut) {
+        let mut buf = bytes;
+        let mut done = 0;
+        while done < buf.len() {
+            let rest = &buf[done..];
+            let entry = opcode::Send::new(
+                types::Fd(self.socket.as_raw_fd()),
+                rest.as_ptr(),
+                u32::try_from(rest.len()).unwrap_or(u32::MAX),
+            )
+            .flags(libc::MSG_NOSIGNAL)
+            .build();
+            let mut op = crate::executor::core()
+                .ring
+                .start(entry, Some(Box::new(buf)));
+            let res = std::future::poll_fn(|cx| op.poll_next(cx))
+                .await
+                .map_or(-libc::ECANCELED, |(res, _)| res);
+            buf = match op.take_kept::<BytesMut>() {
+                Some(buf) => *buf,
+                None => {
+                    return (
+                        Err(io::Error::other("a send lost its buffer")),
+                        BytesMut::new(),
+                    )
+                }
+            };
+            match check(res) {
+                Ok(0) => {
+                    buf.clear();
+                    return (Err(io::ErrorKind::WriteZero.into()), buf);
+                }
+                Ok(n) => done += n as usize,
+                Err(e) => {
+                    buf.clear();
+                    return (Err(e), buf);
+                }
+            }
+        }
+        buf.clear();
+        (Ok(()), buf)
+    }
+
+    /// Ends the connection: no more writes; the peer reads what was sent, then the end.
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        let entry =
+            opcode::Shutdown::new(types::Fd(self.socket.as_raw_fd()), libc::SHUT_WR).build();
+        let op = crate::executor::core().ring.start(entry, None);
+        check(Completion(op).await).map(drop)
+    }
+}
