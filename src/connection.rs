@@ -24,22 +24,18 @@ use crate::command::{self, Reply};
 use crate::latency;
 use crate::server::{ConnectionSlot, Control, Server, Stop, Sweeper};
 use ampd_engine::{Db, Error, ErrorCode};
+use ampd_rt::net::TcpStream;
 use ampd_wire::frame::{self, Opcode, Request, HEADER_LEN};
 use bytes::BytesMut;
+use futures::future::Either;
 use futures::future::LocalBoxFuture;
 use futures::stream::FuturesUnordered;
-use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
-use glommio::net::TcpStream;
+use futures::{FutureExt, StreamExt};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Bytes read from a socket at most at a time.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
-/// Room kept for a read when the input buffer is short of it (small, so that thousands
-/// of idle connections cost little).
-const READ_ROOM_MIN_BYTES: usize = 4 * 1024;
 /// A buffer grown past this (by a large frame or answer) is let go once it is empty.
 const BUFFER_KEEP_BYTES: usize = 64 * 1024;
 /// Answers gathered before they are written out (and before more input is decoded).
@@ -252,8 +248,8 @@ fn encode_reply(id: u32, kind: u16, reply: Result<Reply, Error>, out: &mut Bytes
 enum Event {
     /// A write in flight finished, with its answer.
     Answer(BytesMut),
-    /// Bytes arrived (their count).
-    Read(usize),
+    /// Bytes arrived.
+    Read,
     /// The peer left (end of stream) or broke the connection.
     Gone,
     /// The sweeper or shutdown raised the connection's flag.
@@ -286,9 +282,6 @@ impl Connection {
         slot: ConnectionSlot,
     ) {
         let _ = stream.set_nodelay(true);
-        // A peer that stops reading its answers blocks our writes: after the idle
-        // timeout the write fails and the connection ends.
-        let _ = stream.set_write_timeout(Some(server.limits.idle_timeout));
         let mut connection = Connection {
             stream,
             control: sweeper.register(),
@@ -326,7 +319,7 @@ impl Connection {
             // once shutdown began.
             match self.next_event(!self.shutting_down && !whole_frame).await {
                 Event::Answer(answer) => self.session.output.extend_from_slice(&answer),
-                Event::Read(_) => {}
+                Event::Read => {}
                 // The peer left or broke the connection: its writes still stand.
                 Event::Gone => return,
                 Event::Stop(Stop::Shutdown) => self.shutting_down = true,
@@ -335,18 +328,34 @@ impl Connection {
         }
     }
 
-    /// Writes the output out; false when the peer is gone.
+    /// Writes the output out; false when the peer is gone, or stopped reading its
+    /// answers for the idle timeout (a send that long stalled ends the connection).
     async fn write_output(&mut self) -> bool {
         if self.session.output.is_empty() {
             return true;
         }
-        let written = self.stream.write_all(&self.session.output).await.is_ok();
-        self.session.output.clear();
-        written
+        let output = std::mem::take(&mut self.session.output);
+        let limits = &self.session.server.limits;
+        self.control
+            .deadline
+            .set(Some(self.sweeper.now.get() + limits.idle_timeout));
+        let mut send = std::pin::pin!(self.stream.write_all(output));
+        loop {
+            let stopped = std::pin::pin!(self.control.stopped());
+            match futures::future::select(send.as_mut(), stopped).await {
+                Either::Left(((sent, buffer), _)) => {
+                    self.session.output = buffer;
+                    return sent.is_ok();
+                }
+                // The answers already gathered still go out.
+                Either::Right((Stop::Shutdown, _)) => self.shutting_down = true,
+                Either::Right((Stop::Deadline, _)) => return false,
+            }
+        }
     }
 
     async fn close(&mut self) {
-        let _ = self.stream.close().await;
+        let _ = self.stream.shutdown().await;
     }
 
     /// Sets the deadline the sweeper checks: the frame deadline while a frame (or the
@@ -368,52 +377,36 @@ impl Connection {
     }
 
     /// Waits for the next thing to happen: a finished write first, then input (when
-    /// `may_read`), then the connection's flag.
+    /// `may_read`), then the connection's flag. A read that loses the race stays in
+    /// flight on the stream, and its bytes come with the next one.
     async fn next_event(&mut self, may_read: bool) -> Event {
+        let in_flight = &mut self.session.in_flight;
+        let stream = &mut self.stream;
         let input = &mut self.session.input;
-        // The read goes straight into the input buffer's free room (zeroed, as safe
-        // code must), which is cut back to what arrived afterwards.
-        let filled = input.len();
-        if may_read {
-            input.reserve(READ_ROOM_MIN_BYTES);
-            let room = (input.capacity() - filled).min(READ_CHUNK_BYTES);
-            input.resize(filled + room, 0);
-        }
-        let event = {
-            let in_flight = &mut self.session.in_flight;
-            let stream = &mut self.stream;
-            let room = &mut input[filled..];
-            let read = async {
-                if may_read {
-                    stream.read(room).await
-                } else {
-                    futures::future::pending().await
-                }
-            };
-            let finished = async {
-                if in_flight.is_empty() {
-                    futures::future::pending().await
-                } else {
-                    in_flight.next().await
-                }
-            };
-            let (finished, read, stopped) =
-                (finished.fuse(), read.fuse(), self.control.stopped().fuse());
-            futures::pin_mut!(finished, read, stopped);
-            futures::select_biased! {
-                answer = finished => Event::Answer(answer.unwrap_or_default()),
-                read = read => match read {
-                    Ok(0) | Err(_) => Event::Gone,
-                    Ok(n) => Event::Read(n),
-                },
-                stop = stopped => Event::Stop(stop),
+        let read = async {
+            if may_read {
+                stream.read_into(input).await
+            } else {
+                futures::future::pending().await
             }
         };
-        let arrived = match event {
-            Event::Read(n) => n,
-            _ => 0,
+        let finished = async {
+            if in_flight.is_empty() {
+                futures::future::pending().await
+            } else {
+                in_flight.next().await
+            }
         };
-        input.truncate(filled + arrived);
-        event
+        let (finished, read, stopped) =
+            (finished.fuse(), read.fuse(), self.control.stopped().fuse());
+        futures::pin_mut!(finished, read, stopped);
+        futures::select_biased! {
+            answer = finished => Event::Answer(answer.unwrap_or_default()),
+            read = read => match read {
+                Ok(0) | Err(_) => Event::Gone,
+                Ok(_) => Event::Read,
+            },
+            stop = stopped => Event::Stop(stop),
+        }
     }
 }

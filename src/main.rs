@@ -152,6 +152,12 @@ struct Serve {
     /// within this.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     frame_timeout: Duration,
+    /// Let each shard wait up to this long (e.g. 200us) for more network and disk
+    /// completions before it wakes: less CPU per request under moderate load, for up
+    /// to this much latency (io_uring's minimum wait, Linux 6.12 or later). Off unless
+    /// given.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    coalesce: Option<Duration>,
 }
 
 fn main() -> ExitCode {
@@ -218,7 +224,10 @@ fn serve_until_signalled(serve: Serve, connect: Connect) -> Result<(), String> {
         }
         specs.push(spec);
     }
-    let config = serve.storage.config();
+    let config = Config {
+        coalesce: serve.coalesce,
+        ..serve.storage.config()
+    };
     let mut envs = Vec::new();
     for spec in specs {
         envs.push(env::Env::open(spec, config.clone()).map_err(|e| e.to_string())?);

@@ -16,12 +16,12 @@ use crate::connection::Connection;
 use crate::env::Envs;
 use crate::latency;
 use ampd_engine::{Db, Error, ErrorCode};
+use ampd_rt::net::TcpListener;
 use ampd_wire::frame::{self, Opcode};
 use bytes::BytesMut;
 use futures::future::{Either, Shared};
 use futures::stream::FuturesUnordered;
-use futures::{AsyncWriteExt, FutureExt, StreamExt};
-use glommio::net::TcpListener;
+use futures::{FutureExt, StreamExt};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -116,9 +116,9 @@ impl Server {
 /// The shutdown signal every listener and connection watches.
 pub type ShutdownSignal = Shared<futures::channel::oneshot::Receiver<()>>;
 
-/// Binds `addr` on the calling executor.
+/// Binds `addr` on the calling shard's thread.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).map_err(|e| std::io::Error::other(e.to_string()))
+    TcpListener::bind(addr)
 }
 
 /// Why a connection was told to stop.
@@ -215,20 +215,19 @@ impl Sweeper {
 
 /// Accepts and serves connections on the calling executor until `shutdown`; then lets
 /// the open connections finish what they have in flight.
-pub async fn listen(server: Arc<Server>, listener: TcpListener, shutdown: ShutdownSignal) {
+pub async fn listen(server: Arc<Server>, mut listener: TcpListener, shutdown: ShutdownSignal) {
     let latencies = latency::OpLatencies::shared();
     if let Ok(mut all) = server.latencies.lock() {
         all.push(latencies.clone());
     }
     let sweeper = Rc::new(Sweeper::new(&server.limits));
     let sweeping = sweeper.clone();
-    let sweep_task = glommio::spawn_local(async move {
+    let sweep_task = ampd_rt::spawn(async move {
         loop {
-            glommio::timer::sleep(sweeping.every).await;
+            ampd_rt::time::sleep(sweeping.every).await;
             sweeping.sweep();
         }
-    })
-    .detach();
+    });
     let mut connections = FuturesUnordered::new();
     loop {
         let accepted = match futures::future::select(
@@ -245,7 +244,7 @@ pub async fn listen(server: Arc<Server>, listener: TcpListener, shutdown: Shutdo
             Err(e) => {
                 // Out of file descriptors, most likely: wait a little instead of spinning.
                 eprintln!("ampd: accept: {e}");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+                ampd_rt::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -257,7 +256,7 @@ pub async fn listen(server: Arc<Server>, listener: TcpListener, shutdown: Shutdo
                 .connections_refused
                 .fetch_add(1, Ordering::Relaxed);
             let max = server.limits.max_connections;
-            glommio::spawn_local(async move {
+            ampd_rt::spawn(async move {
                 let error = Error::new(
                     ErrorCode::Busy,
                     format!("the server is at its connection limit ({max}); try again later"),
@@ -265,8 +264,8 @@ pub async fn listen(server: Arc<Server>, listener: TcpListener, shutdown: Shutdo
                 let mut out = BytesMut::new();
                 frame::encode_error(0, Opcode::Hello as u16, &error, &mut out);
                 let mut stream = stream;
-                let _ = stream.write_all(&out).await;
-                let _ = stream.close().await;
+                let (_, _) = stream.write_all(out).await;
+                let _ = stream.shutdown().await;
                 drop(slot);
             })
             .detach();
@@ -277,14 +276,13 @@ pub async fn listen(server: Arc<Server>, listener: TcpListener, shutdown: Shutdo
             .connections_accepted
             .fetch_add(1, Ordering::Relaxed);
         while let Some(Some(_)) = connections.next().now_or_never() {}
-        let task = glommio::spawn_local(Connection::serve(
+        connections.push(ampd_rt::spawn(Connection::serve(
             server.clone(),
             latencies.clone(),
             sweeper.clone(),
             stream,
             slot,
-        ));
-        connections.push(task.detach());
+        )));
     }
     sweeper.shut_down();
     while connections.next().await.is_some() {}

@@ -7,7 +7,7 @@ use crate::key::{self, Key, PAST_TEXT};
 use crate::query::{self, Pattern, QueryOptions, Range};
 pub use crate::shard::FsyncPolicy;
 use crate::shard::{self, label_store_key, LabelKey, Op, Outcome, Shard, Write};
-use crate::storage::GlommioStorage;
+use crate::storage::UringStorage;
 use crate::ttl::{self, TtlChange};
 use crate::wal::log::{Log, LogConfig};
 use crate::write::{self, AddRequest, LabelChange, SetRequest};
@@ -16,7 +16,6 @@ use ampd_wire::value::{self, Value};
 use ampd_wire::{BatchItem, Error, ErrorCode, SetOptions};
 use crossbeam_skiplist::map::Entry;
 use futures::channel::oneshot;
-use glommio::{LocalExecutorBuilder, Placement};
 use serde_json::{json, Map, Number};
 use std::cmp::Ordering;
 use std::future::Future;
@@ -25,11 +24,6 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Locked memory each executor registers for io_uring buffers. glommio's default is
-/// 10 MiB, more than this machine's whole `ulimit -l` of 8 MiB; the engine does no
-/// buffered I/O of its own yet, so it asks for glommio's minimum.
-const IO_MEMORY_BYTES: usize = 64 * 1024;
 
 /// How to open a [`Db`].
 #[derive(Debug, Clone)]
@@ -51,6 +45,10 @@ pub struct Config {
     /// A WAL segment file is closed at this size and a new one started; snapshots
     /// remove whole segments.
     pub wal_segment_bytes: u64,
+    /// Each shard's thread waits up to this long for more I/O completions before it
+    /// wakes (io_uring's minimum wait, Linux 6.12+): fewer wake-ups and less CPU per
+    /// request under moderate load, for up to this much latency. `None`: wake at once.
+    pub coalesce: Option<Duration>,
     /// Tests only: shard `i` keeps its WAL and snapshots on `simulated_disks[i]`
     /// instead of in `data_dir` (which still holds the lock and the shard count), so a
     /// test can fail any I/O and cut the power.
@@ -68,6 +66,7 @@ impl Default for Config {
             snapshot_wal_bytes: 256 << 20,
             snapshot_interval: Duration::from_secs(600),
             wal_segment_bytes: 64 << 20,
+            coalesce: None,
             simulated_disks: None,
         }
     }
@@ -132,8 +131,8 @@ fn prepare_data_dir(dir: &Path, shards: usize) -> Result<std::fs::File, Error> {
 /// What to check when a shard's executor does not start.
 fn executor_hint(id: usize, cores: usize) -> String {
     format!(
-        " (io_uring rings and buffers live in locked memory: check `ulimit -l`; with `pin`, \
-         core {} must be usable)",
+        " (each shard needs an io_uring with SINGLE_ISSUER and DEFER_TASKRUN, Linux 6.1 or \
+         later; with `pin`, core {} must be usable)",
         id % cores
     )
 }
@@ -192,7 +191,7 @@ pub struct Db {
 
 struct Inner {
     shards: Vec<Arc<Shard>>,
-    executors: Mutex<Vec<glommio::ExecutorJoinHandle<()>>>,
+    executors: Mutex<Vec<ampd_rt::thread::Thread<()>>>,
     /// Held (locked) while the data directory is open; released after the shards
     /// have stopped.
     _lock: Option<std::fs::File>,
@@ -238,7 +237,8 @@ impl Db {
         let lock = match &config.data_dir {
             Some(dir) => {
                 let lock = prepare_data_dir(dir, count)?;
-                // glommio opens directories by absolute path.
+                // Shard folders are named by absolute path, whatever the current
+                // directory does later.
                 config.data_dir = Some(std::fs::canonicalize(dir).map_err(|e| {
                     Error::new(
                         ErrorCode::Internal,
@@ -255,11 +255,6 @@ impl Db {
         let mut starting = Vec::with_capacity(count);
         let mut failure = None;
         for shard in &shards {
-            let placement = if config.pin {
-                Placement::Fixed(shard.id % cores)
-            } else {
-                Placement::Unbound
-            };
             let (ready, started) = std::sync::mpsc::channel();
             let id = shard.id;
             let durability = config.data_dir.as_ref().map(|dir| shard::Durability {
@@ -277,21 +272,27 @@ impl Db {
                 .and_then(|disks| disks.get(id).cloned());
             let spawned = {
                 let shard = shard.clone();
-                LocalExecutorBuilder::new(placement)
-                    .name(&format!("ampd-shard-{id}"))
-                    .io_memory(IO_MEMORY_BYTES)
-                    .spawn(move || -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
-                        match (durability, simulated) {
-                            (Some(d), Some(disk)) => {
-                                Box::pin(shard::run(shard, Some((d, disk)), ready))
-                            }
-                            (Some(d), None) => {
-                                let files = GlommioStorage::new(&d.dir);
-                                Box::pin(shard::run(shard, Some((d, files)), ready))
-                            }
-                            (None, _) => Box::pin(shard::run::<GlommioStorage>(shard, None, ready)),
+                let mut thread = ampd_rt::thread::Builder::new()
+                    .name(format!("ampd-shard-{id}"))
+                    .config(ampd_rt::Config {
+                        coalesce: config.coalesce,
+                        ..ampd_rt::Config::default()
+                    });
+                if config.pin {
+                    thread = thread.pin_to(id % cores);
+                }
+                thread.spawn(move || -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
+                    match (durability, simulated) {
+                        (Some(d), Some(disk)) => {
+                            Box::pin(shard::run(shard, Some((d, disk)), ready))
                         }
-                    })
+                        (Some(d), None) => {
+                            let files = UringStorage::new(&d.dir);
+                            Box::pin(shard::run(shard, Some((d, files)), ready))
+                        }
+                        (None, _) => Box::pin(shard::run::<UringStorage>(shard, None, ready)),
+                    }
+                })
             };
             match spawned {
                 Ok(handle) => starting.push((id, handle, started)),
@@ -304,8 +305,8 @@ impl Db {
                 }
             }
         }
-        // glommio sets up the rings, the locked memory and the CPU binding on the new
-        // thread, after `spawn` returns: each shard says when it runs (or why not).
+        // The ring and the CPU binding are set up on the new thread, after `spawn`
+        // returns: each shard says when it runs (or why not).
         let mut executors = Vec::with_capacity(count);
         for (id, handle, started) in starting {
             match started.recv() {
@@ -368,11 +369,10 @@ impl Db {
         let mut cuts = Vec::new();
         for id in 0..count {
             let shard_dir = dir.join(shard_dir_name(id));
-            let repaired = LocalExecutorBuilder::new(Placement::Unbound)
-                .name(&format!("ampd-repair-{id}"))
-                .io_memory(IO_MEMORY_BYTES)
+            let repaired = ampd_rt::thread::Builder::new()
+                .name(format!("ampd-repair-{id}"))
                 .spawn(move || async move {
-                    let storage = GlommioStorage::new(&shard_dir);
+                    let storage = UringStorage::new(&shard_dir);
                     Log::open_repairing(storage, id as u16, 0, LogConfig::default())
                         .await
                         .map(|(_, _, cuts)| cuts)
@@ -540,7 +540,7 @@ impl Db {
         );
         let (done, output) = oneshot::channel();
         self.inner.shards[shard].submit(Op::Spawn(Box::new(move || {
-            glommio::spawn_local(async move {
+            ampd_rt::spawn(async move {
                 // A panicking task must not take the shard's executor down with it:
                 // its caller sees the task gone, the shard goes on.
                 let run = std::panic::AssertUnwindSafe(async move { make().await });

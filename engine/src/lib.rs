@@ -12,7 +12,7 @@
 //! - [`wal`]: the write-ahead log's on-disk format (durability is being built).
 //! - [`failpoint`]: named fail points at each durability step (tests).
 //! - [`storage`]: the storage trait all WAL and snapshot I/O goes through, with a
-//!   glommio implementation and a simulated disk (power cuts, faults) for tests.
+//!   ring (`ampd-rt`) implementation and a simulated disk (power cuts, faults) for tests.
 //!
 //! Errors are [`ampd_wire::Error`]: one type with the stable codes of SPEC.md, the same
 //! in-process and over the network.

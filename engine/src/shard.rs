@@ -1,5 +1,5 @@
 //! A shard: the items of the namespaces that hash to it, their label index and their
-//! expiry index, and the one thread (a glommio executor) that writes them.
+//! expiry index, and the one thread (an `ampd-rt` runtime) that writes them.
 //!
 //! # Why a lock-free skiplist inside a single-owner shard
 //! Every write of a shard is applied by its own executor, one after the other, so
@@ -34,7 +34,6 @@ use crossbeam_queue::SegQueue;
 use crossbeam_skiplist::SkipMap;
 use futures::channel::oneshot;
 use futures::task::AtomicWaker;
-use glommio::{Latency, Shares};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::future::poll_fn;
@@ -52,8 +51,6 @@ const REAP_INTERVAL: Duration = Duration::from_millis(250);
 const REAP_SLICE_MAX: usize = 256;
 /// Ops the writer applies before it answers them and looks at its other tasks.
 const BATCH_OPS_MAX: usize = 1024;
-/// How long the write queue may run before glommio lets another queue in.
-const WRITE_QUEUE_LATENCY: Duration = Duration::from_millis(1);
 
 /// An entry of a label index: ordered by label, then label value, then item key, so a
 /// label query is one range scan and its order is (label value, key).
@@ -371,7 +368,7 @@ impl ShardLocal {
                 (Some(since), FsyncPolicy::Interval(every)) => {
                     let wait = every.saturating_sub(since.elapsed());
                     let next = std::pin::pin!(self.shared.next_batch(&mut batch));
-                    let timer = std::pin::pin!(glommio::timer::sleep(wait));
+                    let timer = std::pin::pin!(ampd_rt::time::sleep(wait));
                     match futures::future::select(next, timer).await {
                         futures::future::Either::Left((more, _)) => more,
                         futures::future::Either::Right(((), _)) => {
@@ -476,7 +473,7 @@ impl ShardLocal {
                 self.tend_snapshots(log, &mut snapshots, snapshot_every)
                     .await;
             }
-            glommio::yield_if_needed().await;
+            ampd_rt::yield_if_needed().await;
         }
         if let Some(log) = log.as_mut() {
             // A clean close leaves everything acknowledged on disk, whatever the policy.
@@ -514,7 +511,7 @@ impl ShardLocal {
                         .is_ok()
                 });
             });
-        glommio::spawn_local(async move {
+        ampd_rt::spawn(async move {
             let started = Instant::now();
             let written = match walk {
                 Ok(_) => crate::snapshot::write(&storage, s0, chunks).await,
@@ -590,10 +587,10 @@ impl ShardLocal {
     /// Removes expired items, a slice at a time, until the shard is closed.
     pub async fn run_reaper(&self) {
         while !self.shared.inbox.closed.load(Ordering::Acquire) {
-            glommio::timer::sleep(REAP_INTERVAL).await;
+            ampd_rt::time::sleep(REAP_INTERVAL).await;
             loop {
                 let reaped = self.reap_slice(now_ms().div_euclid(1000));
-                glommio::yield_if_needed().await;
+                ampd_rt::yield_if_needed().await;
                 if reaped < REAP_SLICE_MAX {
                     break;
                 }
@@ -769,9 +766,10 @@ fn label_key(label: u8, value: &str, item: &Item) -> LabelKey {
     }
 }
 
-/// The body of a shard's executor thread: the writer and the reaper, in a
-/// `Latency::Matters` queue (wakes from other threads into a queue without it were
-/// measured at ~95 ms, DESIGN.md), until the shard is closed.
+/// The body of a shard's thread: the writer (this future itself) and the reaper (a
+/// task beside it), until the shard is closed. The tasks others start here
+/// ([`crate::Db::spawn_on`]: the server's listeners and connections) run beside them;
+/// the writer steps aside between batches ([`ampd_rt::yield_if_needed`]).
 pub(crate) async fn run<S: Storage + 'static>(
     shard: Arc<Shard>,
     durability: Option<(Durability, S)>,
@@ -789,11 +787,6 @@ pub(crate) async fn run<S: Storage + 'static>(
         }
     }
     let _close = CloseOnExit(shard.clone());
-    let queue = glommio::executor().create_task_queue(
-        Shares::default(),
-        Latency::Matters(WRITE_QUEUE_LATENCY),
-        "ampd-writes",
-    );
     let local = Rc::new(ShardLocal::new(shard.clone(), durability.is_some()));
     let (log, fsync, snapshot_every) = match durability {
         None => (None, FsyncPolicy::Never, (u64::MAX, Duration::MAX)),
@@ -812,26 +805,11 @@ pub(crate) async fn run<S: Storage + 'static>(
     LOCAL.with(|l| *l.borrow_mut() = Some(local.clone()));
     let reaper = {
         let local = local.clone();
-        glommio::spawn_local_into(async move { local.run_reaper().await }, queue)
+        ampd_rt::spawn(async move { local.run_reaper().await })
     };
-    let writes = {
-        let local = local.clone();
-        glommio::spawn_local_into(
-            async move { local.run_writes(log, fsync, snapshot_every).await },
-            queue,
-        )
-    };
-    match (writes, reaper) {
-        (Ok(writes), Ok(reaper)) => {
-            let _ = ready.send(Ok(()));
-            writes.await;
-            drop(reaper);
-        }
-        (w, r) => {
-            // Creating tasks on a fresh executor only fails on a broken invariant.
-            panic!("shard tasks failed to start: {:?} {:?}", w.err(), r.err());
-        }
-    }
+    let _ = ready.send(Ok(()));
+    local.run_writes(log, fsync, snapshot_every).await;
+    reaper.cancel();
 }
 
 /// Recovery: the newest snapshot, then the WAL from the snapshot's start.

@@ -1,6 +1,6 @@
 //! The one door through which the WAL and snapshots touch files: [`Storage`] (a flat
-//! directory) and [`StorageFile`]. Production uses [`GlommioStorage`] (io_uring through
-//! glommio, so a shard awaits its fsync while its other tasks run); tests use
+//! directory) and [`StorageFile`]. Production uses [`UringStorage`] (the shard thread's
+//! io_uring, so a shard awaits its fsync while its other tasks run); tests use
 //! [`SimDisk`], which can cut the power and fail any operation.
 //!
 //! # What `SimDisk` models (and why)
@@ -48,71 +48,59 @@ pub trait StorageFile {
     async fn truncate(&self, len: u64) -> io::Result<()>;
 }
 
-// ---- production: glommio ------------------------------------------------------------
+// ---- production: the ring ------------------------------------------------------------
 
-/// Files in a real directory, through glommio's io_uring. Usable only on a glommio
-/// executor (a shard's thread).
+/// Files in a real directory, through the thread's io_uring (`ampd-rt`). Usable only
+/// on a runtime thread (a shard's).
 #[derive(Debug, Clone)]
-pub struct GlommioStorage {
+pub struct UringStorage {
     dir: PathBuf,
 }
 
-impl GlommioStorage {
-    pub fn new(dir: impl Into<PathBuf>) -> GlommioStorage {
-        GlommioStorage { dir: dir.into() }
+impl UringStorage {
+    pub fn new(dir: impl Into<PathBuf>) -> UringStorage {
+        UringStorage { dir: dir.into() }
+    }
+
+    fn open_options(&self) -> std::fs::OpenOptions {
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true);
+        options
     }
 }
 
-/// A file of [`GlommioStorage`].
+/// A file of [`UringStorage`].
 ///
 /// Writes of up to [`WRITE_INLINE_MAX`] bytes (every WAL batch of ordinary items) are
-/// plain `pwrite`s on the executor's thread: a copy into the page cache costs a few
+/// plain `pwrite`s on the shard's thread: a copy into the page cache costs a few
 /// microseconds, while the same write through io_uring on ext4 is handed to a kernel
 /// worker thread (buffered writes cannot complete inline there), which costs two
 /// context switches and a wake-up per batch. Measured in ARCHITECTURE.md ("WAL writes").
-/// Larger writes (snapshot chunks) and every `fdatasync` go through io_uring, so the
-/// executor serves reads while the disk works.
+/// Larger writes (snapshot chunks), reads and every `fdatasync` go through the ring, so
+/// the shard serves its connections while the disk works.
 #[derive(Debug)]
-pub struct GlommioFile {
-    file: glommio::io::BufferedFile,
-    /// The same open file, for the inline writes.
-    inline: std::fs::File,
+pub struct UringFile {
+    file: ampd_rt::fs::File,
 }
 
-/// The largest write done inline (see [`GlommioFile`]).
+/// The largest write done inline (see [`UringFile`]).
 pub const WRITE_INLINE_MAX: usize = 256 * 1024;
 
-impl GlommioFile {
-    fn new(file: glommio::io::BufferedFile) -> io::Result<GlommioFile> {
-        use std::os::fd::{AsRawFd, BorrowedFd};
-        // SAFETY: the descriptor belongs to `file`, which is open for this whole call;
-        // the duplicate made from it is owned by `inline` and closed with it.
-        let fd = unsafe { BorrowedFd::borrow_raw(file.as_raw_fd()) };
-        let inline = std::fs::File::from(fd.try_clone_to_owned()?);
-        Ok(GlommioFile { file, inline })
-    }
-}
+impl Storage for UringStorage {
+    type File = UringFile;
 
-impl Storage for GlommioStorage {
-    type File = GlommioFile;
-
-    async fn create(&self, name: &str) -> io::Result<GlommioFile> {
-        let file = glommio::io::OpenOptions::new()
-            .read(true)
-            .write(true)
+    async fn create(&self, name: &str) -> io::Result<UringFile> {
+        // Opening is a quick metadata call, done at rotation and snapshot time only.
+        let file = self
+            .open_options()
             .create_new(true)
-            .buffered_open(self.dir.join(name))
-            .await?;
-        GlommioFile::new(file)
+            .open(self.dir.join(name))?;
+        Ok(UringFile { file: file.into() })
     }
 
-    async fn open(&self, name: &str) -> io::Result<GlommioFile> {
-        let file = glommio::io::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .buffered_open(self.dir.join(name))
-            .await?;
-        GlommioFile::new(file)
+    async fn open(&self, name: &str) -> io::Result<UringFile> {
+        let file = self.open_options().open(self.dir.join(name))?;
+        Ok(UringFile { file: file.into() })
     }
 
     async fn list(&self) -> io::Result<Vec<String>> {
@@ -129,53 +117,41 @@ impl Storage for GlommioStorage {
     }
 
     async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        Ok(glommio::io::rename(self.dir.join(from), self.dir.join(to)).await?)
+        std::fs::rename(self.dir.join(from), self.dir.join(to))
     }
 
     async fn remove(&self, name: &str) -> io::Result<()> {
-        Ok(glommio::io::remove(self.dir.join(name)).await?)
+        std::fs::remove_file(self.dir.join(name))
     }
 
     async fn sync_dir(&self) -> io::Result<()> {
-        let dir = glommio::io::Directory::open(&self.dir).await?;
-        dir.sync().await?;
-        Ok(dir.close().await?)
+        ampd_rt::fs::sync_dir(&self.dir).await
     }
 }
 
-impl StorageFile for GlommioFile {
+impl StorageFile for UringFile {
     async fn write_at(&self, pos: u64, bytes: Vec<u8>) -> io::Result<()> {
         if bytes.len() <= WRITE_INLINE_MAX {
             use std::os::unix::fs::FileExt;
-            return self.inline.write_all_at(&bytes, pos);
+            return self.file.std().write_all_at(&bytes, pos);
         }
-        let mut done = 0;
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let n = self.file.write_at(rest.clone(), pos + done as u64).await?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes"));
-            }
-            done += n;
-            rest.drain(..n);
-        }
-        Ok(())
+        self.file.write_all_at(pos, bytes).await
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
-        Ok(self.file.read_at(pos, len).await?.to_vec())
+        self.file.read_at(pos, len).await
     }
 
     async fn size(&self) -> io::Result<u64> {
-        Ok(self.file.file_size().await?)
+        Ok(self.file.std().metadata()?.len())
     }
 
     async fn sync_data(&self) -> io::Result<()> {
-        Ok(self.file.fdatasync().await?)
+        self.file.sync_data().await
     }
 
     async fn truncate(&self, len: u64) -> io::Result<()> {
-        Ok(self.file.truncate(len).await?)
+        self.file.std().set_len(len)
     }
 }
 
@@ -533,14 +509,13 @@ mod tests {
     }
 
     #[test]
-    fn glommio_storage_writes_syncs_renames_and_reads() {
+    fn uring_storage_writes_syncs_renames_and_reads() {
         let dir = std::env::temp_dir().join(format!("ampd-storage-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let d = dir.clone();
-        let got = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(64 * 1024)
+        let got = ampd_rt::thread::Builder::new()
             .spawn(move || async move {
-                let s = GlommioStorage::new(&d);
+                let s = UringStorage::new(&d);
                 let f = s.create("seg.tmp").await.unwrap();
                 f.write_at(0, b"abc".to_vec()).await.unwrap();
                 f.write_at(3, b"def".to_vec()).await.unwrap();

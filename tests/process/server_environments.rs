@@ -179,11 +179,7 @@ async fn environments_are_isolated_and_stay_in_their_folders_across_restart() {
 
     // Each folder alone holds its environment's data, and nothing of the others.
     for (env, _) in ENVS {
-        let answers = repl_on(
-            &dir,
-            env,
-            "get shared\nget own:*\nget L --label label1\n",
-        );
+        let answers = repl_on(&dir, env, "get shared\nget own:*\nget L --label label1\n");
         assert_eq!(
             answers,
             [

@@ -26,6 +26,7 @@ fn open(dir: &Path, disk: &SimDisk) -> Db {
         snapshot_wal_bytes: u64::MAX,
         snapshot_interval: Duration::from_secs(3600),
         simulated_disks: Some(vec![disk.clone()]),
+        ..Config::default()
     })
     .unwrap_or_else(|e| panic!("open: {e}"))
 }
