@@ -27,7 +27,7 @@
 
 use crate::connection::{is_timeout, read_some};
 use crate::connection::{Protocol, Reply, Request};
-use crate::keys::KeySpace;
+use crate::keys::{decimal, KeySpace};
 use crate::mix::Op;
 use bytes::{Buf, BufMut, BytesMut};
 use std::fmt::Write;
@@ -154,10 +154,14 @@ fn integer(line: &[u8]) -> Result<i64, String> {
 
 /// Appends a command: an array of bulk strings.
 pub fn encode_command(out: &mut BytesMut, args: &[&[u8]]) {
-    // Writing into a BytesMut cannot fail.
-    let _ = write!(out, "*{}\r\n", args.len());
+    let mut digits = [0u8; 20];
+    out.put_u8(b'*');
+    out.put_slice(decimal(args.len() as u64, &mut digits).as_bytes());
+    out.put_slice(b"\r\n");
     for arg in args {
-        let _ = write!(out, "${}\r\n", arg.len());
+        out.put_u8(b'$');
+        out.put_slice(decimal(arg.len() as u64, &mut digits).as_bytes());
+        out.put_slice(b"\r\n");
         out.put_slice(arg);
         out.put_slice(b"\r\n");
     }
