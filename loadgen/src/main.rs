@@ -7,8 +7,25 @@
 //! alternative for peak throughput; `--find-max` steps the rate up to the highest one
 //! whose p99 stays under a bound.
 //!
+//! # How it works
+//! Every connection is opened and handshaken first (blocking sockets, then made
+//! non-blocking). A phase (preload, warm-up plus measured window, each `--find-max`
+//! step) shares the connections out over `--threads` loop threads, one by default.
+//! Each loop thread drives all of its connections with one `epoll` and one timer: the
+//! connections that may send sit in a queue ordered by their next slot, and the thread
+//! sleeps in one `epoll_pwait2` until a socket has replies or the first slot comes due
+//! (nanosecond timeout, timer slack 1 ns). When it wakes, every due connection encodes
+//! its due requests back to back and writes them in one `send`; every readable socket
+//! is read once and its replies settled with one clock reading. So a request costs a
+//! `send`, its reply a `recv`, and the wake-ups are shared whenever events fall due
+//! together — no per-request timer, no task scheduler. Latency runs from the slot's
+//! time to the reply's arrival in the loop; how late the send left is reported apart
+//! (send lag), and slots sent more than 1 ms late are counted as missed, so a
+//! generator that cannot keep up says so instead of blaming the server.
+//! `event_loop.rs` has the measurements that chose this shape.
+//!
 //! # Layout
-//! - `main` (this file): the command line, its checks, the runtime, exit codes.
+//! - `main` (this file): the command line, its checks, exit codes.
 //! - `run`: a run's course — connect, preload, the measured phases, `--find-max` —
 //!   the loop threads of each phase, and the progress line.
 //! - `event_loop`: the thread that drives its share of the connections with one
