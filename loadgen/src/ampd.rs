@@ -19,6 +19,7 @@
 //! | ping | `ping` |
 //! | preload | `set_batch {items: [{key, value, label1}] x 25, overwrite: true}` |
 
+use crate::connection::{is_timeout, read_some};
 use crate::connection::{Protocol, Reply, Request};
 use crate::keys::KeySpace;
 use crate::mix::Op;
@@ -28,10 +29,10 @@ use ampd_wire::frame::{
 use ampd_wire::limits::BATCH_ITEMS_MAX;
 use ampd_wire::{BatchItem, QueryOptions, SetOptions, Value};
 use bytes::BytesMut;
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Keys per preload frame: a full batch.
 pub const PRELOAD_UNIT: u64 = BATCH_ITEMS_MAX as u64;
@@ -44,49 +45,44 @@ const HELLO_ID: u32 = 1;
 pub const FIRST_ID: u32 = HELLO_ID + 1;
 
 /// Connects and makes the handshake; the error says why in words (refused, no such
-/// environment, no server).
-pub async fn connect(
+/// environment, no server). Every read and write of it is bounded by `timeout`.
+pub fn connect(
     addr: &str,
     env: Option<&str>,
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<TcpStream, String> {
-    let work = async {
-        let mut stream = crate::connection::open(addr).await?;
-        let hello = Frame::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            env: env.map(str::to_owned),
-            token: token.map(str::to_owned),
-        });
-        let mut buf = BytesMut::new();
-        frame::encode_request(HELLO_ID, &hello, &mut buf).map_err(|e| format!("hello: {e}"))?;
-        stream
-            .write_all(&buf)
-            .await
-            .map_err(|e| format!("send hello: {e}"))?;
-        buf.clear();
-        loop {
-            if let Some(response) =
-                frame::decode_response(&mut buf).map_err(|e| format!("hello answer: {e}"))?
-            {
-                return match response.result {
-                    Ok(_) if response.id == HELLO_ID => Ok(stream),
-                    Ok(_) => Err(format!("hello answered with id {}", response.id)),
-                    Err(e) => Err(format!("hello refused: {e}")),
-                };
-            }
-            let n = stream
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| format!("read hello answer: {e}"))?;
-            if n == 0 {
-                return Err(format!("{addr} closed the connection during the handshake"));
-            }
-        }
+    let mut stream = crate::connection::open(addr, timeout)?;
+    let late = |e: &std::io::Error| {
+        is_timeout(e).then(|| format!("no handshake with {addr} within {timeout:?}"))
     };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| format!("no handshake with {addr} within {timeout:?}"))?
+    let hello = Frame::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        env: env.map(str::to_owned),
+        token: token.map(str::to_owned),
+    });
+    let mut buf = BytesMut::new();
+    frame::encode_request(HELLO_ID, &hello, &mut buf).map_err(|e| format!("hello: {e}"))?;
+    stream
+        .write_all(&buf)
+        .map_err(|e| late(&e).unwrap_or(format!("send hello: {e}")))?;
+    buf.clear();
+    loop {
+        if let Some(response) =
+            frame::decode_response(&mut buf).map_err(|e| format!("hello answer: {e}"))?
+        {
+            return match response.result {
+                Ok(_) if response.id == HELLO_ID => Ok(stream),
+                Ok(_) => Err(format!("hello answered with id {}", response.id)),
+                Err(e) => Err(format!("hello refused: {e}")),
+            };
+        }
+        let n = read_some(&mut stream, &mut buf)
+            .map_err(|e| late(&e).unwrap_or(format!("read hello answer: {e}")))?;
+        if n == 0 {
+            return Err(format!("{addr} closed the connection during the handshake"));
+        }
+    }
 }
 
 /// One connection's request templates.

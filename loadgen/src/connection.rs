@@ -1,20 +1,17 @@
-//! One connection's loop, the same for ampd and Redis: decide what to send and when
-//! (open loop, closed loop or preload), keep up to `--pipeline` requests in flight,
-//! match replies to requests, and record each latency.
+//! One connection, the same for ampd and Redis: decide what to send and when (open
+//! loop, closed loop or preload), keep up to `--pipeline` requests in flight, match
+//! replies to requests, and record each latency.
 //!
 //! The protocol is a [`Protocol`]: it only turns a [`Request`] into bytes and bytes into
-//! a [`Reply`]. Everything that is measured — pacing, the window, the clocks — is here,
-//! once, so ampd and Redis are measured by the same code.
+//! a [`Reply`]. Everything that is measured — pacing, the window, the clocks — is here
+//! and in `event_loop.rs`, once, so ampd and Redis are measured by the same code.
 //!
-//! # The loop
-//! One task owns the socket, its buffers and a timer. Each turn it
-//! 1. takes every slot that is due (open loop) or fills the window (closed loop,
-//!    preload), encoding the requests back to back into one write buffer;
-//! 2. writes what the socket takes (non-blocking; the rest waits for writability, so a
-//!    server that stops reading can never deadlock us against its replies);
-//! 3. sleeps until the socket is readable, writable (if bytes wait), or the next slot
-//!    or the window's end comes due (`timer.rs`), whichever is first;
-//! 4. decodes every whole reply that arrived, taking one clock reading for the batch.
+//! A connection does no waiting of its own: a loop thread (`event_loop.rs`) drives many
+//! of them with one `epoll` and one timer, and calls in here when one is due to send
+//! ([`Connection::fill`] then [`Connection::write`]), readable ([`Connection::read`]) or
+//! writable again. The socket is non-blocking; bytes the socket does not take wait in
+//! the write buffer for writability, so a server that stops reading can never deadlock
+//! us against its replies.
 //!
 //! Nothing is allocated per request: keys are written into reused strings by the
 //! protocol, frames into the reused write buffer, and the in-flight window is a ring
@@ -22,36 +19,68 @@
 //!
 //! # One set of histograms per phase, shared
 //! Every connection records into the phase's one [`Stats`] behind a mutex, locked once
-//! per batch of replies (uncontended with the default single worker thread). Histograms
-//! per connection were tried first: to stay small they had to grow on demand, and the
-//! first long latency made every connection reallocate its histograms at once (~0.3 ms
-//! each, in page faults), which stalled the loop for tens of milliseconds at a hundred
-//! connections — a stall that then showed up as latency. The shared histograms are
-//! sized once, for the whole range, before the phase starts.
+//! per batch of sends or replies (uncontended: the progress line takes it once a
+//! second). Histograms per connection were tried first: to stay small they had to grow
+//! on demand, and the first long latency made every connection reallocate its
+//! histograms at once (~0.3 ms each, in page faults), which stalled the loop for tens of
+//! milliseconds at a hundred connections — a stall that then showed up as latency. The
+//! shared histograms are sized once, for the whole range, before the phase starts.
 
 use crate::keys::{KeySpace, Rng};
 use crate::mix::{Mix, Op};
 use crate::report::{record, Stats};
 use crate::schedule::{is_missed, Schedule};
-use crate::timer::Timer;
 use bytes::BytesMut;
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
-/// Opens a TCP connection to `addr` with Nagle off (every request is sent as soon as it
-/// is encoded); each protocol then makes its own handshake on it.
-pub async fn open(addr: &str) -> Result<TcpStream, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
-    Ok(stream)
+/// Opens a blocking TCP connection to `addr` (the first of its addresses that answers
+/// within `timeout`) with Nagle off (every request is sent as soon as it is encoded)
+/// and reads and writes bounded by `timeout`; each protocol then makes its own
+/// handshake on it, and [`Connection::new`] makes it non-blocking.
+pub fn open(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("resolve {addr}: {e}"))?
+        .collect();
+    let mut last = format!("{addr} resolves to no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(stream) => {
+                let setup = stream
+                    .set_nodelay(true)
+                    .and_then(|()| stream.set_read_timeout(Some(timeout)))
+                    .and_then(|()| stream.set_write_timeout(Some(timeout)));
+                setup.map_err(|e| format!("set up the socket to {a}: {e}"))?;
+                return Ok(stream);
+            }
+            Err(e) => last = format!("connect to {addr}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// Reads what the (blocking) handshake stream has into `buf`: `Ok(0)` at its end. A
+/// read that outlasts the stream's timeout is an error of kind `WouldBlock` or
+/// `TimedOut`.
+pub fn read_some(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let mut chunk = [0u8; 4096];
+    let n = stream.read(&mut chunk)?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+/// Whether an I/O error is a handshake read or write running out of time.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// What to send: a measured operation on key index `key`, or a preload unit that
@@ -101,11 +130,11 @@ pub enum Mode {
     Preload { keys: u64, unit: u64 },
 }
 
-/// One phase of a run, shared by every connection's task.
+/// One phase of a run, shared by every loop thread.
 #[derive(Debug)]
 pub struct Phase {
     pub mode: Mode,
-    /// Slot 0 (open loop), or the first send (closed loop).
+    /// Slot 0 (open loop), or the first send (closed loop, preload).
     pub start: Instant,
     /// Replies to requests due (sent, closed loop) from here on are measured.
     pub record_from: Instant,
@@ -116,6 +145,17 @@ pub struct Phase {
     pub pipeline: usize,
     pub mix: Mix,
     pub keys: Arc<KeySpace>,
+}
+
+impl Phase {
+    /// When replies still in flight stop being awaited (not in preload, which waits
+    /// for every unit).
+    pub fn drain_end(&self) -> Option<Instant> {
+        match self.mode {
+            Mode::Preload { .. } => None,
+            _ => Some(self.end + DRAIN_TIMEOUT),
+        }
+    }
 }
 
 /// Counters the progress line reads while a phase runs.
@@ -168,9 +208,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// `--pipeline` grows it as it fills.
 const WINDOW_RESERVE_MAX: usize = 1024;
 
-/// The phase's shared measurements; a poisoned lock (a connection task panicked) still
+/// The phase's shared measurements; a poisoned lock (a loop thread panicked) still
 /// holds sound numbers, and the panic itself is re-raised by the phase.
-fn lock(stats: &Mutex<Stats>) -> MutexGuard<'_, Stats> {
+pub fn lock(stats: &Mutex<Stats>) -> MutexGuard<'_, Stats> {
     stats.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -300,8 +340,8 @@ fn placeholder() -> InFlight {
     }
 }
 
-/// One connection: its socket, its protocol state and its window. Moved into a task
-/// for each phase and handed back at the end of it.
+/// One connection: its socket, its protocol state, its window, and its course through
+/// the current phase. Handed to a loop thread for each phase and back at its end.
 pub struct Connection<P> {
     /// Its index among the run's connections (its share of slots and preload units).
     pub index: u64,
@@ -311,23 +351,25 @@ pub struct Connection<P> {
     wbuf: BytesMut,
     window: Window,
     rng: Rng,
-    timer: Timer,
     /// Why the connection is gone, once it is.
     pub lost: Option<String>,
-}
-
-/// A connection's state for one phase.
-struct Run {
+    /// This phase's slots (open loop).
     schedule: Option<Schedule>,
     /// The next preload unit (this connection takes every `connections`-th).
     next_unit: u64,
-    /// When the last reply came (the reply watchdog's clock).
+    /// When the last reply came, or the first request after a quiet spell left (the
+    /// reply watchdog's clock).
     last_reply: Instant,
+    /// Whether the phase may still hand this connection new requests: until the
+    /// window's end (open and closed loop) or the last preload unit.
+    sending: bool,
+    /// Whether the window was given up at the drain timeout: late slots still waiting
+    /// for room are then left unsent.
+    drained: bool,
 }
 
 impl<P: Protocol> Connection<P> {
     /// A connection whose handshake is done; `first_id` is the first id after it.
-    /// Must be called inside the runtime (the timer registers with its reactor).
     pub fn new(
         index: u64,
         stream: TcpStream,
@@ -336,6 +378,7 @@ impl<P: Protocol> Connection<P> {
         seed: u64,
         pipeline: usize,
     ) -> io::Result<Connection<P>> {
+        stream.set_nonblocking(true)?;
         Ok(Connection {
             index,
             stream,
@@ -344,56 +387,64 @@ impl<P: Protocol> Connection<P> {
             wbuf: BytesMut::with_capacity(READ_CHUNK),
             window: Window::new(first_id, pipeline.min(WINDOW_RESERVE_MAX)),
             rng: Rng::new(seed, index),
-            timer: Timer::new()?,
             lost: None,
+            schedule: None,
+            next_unit: index,
+            last_reply: Instant::now(),
+            sending: false,
+            drained: false,
         })
     }
 
-    /// Runs one phase to its end (and its replies' drain), recording into `stats`;
-    /// returns the connection.
-    pub async fn run(
-        mut self,
-        phase: Arc<Phase>,
-        progress: Arc<Progress>,
-        stats: Arc<Mutex<Stats>>,
-    ) -> Self {
-        let mut run = Run {
-            schedule: match phase.mode {
-                Mode::Open { rate } => Some(Schedule::new(
-                    phase.start,
-                    rate,
-                    self.index,
-                    phase.connections,
-                )),
-                _ => None,
-            },
-            next_unit: self.index,
-            last_reply: Instant::now(),
-        };
-        if let Some(s) = &run.schedule {
-            lock(&stats).slots += s.slots_between(phase.record_from, phase.end);
-        }
-        if self.lost.is_none() {
-            if let Err(why) = self.turns(&phase, &progress, &stats, &mut run).await {
-                self.lose(why, &mut lock(&stats));
-            }
-        }
-        // Slots due before the end that were never sent: the generator fell behind
-        // (or the connection was lost). Each is missed, and enters the histograms at a
-        // lower bound of what it would have waited.
-        if let Some(schedule) = &mut run.schedule {
-            let mut stats = lock(&stats);
-            for t in schedule.drain_before(phase.end) {
-                if t >= phase.record_from {
-                    let op = phase.mix.pick(&mut self.rng);
-                    stats.record_unsent(op, phase.end.saturating_duration_since(t));
-                }
-            }
-        }
-        self
+    /// The socket, for the loop's `epoll`.
+    pub fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
     }
 
-    fn lose(&mut self, why: String, stats: &mut Stats) {
+    /// Sets the connection up for `phase` and adds its slots in the measured window to
+    /// the phase's offer.
+    pub fn begin(&mut self, phase: &Phase, stats: &Mutex<Stats>) {
+        self.schedule = match phase.mode {
+            Mode::Open { rate } => Some(Schedule::new(
+                phase.start,
+                rate,
+                self.index,
+                phase.connections,
+            )),
+            _ => None,
+        };
+        if let Some(s) = &self.schedule {
+            lock(stats).slots += s.slots_between(phase.record_from, phase.end);
+        }
+        self.next_unit = self.index;
+        self.last_reply = Instant::now();
+        self.sending = self.lost.is_none();
+        self.drained = false;
+    }
+
+    /// Closes the connection's part of `phase`: slots due before the end that were
+    /// never sent (the generator fell behind, or the connection was lost) are missed,
+    /// and each enters the histograms at a lower bound of what it would have waited.
+    pub fn finish(&mut self, phase: &Phase, stats: &Mutex<Stats>) {
+        let Some(schedule) = &mut self.schedule else {
+            return;
+        };
+        let mut unsent = schedule.drain_before(phase.end).peekable();
+        if unsent.peek().is_none() {
+            return;
+        }
+        let mut stats = lock(stats);
+        for t in unsent {
+            if t >= phase.record_from {
+                let op = phase.mix.pick(&mut self.rng);
+                stats.record_unsent(op, phase.end.saturating_duration_since(t));
+            }
+        }
+    }
+
+    /// Gives the connection up: its open requests count as lost.
+    pub fn lose(&mut self, why: String, stats: &Mutex<Stats>) {
+        let mut stats = lock(stats);
         for e in self.window.abandon() {
             if let (Some(op), true) = (e.op, e.record) {
                 stats.per_op[op as usize].lost += 1;
@@ -401,106 +452,89 @@ impl<P: Protocol> Connection<P> {
         }
         stats.lost.push(format!("connection {}: {why}", self.index));
         self.lost = Some(why);
+        self.sending = false;
     }
 
-    /// The loop of the module comment; returns when the phase is over, or why the
-    /// connection was lost.
-    async fn turns(
+    /// When this connection next has something to send, if it has room for it: its
+    /// next slot (open loop, slots due before the end, late ones too), or the phase's
+    /// start (closed loop and preload: as soon as the phase runs). `None` while the
+    /// window is full or nothing is left to send.
+    pub fn next_due(&self, phase: &Phase) -> Option<Instant> {
+        if self.lost.is_some() || self.drained || self.window.open >= phase.pipeline {
+            return None;
+        }
+        match (phase.mode, &self.schedule) {
+            (Mode::Open { .. }, Some(s)) => Some(s.next_time()).filter(|&t| t < phase.end),
+            (Mode::Open { .. }, None) => None,
+            (Mode::Closed, _) => self.sending.then_some(phase.start),
+            (Mode::Preload { keys, unit }, _) => {
+                (self.next_unit * unit < keys).then_some(phase.start)
+            }
+        }
+    }
+
+    /// Whether the connection is done with the phase: lost, or nothing left to send
+    /// and nothing in flight.
+    pub fn is_finished(&self, phase: &Phase) -> bool {
+        self.lost.is_some()
+            || (!self.sending && self.window.open == 0 && self.next_due(phase).is_none())
+    }
+
+    /// The clock's part, checked now and then rather than every turn: the window's end
+    /// (no more new requests), the drain timeout after it, and the reply watchdog.
+    /// `Err` is why the connection is lost.
+    pub fn tick(
         &mut self,
         phase: &Phase,
-        progress: &Progress,
         stats: &Mutex<Stats>,
-        run: &mut Run,
+        now: Instant,
     ) -> Result<(), String> {
-        loop {
-            let now = Instant::now();
-            if self.window.open == 0 {
-                // The reply watchdog only runs while something is in flight.
-                run.last_reply = now;
-            }
-            let sending = self.fill(phase, stats, run, now)?;
-            self.write()?;
-            if !sending && self.window.open == 0 {
-                return Ok(());
-            }
-            let drain_end = phase.end + DRAIN_TIMEOUT;
-            if !sending && !matches!(phase.mode, Mode::Preload { .. }) && now >= drain_end {
-                lock(stats).timeouts += self.window.open as u64;
-                let abandoned = self.window.abandon();
-                if !self.proto.tagged() {
-                    // In-order replies can no longer be matched to requests.
-                    return Err(format!(
-                        "{} replies missing {DRAIN_TIMEOUT:?} after the window closed",
-                        abandoned.len()
-                    ));
-                }
-                return Ok(());
-            }
-            if self.window.open > 0 && now.duration_since(run.last_reply) >= REPLY_TIMEOUT {
+        if now >= phase.end && !matches!(phase.mode, Mode::Preload { .. }) {
+            self.sending = false;
+        }
+        if self.window.open == 0 {
+            return Ok(());
+        }
+        if phase.drain_end().is_some_and(|d| now >= d) {
+            lock(stats).timeouts += self.window.open as u64;
+            let abandoned = self.window.abandon();
+            if !self.proto.tagged() {
+                // In-order replies can no longer be matched to requests.
                 return Err(format!(
-                    "no reply for {REPLY_TIMEOUT:?} with {} requests in flight",
-                    self.window.open
+                    "{} replies missing {DRAIN_TIMEOUT:?} after the window closed",
+                    abandoned.len()
                 ));
             }
-            let deadline = self.deadline(phase, run, now, sending);
-            if deadline <= now {
-                continue;
-            }
-            self.timer
-                .arm(deadline)
-                .map_err(|e| format!("timer: {e}"))?;
-            let wants_write = !self.wbuf.is_empty();
-            let readable = tokio::select! {
-                biased;
-                ready = self.stream.readable() => {
-                    ready.map_err(|e| format!("read: {e}"))?;
-                    true
-                }
-                ready = self.stream.writable(), if wants_write => {
-                    ready.map_err(|e| format!("write: {e}"))?;
-                    false
-                }
-                fired = self.timer.expired() => {
-                    fired.map_err(|e| format!("timer: {e}"))?;
-                    false
-                }
-            };
-            if readable {
-                self.read(phase, progress, stats, run)?;
-            }
+            // Late slots that were waiting for room are not sent after the drain
+            // ([`Connection::finish`] counts them as unsent).
+            self.sending = false;
+            self.drained = true;
+            return Ok(());
         }
+        if now.duration_since(self.last_reply) >= REPLY_TIMEOUT {
+            return Err(format!(
+                "no reply for {REPLY_TIMEOUT:?} with {} requests in flight",
+                self.window.open
+            ));
+        }
+        Ok(())
     }
 
-    /// When the loop must wake up even if the socket stays quiet.
-    fn deadline(&self, phase: &Phase, run: &Run, now: Instant, sending: bool) -> Instant {
-        let mut deadline = match (phase.mode, &run.schedule) {
-            // Preload has no clock, only the reply watchdog (constant between replies,
-            // so the timer is not re-armed every turn).
-            (Mode::Preload { .. }, _) => run.last_reply + REPLY_TIMEOUT,
-            (Mode::Open { .. }, Some(s)) if sending && self.window.open < phase.pipeline => {
-                s.next_time().min(phase.end)
-            }
-            (Mode::Closed, _) if sending && now < phase.start => phase.start,
-            _ if sending => phase.end,
-            _ => phase.end + DRAIN_TIMEOUT,
-        };
-        if self.window.open > 0 {
-            deadline = deadline.min(run.last_reply + REPLY_TIMEOUT);
-        }
-        deadline
-    }
-
-    /// Encodes what is due; returns whether the phase still has requests to send.
-    fn fill(
+    /// Encodes what is due at `now` into the write buffer, as far as the window has
+    /// room.
+    pub fn fill(
         &mut self,
         phase: &Phase,
         stats: &Mutex<Stats>,
-        run: &mut Run,
         now: Instant,
-    ) -> Result<bool, String> {
+    ) -> Result<(), String> {
+        if self.window.open == 0 {
+            // The reply watchdog only runs while something is in flight.
+            self.last_reply = now;
+        }
         match phase.mode {
             Mode::Open { .. } => {
-                let Some(schedule) = &mut run.schedule else {
+                let Some(schedule) = &mut self.schedule else {
                     unreachable!("an open-loop phase has a schedule")
                 };
                 // Locked only if a measured slot is due, once for all of them.
@@ -517,28 +551,44 @@ impl<P: Protocol> Connection<P> {
                             stats.missed += 1;
                         }
                     }
-                    self.send_op(phase, due, measured)?;
+                    send_op(
+                        &mut self.proto,
+                        &mut self.window,
+                        &mut self.rng,
+                        &mut self.wbuf,
+                        phase,
+                        due,
+                        measured,
+                    )?;
                 }
-                Ok(now < phase.end)
+                self.sending = now < phase.end;
             }
             Mode::Closed => {
-                if now < phase.start || now >= phase.end {
-                    return Ok(now < phase.end);
+                self.sending = now < phase.end;
+                if now < phase.start || !self.sending {
+                    return Ok(());
                 }
                 let measured = now >= phase.record_from;
                 while self.window.open < phase.pipeline {
-                    self.send_op(phase, now, measured)?;
+                    send_op(
+                        &mut self.proto,
+                        &mut self.window,
+                        &mut self.rng,
+                        &mut self.wbuf,
+                        phase,
+                        now,
+                        measured,
+                    )?;
                 }
-                Ok(true)
             }
             Mode::Preload { keys, unit } => {
                 while self.window.open < phase.pipeline {
-                    let first = run.next_unit * unit;
+                    let first = self.next_unit * unit;
                     if first >= keys {
                         break;
                     }
                     let end = (first + unit).min(keys);
-                    run.next_unit += phase.connections;
+                    self.next_unit += phase.connections;
                     let id = self.window.next_id_skipping_zero();
                     let replies =
                         self.proto
@@ -555,63 +605,59 @@ impl<P: Protocol> Connection<P> {
                     });
                     debug_assert_eq!(pushed, id);
                 }
-                Ok(run.next_unit * unit < keys)
+                self.sending = self.next_unit * unit < keys;
             }
         }
-    }
-
-    fn send_op(&mut self, phase: &Phase, due: Instant, record: bool) -> Result<(), String> {
-        let op = phase.mix.pick(&mut self.rng);
-        let key = phase.keys.pick(&mut self.rng);
-        let id = self.window.next_id_skipping_zero();
-        let replies = self
-            .proto
-            .encode(Request::Op { op, key }, id, &mut self.wbuf)?;
-        let pushed = self.window.push(InFlight {
-            op: Some(op),
-            key,
-            keys: 0,
-            scheduled: due,
-            record,
-            replies_left: replies,
-            done: false,
-            error: None,
-        });
-        debug_assert_eq!(pushed, id, "the id encoded is the id of the window entry");
         Ok(())
     }
 
-    /// Writes what the socket takes now.
-    fn write(&mut self) -> Result<(), String> {
+    /// Whether bytes wait for the socket to take them.
+    pub fn wants_write(&self) -> bool {
+        !self.wbuf.is_empty()
+    }
+
+    /// Writes what the socket takes now, in one `send` when it takes it all.
+    pub fn write(&mut self) -> Result<(), String> {
         while !self.wbuf.is_empty() {
-            match self.stream.try_write(&self.wbuf) {
+            match (&self.stream).write(&self.wbuf) {
                 Ok(0) => return Err("the server stopped taking bytes".into()),
                 Ok(n) => {
                     let _ = self.wbuf.split_to(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(format!("write: {e}")),
             }
+        }
+        if self.wbuf.is_empty() {
+            // Back to the front of the allocation, so it never grows.
+            self.wbuf.clear();
         }
         Ok(())
     }
 
-    /// Reads what has arrived and settles every whole reply in it.
-    fn read(
+    /// Reads what has arrived (the loop calls this when the socket is readable) and
+    /// settles every whole reply in it.
+    pub fn read(
         &mut self,
         phase: &Phase,
         progress: &Progress,
         stats: &Mutex<Stats>,
-        run: &mut Run,
     ) -> Result<(), String> {
         loop {
             if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
                 self.rbuf.reserve(READ_CHUNK);
             }
-            match self.stream.try_read_buf(&mut self.rbuf) {
+            let room = self.rbuf.capacity() - self.rbuf.len();
+            let n = recv_into(self.stream.as_raw_fd(), &mut self.rbuf);
+            match n {
                 Ok(0) => return Err("the server closed the connection".into()),
+                // A read that did not fill the room took everything there was: the
+                // next readiness says when more comes (no read just to hear EAGAIN).
+                Ok(n) if n < room => break,
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(format!("read: {e}")),
             }
         }
@@ -635,11 +681,55 @@ impl<P: Protocol> Connection<P> {
             }
         }
         if settled > 0 {
-            run.last_reply = now;
+            self.last_reply = now;
             progress.replies.fetch_add(settled, Ordering::Relaxed);
         }
         Ok(())
     }
+}
+
+/// Appends one measured request, due at `due`, to `out` and the window.
+fn send_op<P: Protocol>(
+    proto: &mut P,
+    window: &mut Window,
+    rng: &mut Rng,
+    out: &mut BytesMut,
+    phase: &Phase,
+    due: Instant,
+    record: bool,
+) -> Result<(), String> {
+    let op = phase.mix.pick(rng);
+    let key = phase.keys.pick(rng);
+    let id = window.next_id_skipping_zero();
+    let replies = proto.encode(Request::Op { op, key }, id, out)?;
+    let pushed = window.push(InFlight {
+        op: Some(op),
+        key,
+        keys: 0,
+        scheduled: due,
+        record,
+        replies_left: replies,
+        done: false,
+        error: None,
+    });
+    debug_assert_eq!(pushed, id, "the id encoded is the id of the window entry");
+    Ok(())
+}
+
+/// One `recv` into the spare capacity of `buf`; returns the bytes read (0: the peer
+/// closed the connection).
+fn recv_into(fd: RawFd, buf: &mut BytesMut) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: recv writes at most `spare.len()` bytes into the spare capacity, which
+    // `buf` owns and nothing else borrows while the call runs.
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: the first `n` bytes of the spare capacity were written by recv.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 /// Records one finished request.

@@ -7,14 +7,33 @@
 //! alternative for peak throughput; `--find-max` steps the rate up to the highest one
 //! whose p99 stays under a bound.
 //!
+//! # How it works
+//! Every connection is opened and handshaken first (blocking sockets, then made
+//! non-blocking). A phase (preload, warm-up plus measured window, each `--find-max`
+//! step) shares the connections out over `--threads` loop threads, one by default.
+//! Each loop thread drives all of its connections with one `epoll` and one timer: the
+//! connections that may send sit in a queue ordered by their next slot, and the thread
+//! sleeps in one `epoll_pwait2` until a socket has replies or the first slot comes due
+//! (nanosecond timeout, timer slack 1 ns). When it wakes, every due connection encodes
+//! its due requests back to back and writes them in one `send`; every readable socket
+//! is read once and its replies settled with one clock reading. So a request costs a
+//! `send`, its reply a `recv`, and the wake-ups are shared whenever events fall due
+//! together — no per-request timer, no task scheduler. Latency runs from the slot's
+//! time to the reply's arrival in the loop; how late the send left is reported apart
+//! (send lag), and slots sent more than 1 ms late are counted as missed, so a
+//! generator that cannot keep up says so instead of blaming the server.
+//! `event_loop.rs` has the measurements that chose this shape.
+//!
 //! # Layout
-//! - `main` (this file): the command line, its checks, the runtime, exit codes.
+//! - `main` (this file): the command line, its checks, exit codes.
 //! - `run`: a run's course — connect, preload, the measured phases, `--find-max` —
-//!   and the progress line.
-//! - `connection`: one connection's loop, the same for both servers: pacing, the
+//!   the loop threads of each phase, and the progress line.
+//! - `event_loop`: the thread that drives its share of the connections with one
+//!   `epoll` and one timer.
+//! - `connection`: one connection, the same for both servers: what is due, the
 //!   in-flight window, matching replies, recording latencies.
-//! - `schedule`: open-loop slot times and missed slots (pure arithmetic).
-//! - `timer`: the sub-millisecond timer the pacing sleeps on (timerfd).
+//! - `schedule`: open-loop slot times, missed slots, and the queue of connections by
+//!   due time (pure arithmetic).
 //! - `ampd`: the ampd handshake and each operation as a wire frame.
 //! - `resp`: RESP2 frames and each operation as Redis commands.
 //! - `keys`: the key space, names derived from a key index, the zipfian generator.
@@ -32,13 +51,15 @@
 mod ampd;
 mod connection;
 mod cpu;
+mod event_loop;
+#[cfg(test)]
+mod fake_redis;
 mod keys;
 mod mix;
 mod report;
 mod resp;
 mod run;
 mod schedule;
-mod timer;
 
 use clap::{CommandFactory, Parser};
 use keys::{Dist, KeySpace, KEYS_MAX};
@@ -72,7 +93,7 @@ struct Args {
     /// The environment's token (with --redis: sent as AUTH).
     #[arg(long)]
     token: Option<String>,
-    /// Connections, each one task.
+    /// Connections (driven together by the loop threads).
     #[arg(long, default_value_t = 4)]
     connections: u64,
     /// Requests in flight per connection, at most.
@@ -131,12 +152,13 @@ struct Args {
     /// operations per server CPU-second.
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
-    /// Worker threads of the generator's runtime (the server needs the other cores).
+    /// Loop threads of the generator, each driving every N-th connection (the server
+    /// needs the other cores).
     #[arg(long, default_value_t = 1)]
     threads: usize,
 }
 
-/// Connections, at most: each holds buffers and a timer fd.
+/// Connections, at most: each holds a socket and its buffers.
 const CONNECTIONS_MAX: u64 = 4096;
 /// Requests in flight per connection, at most.
 const PIPELINE_MAX: usize = 65_536;
@@ -257,8 +279,8 @@ fn check(args: Args) -> Result<run::Config, String> {
     })
 }
 
-/// Raises the soft limit of open files to the hard one: each connection takes a socket
-/// and a timer fd, and the usual soft limit (1024) would stop at ~500 connections.
+/// Raises the soft limit of open files to the hard one: each connection takes a
+/// socket, and the usual soft limit (1024) would stop short of --connections 4096.
 fn raise_fd_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -278,7 +300,6 @@ fn raise_fd_limit() {
 fn main() -> ExitCode {
     let args = Args::parse();
     raise_fd_limit();
-    let threads = args.threads;
     let config = match check(args) {
         Ok(c) => c,
         // clap's own error format and exit code (2) for every bad argument.
@@ -286,18 +307,7 @@ fn main() -> ExitCode {
             .error(clap::error::ErrorKind::ValueValidation, why)
             .exit(),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ampd-loadgen: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(run::run(config)) {
+    match run::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {
             eprintln!("ampd-loadgen: {why}");

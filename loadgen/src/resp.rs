@@ -25,15 +25,16 @@
 //! `*count\r\n<count replies>` (`*-1` nil). [`decode`] reads one from a buffer without
 //! copying: `Ok(None)` while it has not all arrived.
 
+use crate::connection::{is_timeout, read_some};
 use crate::connection::{Protocol, Reply, Request};
-use crate::keys::KeySpace;
+use crate::keys::{decimal, KeySpace};
 use crate::mix::Op;
 use bytes::{Buf, BufMut, BytesMut};
 use std::fmt::Write;
+use std::io::Write as _;
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Keys per preload unit, as for ampd.
 pub const PRELOAD_UNIT: u64 = ampd_wire::limits::BATCH_ITEMS_MAX as u64;
@@ -153,61 +154,56 @@ fn integer(line: &[u8]) -> Result<i64, String> {
 
 /// Appends a command: an array of bulk strings.
 pub fn encode_command(out: &mut BytesMut, args: &[&[u8]]) {
-    // Writing into a BytesMut cannot fail.
-    let _ = write!(out, "*{}\r\n", args.len());
+    let mut digits = [0u8; 20];
+    out.put_u8(b'*');
+    out.put_slice(decimal(args.len() as u64, &mut digits).as_bytes());
+    out.put_slice(b"\r\n");
     for arg in args {
-        let _ = write!(out, "${}\r\n", arg.len());
+        out.put_u8(b'$');
+        out.put_slice(decimal(arg.len() as u64, &mut digits).as_bytes());
+        out.put_slice(b"\r\n");
         out.put_slice(arg);
         out.put_slice(b"\r\n");
     }
 }
 
 /// Connects, authenticates if a token is given (`AUTH token`), and checks with a `PING`
-/// that a Redis server answers.
-pub async fn connect(
-    addr: &str,
-    token: Option<&str>,
-    timeout: Duration,
-) -> Result<TcpStream, String> {
-    let work = async {
-        let mut stream = crate::connection::open(addr).await?;
-        let mut out = BytesMut::new();
-        let mut expected = 1;
-        if let Some(t) = token {
-            encode_command(&mut out, &[b"AUTH", t.as_bytes()]);
-            expected += 1;
-        }
-        encode_command(&mut out, &[b"PING"]);
-        stream
-            .write_all(&out)
-            .await
-            .map_err(|e| format!("send to {addr}: {e}"))?;
-        let mut buf = BytesMut::new();
-        while expected > 0 {
-            match decode(&buf)? {
-                Some((reply, used)) => {
-                    if let RespValue::Error(e) = reply {
-                        return Err(format!("refused: {}", String::from_utf8_lossy(e)));
-                    }
-                    buf.advance(used);
-                    expected -= 1;
+/// that a Redis server answers. Every read and write of it is bounded by `timeout`.
+pub fn connect(addr: &str, token: Option<&str>, timeout: Duration) -> Result<TcpStream, String> {
+    let mut stream = crate::connection::open(addr, timeout)?;
+    let late = |e: &std::io::Error| {
+        is_timeout(e).then(|| format!("no answer from {addr} within {timeout:?}"))
+    };
+    let mut out = BytesMut::new();
+    let mut expected = 1;
+    if let Some(t) = token {
+        encode_command(&mut out, &[b"AUTH", t.as_bytes()]);
+        expected += 1;
+    }
+    encode_command(&mut out, &[b"PING"]);
+    stream
+        .write_all(&out)
+        .map_err(|e| late(&e).unwrap_or(format!("send to {addr}: {e}")))?;
+    let mut buf = BytesMut::new();
+    while expected > 0 {
+        match decode(&buf)? {
+            Some((reply, used)) => {
+                if let RespValue::Error(e) = reply {
+                    return Err(format!("refused: {}", String::from_utf8_lossy(e)));
                 }
-                None => {
-                    let n = stream
-                        .read_buf(&mut buf)
-                        .await
-                        .map_err(|e| format!("read from {addr}: {e}"))?;
-                    if n == 0 {
-                        return Err(format!("{addr} closed the connection"));
-                    }
+                buf.advance(used);
+                expected -= 1;
+            }
+            None => {
+                let n = read_some(&mut stream, &mut buf)
+                    .map_err(|e| late(&e).unwrap_or(format!("read from {addr}: {e}")))?;
+                if n == 0 {
+                    return Err(format!("{addr} closed the connection"));
                 }
             }
         }
-        Ok(stream)
-    };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| format!("no answer from {addr} within {timeout:?}"))?
+    }
+    Ok(stream)
 }
 
 /// One connection's scratch names and the value.

@@ -2,21 +2,24 @@
 //! measured phases — one at a fixed rate, one closed loop, or the `--find-max` steps —
 //! with a progress line on stderr every second and the report on stdout.
 //!
-//! A phase hands each connection to a task of its own for its duration and takes it
-//! back at the end, with what it measured; the warm-up is the start of the same phase
+//! A phase shares the connections out over `--threads` loop threads (`event_loop.rs`)
+//! for its duration and takes them back at the end, with what they measured; the warm-up is the start of the same phase
 //! (replies to requests due before `record_from` are not recorded), so nothing pauses
 //! between warming up and measuring.
 
 use crate::ampd::{self, Ampd};
-use crate::connection::{Connection, Mode, Phase, Progress, Protocol};
+use crate::connection::{lock, Connection, Mode, Phase, Progress, Protocol};
 use crate::cpu::cpu_time;
+use crate::event_loop;
 use crate::keys::{Dist, KeySpace, Rng};
 use crate::mix::Mix;
 use crate::report::{progress_line, CpuUse, Stats, Summary};
 use crate::resp::{self, Redis};
 use serde_json::{json, Map, Value};
+use std::net::TcpStream;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Which server the run speaks to.
@@ -45,8 +48,8 @@ pub const FIND_MAX_STEPS: usize = 40;
 /// A connection attempt gives up after this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Tasks are spawned this long before a phase's first slot, so every connection's
-/// loop is waiting when slot 0 comes due rather than starting behind.
+/// Loop threads are started this long before a phase's first slot, so every
+/// connection's loop is waiting when slot 0 comes due rather than starting behind.
 const PHASE_LEAD: Duration = Duration::from_millis(20);
 
 /// Everything a run needs, checked (`main.rs`).
@@ -85,7 +88,7 @@ pub fn value_text(size: usize, seed: u64) -> String {
 
 /// Runs to the end; `Err` says why the run could not be made or finished
 /// (exit code 1).
-pub async fn run(config: Config) -> Result<(), String> {
+pub fn run(config: Config) -> Result<(), String> {
     match config.target {
         Target::Ampd => {
             let mut conns = Vec::new();
@@ -95,22 +98,20 @@ pub async fn run(config: Config) -> Result<(), String> {
                     config.env.as_deref(),
                     config.token.as_deref(),
                     CONNECT_TIMEOUT,
-                )
-                .await?;
+                )?;
                 let proto = Ampd::new(config.keys.clone(), &config.value);
                 conns.push(connection(&config, index, stream, proto, ampd::FIRST_ID)?);
             }
-            drive(&config, conns, ampd::PRELOAD_UNIT).await
+            drive(&config, conns, ampd::PRELOAD_UNIT)
         }
         Target::Redis => {
             let mut conns = Vec::new();
             for index in 0..config.connections {
-                let stream =
-                    resp::connect(&config.addr, config.token.as_deref(), CONNECT_TIMEOUT).await?;
+                let stream = resp::connect(&config.addr, config.token.as_deref(), CONNECT_TIMEOUT)?;
                 let proto = Redis::new(config.keys.clone(), &config.value);
                 conns.push(connection(&config, index, stream, proto, 1)?);
             }
-            drive(&config, conns, resp::PRELOAD_UNIT).await
+            drive(&config, conns, resp::PRELOAD_UNIT)
         }
     }
 }
@@ -118,7 +119,7 @@ pub async fn run(config: Config) -> Result<(), String> {
 fn connection<P: Protocol>(
     config: &Config,
     index: u64,
-    stream: tokio::net::TcpStream,
+    stream: TcpStream,
     proto: P,
     first_id: u32,
 ) -> Result<Connection<P>, String> {
@@ -127,12 +128,12 @@ fn connection<P: Protocol>(
 }
 
 /// The run after connecting: preload, then the phases the load asks for.
-async fn drive<P: Protocol>(
+fn drive<P: Protocol>(
     config: &Config,
     mut conns: Vec<Connection<P>>,
     preload_unit: u64,
 ) -> Result<(), String> {
-    let progress = Arc::new(Progress::new());
+    let progress = Progress::new();
     println!("{}", headline(config));
     if config.preload {
         let phase = phase(
@@ -144,7 +145,7 @@ async fn drive<P: Protocol>(
             Duration::ZERO,
         );
         let started = Instant::now();
-        let (back, stats, _) = run_phase(conns, phase, &progress, "preload", None).await;
+        let (back, stats, _) = run_phase(conns, phase, &progress, "preload", None, config.threads);
         conns = back;
         let took = started.elapsed();
         let keys = config.keys.len();
@@ -161,30 +162,27 @@ async fn drive<P: Protocol>(
 
     match config.load {
         Load::Rate(rate) => {
-            let (_, summary, stats) =
-                measure(config, conns, Mode::Open { rate }, &progress, "run").await;
+            let (_, summary, stats) = measure(config, conns, Mode::Open { rate }, &progress, "run");
             print_report(config, &summary, Map::new());
             check_lost(&stats)
         }
         Load::Max => {
-            let (_, summary, stats) = measure(config, conns, Mode::Closed, &progress, "run").await;
+            let (_, summary, stats) = measure(config, conns, Mode::Closed, &progress, "run");
             print_report(config, &summary, Map::new());
             check_lost(&stats)
         }
-        Load::FindMax { start, p99_bound } => {
-            find_max(config, conns, start, p99_bound, &progress).await
-        }
+        Load::FindMax { start, p99_bound } => find_max(config, conns, start, p99_bound, &progress),
     }
 }
 
 /// Steps the rate up until a step's p99 reaches the bound (or connections are lost);
 /// reports the last step under it.
-async fn find_max<P: Protocol>(
+fn find_max<P: Protocol>(
     config: &Config,
     mut conns: Vec<Connection<P>>,
     start: f64,
     p99_bound: Duration,
-    progress: &Arc<Progress>,
+    progress: &Progress,
 ) -> Result<(), String> {
     let bound_us = p99_bound.as_secs_f64() * 1e6;
     let mut rate = start;
@@ -194,8 +192,7 @@ async fn find_max<P: Protocol>(
     let mut lost = Ok(());
     for step in 1..=FIND_MAX_STEPS {
         let label = format!("step {step}");
-        let (back, summary, stats) =
-            measure(config, conns, Mode::Open { rate }, progress, &label).await;
+        let (back, summary, stats) = measure(config, conns, Mode::Open { rate }, progress, &label);
         conns = back;
         let under = summary.all.p99 < bound_us;
         println!(
@@ -260,15 +257,22 @@ async fn find_max<P: Protocol>(
 }
 
 /// One measured phase: warm-up then the window, at `mode`.
-async fn measure<P: Protocol>(
+fn measure<P: Protocol>(
     config: &Config,
     conns: Vec<Connection<P>>,
     mode: Mode,
-    progress: &Arc<Progress>,
+    progress: &Progress,
     label: &str,
 ) -> (Vec<Connection<P>>, Summary, Stats) {
     let phase = phase(config, mode, config.warmup + config.duration);
-    let (conns, stats, cpu) = run_phase(conns, phase, progress, label, config.server_pid).await;
+    let (conns, stats, cpu) = run_phase(
+        conns,
+        phase,
+        progress,
+        label,
+        config.server_pid,
+        config.threads,
+    );
     let offered = match mode {
         Mode::Open { rate } => Some(rate),
         _ => None,
@@ -292,72 +296,89 @@ fn phase(config: &Config, mode: Mode, length: Duration) -> Phase {
     }
 }
 
-/// Runs `phase` on every connection, with the progress line and (outside preload) the
-/// CPU readings around the measured window.
-async fn run_phase<P: Protocol>(
+/// Runs `phase` on every connection, the connections shared out over `threads` loop
+/// threads (connection `i` on thread `i % threads`), with the progress line and
+/// (outside preload) the CPU readings around the measured window.
+fn run_phase<P: Protocol>(
     conns: Vec<Connection<P>>,
     phase: Phase,
-    progress: &Arc<Progress>,
+    progress: &Progress,
     label: &str,
     server_pid: Option<u32>,
+    threads: usize,
 ) -> (Vec<Connection<P>>, Stats, CpuUse) {
     progress.reset();
-    let phase = Arc::new(phase);
     // Sized before the phase starts: nothing in it allocates while requests fly.
-    let stats = Arc::new(Mutex::new(Stats::new()));
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .map(|c| tokio::spawn(c.run(phase.clone(), progress.clone(), stats.clone())))
-        .collect();
-    let reporter = tokio::spawn(report_progress(
-        phase.clone(),
-        progress.clone(),
-        stats.clone(),
-        label.to_owned(),
-    ));
-    let cpu = match phase.mode {
-        Mode::Preload { .. } => None,
-        _ => Some(tokio::spawn(measure_cpu(
-            phase.record_from,
-            phase.end,
-            server_pid,
-        ))),
-    };
-    let mut back = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        match task.await {
-            Ok(conn) => back.push(conn),
-            // A connection task that panicked is a bug: let it show.
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+    let stats = Mutex::new(Stats::new());
+    let threads = threads.clamp(1, conns.len().max(1));
+    let mut shares: Vec<Vec<Connection<P>>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, c) in conns.into_iter().enumerate() {
+        shares[i % threads].push(c);
     }
-    reporter.abort();
-    let cpu = match cpu {
-        Some(task) => task.await.unwrap_or_default(),
-        None => CpuUse::default(),
-    };
-    let stats = std::mem::replace(
-        &mut *stats.lock().unwrap_or_else(PoisonError::into_inner),
-        Stats::new(),
-    );
+    let (phase, stats) = (&phase, &stats);
+    let (back, cpu) = std::thread::scope(|scope| {
+        // Each loop holds a sender; the progress line stops when all have hung up.
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let loops: Vec<_> = shares
+            .into_iter()
+            .map(|mut share| {
+                let done = done_tx.clone();
+                scope.spawn(move || {
+                    event_loop::drive(&mut share, phase, progress, stats);
+                    drop(done);
+                    share
+                })
+            })
+            .collect();
+        drop(done_tx);
+        let cpu = match phase.mode {
+            Mode::Preload { .. } => None,
+            _ => Some(scope.spawn(move || measure_cpu(phase.record_from, phase.end, server_pid))),
+        };
+        report_progress(phase, progress, stats, label, &done_rx);
+        let mut back = Vec::new();
+        for handle in loops {
+            match handle.join() {
+                Ok(share) => back.extend(share),
+                // A loop thread that panicked is a bug: let it show.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        let cpu = match cpu.map(|h| h.join()) {
+            Some(Ok(cpu)) => cpu,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => CpuUse::default(),
+        };
+        (back, cpu)
+    });
+    let mut back = back;
+    back.sort_by_key(|c| c.index);
+    let stats = std::mem::replace(&mut *lock(stats), Stats::new());
     (back, stats, cpu)
 }
 
-/// Prints the progress line every second of the phase (stderr).
-async fn report_progress(
-    phase: Arc<Phase>,
-    progress: Arc<Progress>,
-    stats: Arc<Mutex<Stats>>,
-    label: String,
+/// Prints the progress line every second of the phase (stderr), until every loop
+/// thread has hung up `done`.
+fn report_progress(
+    phase: &Phase,
+    progress: &Progress,
+    stats: &Mutex<Stats>,
+    label: &str,
+    done: &mpsc::Receiver<()>,
 ) {
-    let mut tick = tokio::time::interval_at(
-        tokio::time::Instant::from_std(phase.start + Duration::from_secs(1)),
-        Duration::from_secs(1),
-    );
+    let mut tick = phase.start + Duration::from_secs(1);
     let mut last_replies = 0;
     loop {
-        tick.tick().await;
+        match done.recv_timeout(tick.saturating_duration_since(Instant::now())) {
+            Err(RecvTimeoutError::Timeout) => {}
+            // Nothing is ever sent: the loops only hang up.
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
         let now = Instant::now();
+        if now < tick {
+            continue;
+        }
+        tick += Duration::from_secs(1);
         let replies = progress.replies.load(Ordering::Relaxed);
         let per_second = replies - last_replies;
         last_replies = replies;
@@ -370,18 +391,18 @@ async fn report_progress(
             continue;
         }
         let (label, elapsed) = if now < phase.record_from {
-            ("warmup".to_owned(), now.duration_since(phase.start))
+            ("warmup", now.duration_since(phase.start))
         } else {
-            (label.clone(), now.duration_since(phase.record_from))
+            (label, now.duration_since(phase.record_from))
         };
         let p99 = {
-            let s = stats.lock().unwrap_or_else(PoisonError::into_inner);
+            let s = lock(stats);
             (!s.all.is_empty()).then(|| s.all.value_at_quantile(0.99))
         };
         eprintln!(
             "{}",
             progress_line(
-                &label,
+                label,
                 elapsed,
                 per_second,
                 progress.errors.load(Ordering::Relaxed),
@@ -391,26 +412,15 @@ async fn report_progress(
     }
 }
 
-/// CPU time of the server and of this process between `from` and `to`. The readings
-/// are taken on a blocking thread: a task of the generator's own runtime can be starved
-/// by busy connections (closed loop, one thread) and read both ends late, together.
-async fn measure_cpu(from: Instant, to: Instant, server_pid: Option<u32>) -> CpuUse {
+/// CPU time of the server and of this process between `from` and `to`, read on a
+/// thread of its own so a busy loop thread cannot make it read either end late.
+fn measure_cpu(from: Instant, to: Instant, server_pid: Option<u32>) -> CpuUse {
     let sleep_until =
         |at: Instant| std::thread::sleep(at.saturating_duration_since(Instant::now()));
-    let readings = tokio::task::spawn_blocking(move || {
-        sleep_until(from);
-        let before = (server_pid.map(|p| cpu_time(Some(p))), cpu_time(None));
-        sleep_until(to);
-        let after = (server_pid.map(|p| cpu_time(Some(p))), cpu_time(None));
-        (before, after)
-    })
-    .await;
-    let Ok(((server_before, own_before), (server_after, own_after))) = readings else {
-        return CpuUse {
-            server_s: None,
-            loadgen_s: None,
-        };
-    };
+    sleep_until(from);
+    let (server_before, own_before) = (server_pid.map(|p| cpu_time(Some(p))), cpu_time(None));
+    sleep_until(to);
+    let (server_after, own_after) = (server_pid.map(|p| cpu_time(Some(p))), cpu_time(None));
     let used =
         |before: Result<Duration, String>, after: Result<Duration, String>| match (before, after) {
             (Ok(b), Ok(a)) => Some(a.saturating_sub(b).as_secs_f64()),
@@ -513,4 +523,40 @@ fn print_report(config: &Config, summary: &Summary, extra: Map<String, Value>) {
     m.extend(summary.json());
     m.extend(extra);
     println!("{}", Value::Object(m));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_redis::{self, Behaviour, FakeRedis};
+
+    #[test]
+    fn a_phase_over_several_loop_threads_hands_every_connection_back() {
+        let server = FakeRedis::start(5, Behaviour::Answer);
+        let keys = fake_redis::key_space(1000);
+        let conns = fake_redis::connections(server.addr, 5, &keys, 4);
+        // 2500/s, 200 ms measured: 500 slots over 5 connections on 2 threads.
+        let phase = fake_redis::phase(
+            Mode::Open { rate: 2500.0 },
+            5,
+            4,
+            &keys,
+            Duration::from_millis(40),
+            Duration::from_millis(200),
+        );
+        let progress = Progress::new();
+        let (back, stats, cpu) = run_phase(conns, phase, &progress, "test", None, 2);
+        let indices: Vec<u64> = back.iter().map(|c| c.index).collect();
+        assert_eq!(indices, [0, 1, 2, 3, 4]);
+        assert_eq!(stats.slots, 500);
+        let answered: u64 = stats.per_op.iter().map(|s| s.ops).sum();
+        let unsent: u64 = stats.per_op.iter().map(|s| s.unsent).sum();
+        assert_eq!(answered + unsent, 500);
+        assert!(stats.lost.is_empty(), "{:?}", stats.lost);
+        assert!(cpu.loadgen_s.is_some());
+        assert_eq!(cpu.server_s, None);
+        let replies = progress.replies.load(Ordering::Relaxed);
+        drop(back);
+        assert_eq!(server.join(), 5 + replies);
+    }
 }

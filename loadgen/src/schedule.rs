@@ -13,8 +13,14 @@
 //! behind: the window was full, or the generator itself was slow); slots that were
 //! never sent by the end of the window are missed too and are reported as unsent.
 //!
+//! A loop thread drives many connections with one timer: [`DueQueue`] orders the
+//! connections that may send by when their next slot is due, and the loop sleeps until
+//! the first of them (`event_loop.rs`).
+//!
 //! Pure arithmetic on `Instant`s, so the tests can check it without a clock.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 /// A slot sent later than this after its time counts as missed. One millisecond is
@@ -109,6 +115,55 @@ impl Schedule {
     }
 }
 
+/// The connections of one loop thread that may send, earliest due first; each at most
+/// once. A connection is queued with the time of its next send (its next slot, or now
+/// in a closed loop) while it has room in its window, and taken off when that time
+/// comes: so one sleep, until [`DueQueue::next`], serves every connection, and a
+/// connection whose window is full costs nothing until a reply frees it.
+#[derive(Debug)]
+pub struct DueQueue {
+    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Whether connection `i` has an entry in the heap.
+    queued: Vec<bool>,
+}
+
+impl DueQueue {
+    /// An empty queue for connections `0..connections`.
+    pub fn new(connections: usize) -> DueQueue {
+        DueQueue {
+            heap: BinaryHeap::with_capacity(connections),
+            queued: vec![false; connections],
+        }
+    }
+
+    /// Queues connection `conn` for `at`, unless it is queued already (its time then
+    /// stands: a connection's next send time only changes when it sends, which takes
+    /// it off the queue first). Returns whether it was queued now.
+    pub fn push(&mut self, conn: usize, at: Instant) -> bool {
+        if std::mem::replace(&mut self.queued[conn], true) {
+            return false;
+        }
+        self.heap.push(Reverse((at, conn)));
+        true
+    }
+
+    /// When the first queued connection is due.
+    pub fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Takes the connection due first, if it is due by `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<usize> {
+        let Reverse((at, conn)) = *self.heap.peek()?;
+        if at > now {
+            return None;
+        }
+        self.heap.pop();
+        self.queued[conn] = false;
+        Some(conn)
+    }
+}
+
 /// Whether a request due at `scheduled` and sent at `sent` missed its slot.
 pub fn is_missed(scheduled: Instant, sent: Instant) -> bool {
     sent.saturating_duration_since(scheduled) > MISS_SLACK
@@ -190,6 +245,60 @@ mod tests {
         // Boundaries: a slot exactly at `to` is outside, one exactly at `from` inside.
         let s = Schedule::new(t0, 1000.0, 0, 1);
         assert_eq!(s.slots_between(t0 + ms(2), t0 + ms(5)), 3);
+    }
+
+    #[test]
+    fn the_due_queue_hands_out_connections_in_time_order_once_due() {
+        let t0 = Instant::now();
+        let mut q = DueQueue::new(4);
+        assert_eq!(q.next(), None);
+        assert!(q.push(2, t0 + ms(3)));
+        assert!(q.push(0, t0 + ms(1)));
+        assert!(q.push(3, t0 + ms(2)));
+        // Queued already: the first time stands.
+        assert!(!q.push(0, t0));
+        assert_eq!(q.next(), Some(t0 + ms(1)));
+        assert_eq!(q.pop_due(t0), None, "nothing is due before its time");
+        assert_eq!(q.pop_due(t0 + ms(1)), Some(0));
+        assert_eq!(q.pop_due(t0 + ms(1)), None);
+        // Late: everything due comes out, earliest first.
+        let late = t0 + ms(10);
+        assert_eq!(
+            std::iter::from_fn(|| q.pop_due(late)).collect::<Vec<_>>(),
+            [3, 2]
+        );
+        assert_eq!(q.next(), None);
+        // Taken off, a connection can be queued again.
+        assert!(q.push(3, t0 + ms(4)));
+        assert_eq!(q.pop_due(late), Some(3));
+    }
+
+    #[test]
+    fn connections_of_one_queue_send_every_global_slot_in_order() {
+        // What the loop does with the queue: pop the due connection, take its due
+        // slots, queue it again for its next one. The slots come out in global order.
+        let t0 = Instant::now();
+        let end = t0 + ms(20);
+        let mut scheds: Vec<Schedule> = (0..3).map(|c| Schedule::new(t0, 1000.0, c, 3)).collect();
+        let mut q = DueQueue::new(3);
+        for (c, s) in scheds.iter().enumerate() {
+            q.push(c, s.next_time());
+        }
+        let mut sent = Vec::new();
+        let mut now = t0;
+        while let Some(at) = q.next() {
+            now = now.max(at);
+            while let Some(c) = q.pop_due(now) {
+                while let Some(t) = scheds[c].take_due(now, end) {
+                    sent.push((t - t0, c));
+                }
+                if scheds[c].next_time() < end {
+                    q.push(c, scheds[c].next_time());
+                }
+            }
+        }
+        let want: Vec<(Duration, usize)> = (0..20).map(|g| (ms(g), g as usize % 3)).collect();
+        assert_eq!(sent, want);
     }
 
     #[test]
