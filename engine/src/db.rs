@@ -566,7 +566,7 @@ impl Db {
         let target = &self.inner.shards[shard];
         if let Some(local) = shard::local_for(target) {
             let mut staged = shard::Staged::default();
-            let out = local.apply(writes, &mut staged)?;
+            let out = local.apply(writes, &mut staged, now_ms())?;
             local.install_all(staged);
             return Ok(out);
         }

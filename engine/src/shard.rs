@@ -35,7 +35,7 @@ use crossbeam_skiplist::SkipMap;
 use futures::channel::oneshot;
 use futures::task::AtomicWaker;
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::poll_fn;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -302,18 +302,55 @@ pub(crate) struct ShardLocal {
 pub(crate) struct Staged {
     /// In order: a store key and what it becomes (`None`: removed).
     changes: Vec<(Box<[u8]>, Option<Item>)>,
-    /// The newest staged state of each key, for the batch's later ops; kept only when
-    /// a batch waits for its WAL write (without one, each op is installed at once).
-    latest: Option<std::collections::HashMap<Box<[u8]>, Option<Item>>>,
+    /// Later ops of the batch see the earlier ones' staged state (a batch that waits
+    /// for its WAL write); without a log each op is installed at once.
+    batch: bool,
+    /// Past [`STAGED_SCAN_MAX`] changes: the position of each key's newest change.
+    /// Smaller batches (nearly all) find a key by scanning `changes` backwards, which
+    /// costs less than hashing and allocates nothing.
+    index: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
 }
+
+/// Changes a staged batch scans before it indexes them (see [`Staged::index`]).
+const STAGED_SCAN_MAX: usize = 32;
 
 impl Staged {
     /// Staging for a whole batch that becomes visible at once.
     fn for_batch() -> Staged {
         Staged {
-            changes: Vec::new(),
-            latest: Some(Default::default()),
+            batch: true,
+            ..Staged::default()
         }
+    }
+
+    /// The batch's newest staged state of `sk`: `None` if the batch has not touched
+    /// it, `Some(None)` if it removed it.
+    fn latest(&self, sk: &[u8]) -> Option<&Option<Item>> {
+        if !self.batch {
+            return None;
+        }
+        if self.index.is_empty() {
+            return self
+                .changes
+                .iter()
+                .rev()
+                .find(|(k, _)| **k == *sk)
+                .map(|(_, item)| item);
+        }
+        let at = *self.index.get(sk)?;
+        self.changes.get(at).map(|(_, item)| item)
+    }
+
+    fn push(&mut self, sk: Box<[u8]>, item: Option<Item>) {
+        if self.batch && self.changes.len() >= STAGED_SCAN_MAX {
+            if self.index.is_empty() {
+                for (at, (k, _)) in self.changes.iter().enumerate() {
+                    self.index.insert(k.clone(), at);
+                }
+            }
+            self.index.insert(sk.clone(), self.changes.len());
+        }
+        self.changes.push((sk, item));
     }
 
     /// The WAL records of the batch: after-images and tombstones.
@@ -397,16 +434,17 @@ impl ShardLocal {
             // Without a log each op is installed as soon as it is applied; with one,
             // the batch is staged whole and waits for its write.
             let mut staged = Staged::for_batch();
+            let now = now_ms();
             for op in batch.drain(..) {
                 match op {
                     Op::Writes { writes, reply } if log.is_none() => {
-                        let mut now = Staged::default();
-                        let result = self.apply(writes, &mut now);
-                        self.install_all(now);
+                        let mut single = Staged::default();
+                        let result = self.apply(writes, &mut single, now);
+                        self.install_all(single);
                         answers.push((reply, result));
                     }
                     Op::Writes { writes, reply } => {
-                        answers.push((reply, self.apply(writes, &mut staged)))
+                        answers.push((reply, self.apply(writes, &mut staged, now)))
                     }
                     Op::Spawn(start) => start(),
                     Op::Snapshot(reply) => match log.as_ref() {
@@ -623,8 +661,13 @@ impl ShardLocal {
 
     /// Applies one op's writes in order to `staged`; the first refusal stops the rest
     /// and stages nothing of the op (a refused request changes nothing).
-    pub fn apply(&self, writes: Vec<Write>, staged: &mut Staged) -> Result<Vec<Outcome>, Error> {
-        let now = now_ms();
+    /// `now` (ms since the epoch) is the batch's one clock reading.
+    pub fn apply(
+        &self,
+        writes: Vec<Write>,
+        staged: &mut Staged,
+        now: i64,
+    ) -> Result<Vec<Outcome>, Error> {
         let now_s = now.div_euclid(1000);
         let mut mine: Vec<(Box<[u8]>, Option<Item>)> = Vec::with_capacity(writes.len());
         // The newest state of a key: this op's own writes, then the batch's, then the
@@ -634,7 +677,7 @@ impl ShardLocal {
                 .rev()
                 .find(|(k, _)| &**k == sk)
                 .map(|(_, i)| i.clone())
-                .or_else(|| staged.latest.as_ref()?.get(sk).cloned())
+                .or_else(|| staged.latest(sk).cloned())
         };
         let live = |mine: &[(Box<[u8]>, Option<Item>)], sk: &[u8]| match newest(mine, sk) {
             Some(staged) => staged.filter(|i| !i.is_expired(now_s)),
@@ -672,10 +715,7 @@ impl ShardLocal {
             }
         }
         for (sk, item) in mine {
-            if let Some(latest) = staged.latest.as_mut() {
-                latest.insert(sk.clone(), item.clone());
-            }
-            staged.changes.push((sk, item));
+            staged.push(sk, item);
         }
         Ok(out)
     }
