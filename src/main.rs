@@ -29,7 +29,7 @@ mod server;
 #[global_allocator]
 static ALLOCATOR: memory::Counted = memory::Counted(mimalloc::MiMalloc);
 
-use ampd_engine::{Config, Db, Error, ErrorCode, FsyncPolicy};
+use ampd_engine::{layout, Config, Db, Error, ErrorCode, FsyncPolicy};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -342,12 +342,13 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 /// `ampd repair`: prints each cut, or that there was nothing to repair. The server
 /// keeps each environment in `env/NAME` below its data folder; each is repaired.
 fn repair(data_dir: &std::path::Path) -> ExitCode {
-    let mut dirs = Vec::new();
-    match std::fs::read_dir(data_dir.join("env")) {
-        Ok(entries) => dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir())),
-        Err(_) => dirs.push(data_dir.to_owned()),
-    }
-    dirs.sort();
+    let dirs = match layout::env_dirs(data_dir) {
+        Ok(dirs) => dirs,
+        Err(e) => {
+            eprintln!("{}: no environments to repair: {e}", data_dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
     let mut failed = false;
     for dir in dirs {
         match Db::repair(&dir) {
@@ -382,7 +383,7 @@ fn repl(storage: Storage, connect: Connect) -> ExitCode {
         }
     };
     let mut config = storage.config();
-    config.data_dir = config.data_dir.map(|root| env::env_dir(&root, name));
+    config.data_dir = config.data_dir.map(|root| layout::env_dir(&root, name));
     let db_dir = config.data_dir.clone();
     let db = match Db::open(config) {
         Ok(db) => db,

@@ -4,6 +4,7 @@
 
 use crate::item::{now_ms, Item, Slot};
 use crate::key::{self, Key, PAST_TEXT};
+use crate::layout;
 use crate::query::{self, Pattern, QueryOptions, Range};
 pub use crate::shard::FsyncPolicy;
 use crate::shard::{self, label_store_key, LabelKey, Op, Outcome, Shard, Write};
@@ -73,62 +74,6 @@ impl Default for Config {
     }
 }
 
-/// The file in a data directory that records its shard count.
-const SHARDS_FILE: &str = "shards";
-/// The file a process holds locked while it has the data directory open.
-const LOCK_FILE: &str = "LOCK";
-
-/// Makes `dir` ready for `shards` shards: creates it, takes its lock (so two processes
-/// never open one directory), and checks or records the shard count (routing depends
-/// on it: items would land on the wrong shard's log under another count).
-fn prepare_data_dir(dir: &Path, shards: usize) -> Result<std::fs::File, Error> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        Error::new(
-            ErrorCode::Internal,
-            format!("data directory {}: {what}: {e}", dir.display()),
-        )
-    };
-    std::fs::create_dir_all(dir).map_err(|e| fail("cannot create it", &e))?;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK_FILE))
-        .map_err(|e| fail("cannot open its lock file", &e))?;
-    lock.try_lock()
-        .map_err(|e| fail("another process has it open", &e))?;
-    let count_file = dir.join(SHARDS_FILE);
-    match std::fs::read_to_string(&count_file) {
-        Ok(text) => {
-            let recorded: usize = text
-                .trim()
-                .parse()
-                .map_err(|e| fail("unreadable shard count", &e))?;
-            if recorded != shards {
-                return Err(fail(
-                    "shard count",
-                    &format!("it was made with {recorded} shards, asked to open with {shards}"),
-                ));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let tmp = dir.join(format!("{SHARDS_FILE}.tmp"));
-            std::fs::write(&tmp, format!("{shards}\n"))
-                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-                .and_then(|()| std::fs::rename(&tmp, &count_file))
-                .and_then(|()| std::fs::File::open(dir)?.sync_all())
-                .map_err(|e| fail("cannot record the shard count", &e))?;
-        }
-        Err(e) => return Err(fail("cannot read the shard count", &e)),
-    }
-    for id in 0..shards {
-        let shard_dir = dir.join(shard_dir_name(id));
-        std::fs::create_dir_all(&shard_dir)
-            .map_err(|e| fail("cannot create a shard folder", &e))?;
-    }
-    Ok(lock)
-}
-
 /// What to check when a shard's executor does not start.
 fn executor_hint(id: usize, cores: usize) -> String {
     format!(
@@ -136,10 +81,6 @@ fn executor_hint(id: usize, cores: usize) -> String {
          core {} must be usable)",
         id % cores
     )
-}
-
-fn shard_dir_name(id: usize) -> String {
-    format!("shard-{id:04}")
 }
 
 /// The answer of [`Db::get`]: one item (or none) for an exact key, a page otherwise.
@@ -193,9 +134,9 @@ pub struct Db {
 struct Inner {
     shards: Vec<Arc<Shard>>,
     executors: Mutex<Vec<glommio::ExecutorJoinHandle<()>>>,
-    /// Held (locked) while the data directory is open; released after the shards
-    /// have stopped.
-    _lock: Option<std::fs::File>,
+    /// The data directory, locked while it is open; released after the shards have
+    /// stopped.
+    _data_dir: Option<layout::Opened>,
 }
 
 impl Drop for Inner {
@@ -234,18 +175,18 @@ impl Db {
         } else {
             config.shards
         };
+        if count > layout::SHARDS_MAX {
+            return Err(Error::new(
+                ErrorCode::Internal,
+                format!("{count} shards asked for, limit {}", layout::SHARDS_MAX),
+            ));
+        }
         let mut config = config;
-        let lock = match &config.data_dir {
+        let opened = match &config.data_dir {
             Some(dir) => {
-                let lock = prepare_data_dir(dir, count)?;
-                // glommio opens directories by absolute path.
-                config.data_dir = Some(std::fs::canonicalize(dir).map_err(|e| {
-                    Error::new(
-                        ErrorCode::Internal,
-                        format!("data directory {}: {e}", dir.display()),
-                    )
-                })?);
-                Some(lock)
+                let opened = layout::open(dir, count)?;
+                config.data_dir = Some(opened.dir.clone());
+                Some(opened)
             }
             None => None,
         };
@@ -263,7 +204,7 @@ impl Db {
             let (ready, started) = std::sync::mpsc::channel();
             let id = shard.id;
             let durability = config.data_dir.as_ref().map(|dir| shard::Durability {
-                dir: dir.join(shard_dir_name(id)),
+                dir: layout::shard_dir(dir, id),
                 fsync: config.fsync,
                 snapshot_wal_bytes: config.snapshot_wal_bytes,
                 snapshot_interval: config.snapshot_interval,
@@ -340,7 +281,7 @@ impl Db {
             inner: Arc::new(Inner {
                 shards,
                 executors: Mutex::new(executors),
-                _lock: lock,
+                _data_dir: opened,
             }),
         })
     }
@@ -361,19 +302,18 @@ impl Db {
                 format!("repair of {}: {e}", data_dir.display()),
             )
         };
-        let text = std::fs::read_to_string(data_dir.join(SHARDS_FILE)).map_err(|e| fail(&e))?;
-        let count: usize = text.trim().parse().map_err(|e| fail(&e))?;
-        let _lock = prepare_data_dir(data_dir, count)?;
-        let dir = std::fs::canonicalize(data_dir).map_err(|e| fail(&e))?;
+        let count = layout::recorded_shards(data_dir)?
+            .ok_or_else(|| fail(&"no shard count recorded: not a data directory"))?;
+        let opened = layout::open(data_dir, count)?;
         let mut cuts = Vec::new();
         for id in 0..count {
-            let shard_dir = dir.join(shard_dir_name(id));
+            let shard_dir = layout::shard_dir(&opened.dir, id);
             let repaired = LocalExecutorBuilder::new(Placement::Unbound)
                 .name(&format!("ampd-repair-{id}"))
                 .io_memory(IO_MEMORY_BYTES)
                 .spawn(move || async move {
                     let storage = GlommioStorage::new(&shard_dir);
-                    Log::open_repairing(storage, id as u16, 0, LogConfig::default())
+                    Log::open_repairing(storage, layout::disk_id(id), 0, LogConfig::default())
                         .await
                         .map(|(_, _, cuts)| cuts)
                         .map_err(|e| e.to_string())
@@ -382,11 +322,8 @@ impl Db {
                 .join()
                 .map_err(|e| fail(&e))?
                 .map_err(|e| fail(&e))?;
-            cuts.extend(
-                repaired
-                    .into_iter()
-                    .map(|c| format!("{}/{c}", shard_dir_name(id))),
-            );
+            let folder = layout::shard_folder(id);
+            cuts.extend(repaired.into_iter().map(|c| format!("{folder}/{c}")));
         }
         Ok(cuts)
     }

@@ -6,6 +6,8 @@
 //! - [`shard`]: one shard: its skiplists, its inbox, its writer and its reaper.
 //! - [`write`]: what a `set` or `add` makes of a stored item (merge, `$add`, counters).
 //! - [`key`]: the key grammar and the store-key encoding.
+//! - [`layout`]: the data folder: environments, shard folders, the lock, the recorded
+//!   shard count.
 //! - [`query`]: query patterns, ranges, options and label cursors.
 //! - [`item`]: items and their metadata.
 //! - [`ttl`]: time-to-live parsing.
@@ -21,6 +23,7 @@ pub mod db;
 pub mod failpoint;
 pub mod item;
 pub mod key;
+pub mod layout;
 pub mod query;
 mod shard;
 pub mod snapshot;

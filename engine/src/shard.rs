@@ -177,6 +177,8 @@ pub(crate) fn on_thread_of(shards: &[Arc<Shard>]) -> bool {
 /// The shared half of a shard: what readers on any thread see, and the inbox.
 pub(crate) struct Shard {
     pub id: usize,
+    /// The id its WAL and snapshot headers carry.
+    pub disk_id: u16,
     /// Every item of the shard, by store key, for point reads.
     exact: papaya::HashMap<Box<[u8]>, Arc<Slot>, foldhash::fast::RandomState>,
     /// The same slots in store-key order, for scans.
@@ -207,6 +209,7 @@ impl Shard {
     pub fn new(id: usize) -> Shard {
         Shard {
             id,
+            disk_id: crate::layout::disk_id(id),
             exact: papaya::HashMap::builder()
                 .hasher(foldhash::fast::RandomState::default())
                 .build(),
@@ -509,7 +512,7 @@ impl ShardLocal {
             .spawn(move || {
                 let items = walked.items.iter().map(|e| e.value().item());
                 let now_s = now_ms().div_euclid(1000);
-                crate::snapshot::encode(walked.id as u16, s0, items, now_s, |chunk| {
+                crate::snapshot::encode(walked.disk_id, s0, items, now_s, |chunk| {
                     futures::executor::block_on(futures::SinkExt::send(&mut to_writer, chunk))
                         .is_ok()
                 });
@@ -842,7 +845,7 @@ async fn recover<S: Storage>(
     d: &Durability,
 ) -> Result<Log<S>, crate::wal::log::WalError> {
     let started = Instant::now();
-    let id = shard.id as u16;
+    let id = shard.disk_id;
     let (s0, from_snapshot) = match crate::snapshot::load(&storage, id).await? {
         Some((s0, entries)) => {
             let n = entries.len();
