@@ -84,8 +84,8 @@ impl Env {
             .map(|root| layout::env_dir(&root, &spec.name));
         let db = Db::open(config).map_err(|e| {
             Error::new(
-                e.code(),
-                format!("environment {}: {}", spec.name, e.message()),
+                ErrorCode::Internal,
+                format!("environment {}: {e}", spec.name),
             )
         })?;
         Ok(Env {

@@ -2,6 +2,7 @@
 //! there too (straight on the shards' skiplists), and writes travel to the owning
 //! shard's executor and back.
 
+use crate::error::OpenError;
 use crate::item::{now_ms, Item, Slot};
 use crate::key::{self, Key, PAST_TEXT};
 use crate::layout;
@@ -10,7 +11,7 @@ pub use crate::shard::FsyncPolicy;
 use crate::shard::{self, label_store_key, LabelKey, Op, Outcome, Shard, Write};
 use crate::storage::GlommioStorage;
 use crate::ttl::{self, TtlChange};
-use crate::wal::log::{Log, LogConfig};
+use crate::wal::log::{Cut, Log, LogConfig};
 use crate::write::{self, AddRequest, LabelChange, SetRequest};
 use ampd_wire::limits::{BATCH_ITEMS_MAX, LABEL_COUNT, PAGE_BYTES_MAX};
 use ampd_wire::value::{self, Value};
@@ -74,13 +75,15 @@ impl Default for Config {
     }
 }
 
-/// What to check when a shard's executor does not start.
-fn executor_hint(id: usize, cores: usize) -> String {
-    format!(
-        " (io_uring rings and buffers live in locked memory: check `ulimit -l`; with `pin`, \
-         core {} must be usable)",
-        id % cores
-    )
+/// Why shard `id`'s executor did not start, with where it was to run.
+fn executor_error(id: usize, placement: &Placement, why: impl std::fmt::Display) -> OpenError {
+    OpenError::Executor {
+        shard: id,
+        reason: match placement {
+            Placement::Fixed(core) => format!("{why} (pinned to core {core})"),
+            _ => why.to_string(),
+        },
+    }
 }
 
 /// The answer of [`Db::get`]: one item (or none) for an exact key, a page otherwise.
@@ -168,7 +171,7 @@ impl std::fmt::Debug for Db {
 impl Db {
     /// Starts the shards' executors and returns the handle. Dropping the last handle
     /// stops them.
-    pub fn open(config: Config) -> Result<Db, Error> {
+    pub fn open(config: Config) -> Result<Db, OpenError> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let count = if config.shards == 0 {
             cores
@@ -176,10 +179,10 @@ impl Db {
             config.shards
         };
         if count > layout::SHARDS_MAX {
-            return Err(Error::new(
-                ErrorCode::Internal,
-                format!("{count} shards asked for, limit {}", layout::SHARDS_MAX),
-            ));
+            return Err(OpenError::TooManyShards {
+                asked: count,
+                max: layout::SHARDS_MAX,
+            });
         }
         let mut config = config;
         let opened = match &config.data_dir {
@@ -218,7 +221,7 @@ impl Db {
                 .and_then(|disks| disks.get(id).cloned());
             let spawned = {
                 let shard = shard.clone();
-                LocalExecutorBuilder::new(placement)
+                LocalExecutorBuilder::new(placement.clone())
                     .name(&format!("ampd-shard-{id}"))
                     .io_memory(IO_MEMORY_BYTES)
                     .spawn(move || -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
@@ -235,12 +238,9 @@ impl Db {
                     })
             };
             match spawned {
-                Ok(handle) => starting.push((id, handle, started)),
+                Ok(handle) => starting.push((id, placement, handle, started)),
                 Err(e) => {
-                    failure = Some(format!(
-                        "could not start shard {id}: {e}{}",
-                        executor_hint(id, cores)
-                    ));
+                    failure = Some(executor_error(id, &placement, e));
                     break;
                 }
             }
@@ -248,7 +248,7 @@ impl Db {
         // glommio sets up the rings, the locked memory and the CPU binding on the new
         // thread, after `spawn` returns: each shard says when it runs (or why not).
         let mut executors = Vec::with_capacity(count);
-        for (id, handle, started) in starting {
+        for (id, placement, handle, started) in starting {
             match started.recv() {
                 Ok(Ok(())) => executors.push(handle),
                 // The shard ran and said why it cannot serve (recovery).
@@ -258,11 +258,8 @@ impl Db {
                 }
                 Err(_) => {
                     let why = match handle.join() {
-                        Err(e) => format!(
-                            "could not start shard {id}: {e}{}",
-                            executor_hint(id, cores)
-                        ),
-                        Ok(()) => format!("shard {id} stopped while starting"),
+                        Err(e) => executor_error(id, &placement, e),
+                        Ok(()) => executor_error(id, &placement, "it stopped while starting"),
                     };
                     failure.get_or_insert(why);
                 }
@@ -275,7 +272,7 @@ impl Db {
             for e in executors {
                 let _ = e.join();
             }
-            return Err(Error::new(ErrorCode::Internal, why));
+            return Err(why);
         }
         Ok(Db {
             inner: Arc::new(Inner {
@@ -292,38 +289,45 @@ impl Db {
 
     /// Repairs a data directory whose WAL `Db::open` refused as corrupt: each shard's
     /// log is cut at its first bad record (and segments after it are removed), so the
-    /// directory opens with everything before the damage. Returns one line per cut;
-    /// none when there was nothing to repair. What followed the damage is lost: run it
-    /// only when asked to (`ampd repair`).
-    pub fn repair(data_dir: &Path) -> Result<Vec<String>, Error> {
-        let fail = |e: &dyn std::fmt::Display| {
-            Error::new(
-                ErrorCode::Internal,
-                format!("repair of {}: {e}", data_dir.display()),
-            )
-        };
-        let count = layout::recorded_shards(data_dir)?
-            .ok_or_else(|| fail(&"no shard count recorded: not a data directory"))?;
+    /// directory opens with everything before the damage. Returns what was cut (each
+    /// file as a path under `data_dir`); nothing when there was nothing to repair. What
+    /// followed the damage is lost: run it only when asked to (`ampd repair`).
+    pub fn repair(data_dir: &Path) -> Result<Vec<Cut>, OpenError> {
+        let count = layout::recorded_shards(data_dir)?.ok_or_else(|| OpenError::Io {
+            op: "read the shard count",
+            path: data_dir.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no shard count recorded: not a data directory",
+            ),
+        })?;
         let opened = layout::open(data_dir, count)?;
         let mut cuts = Vec::new();
         for id in 0..count {
             let shard_dir = layout::shard_dir(&opened.dir, id);
-            let repaired = LocalExecutorBuilder::new(Placement::Unbound)
-                .name(&format!("ampd-repair-{id}"))
-                .io_memory(IO_MEMORY_BYTES)
-                .spawn(move || async move {
-                    let storage = GlommioStorage::new(&shard_dir);
-                    Log::open_repairing(storage, layout::disk_id(id), 0, LogConfig::default())
-                        .await
-                        .map(|(_, _, cuts)| cuts)
-                        .map_err(|e| e.to_string())
-                })
-                .map_err(|e| fail(&e))?
-                .join()
-                .map_err(|e| fail(&e))?
-                .map_err(|e| fail(&e))?;
-            let folder = layout::shard_folder(id);
-            cuts.extend(repaired.into_iter().map(|c| format!("{folder}/{c}")));
+            let placement = Placement::Unbound;
+            let repaired = {
+                let dir = shard_dir.clone();
+                LocalExecutorBuilder::new(placement.clone())
+                    .name(&format!("ampd-repair-{id}"))
+                    .io_memory(IO_MEMORY_BYTES)
+                    .spawn(move || async move {
+                        let storage = GlommioStorage::new(&dir);
+                        let disk_id = layout::disk_id(id);
+                        Log::open_repairing(storage, disk_id, 0, LogConfig::default())
+                            .await
+                            .map(|(_, _, cuts)| cuts)
+                    })
+                    .map_err(|e| executor_error(id, &placement, e))?
+                    .join()
+                    .map_err(|e| executor_error(id, &placement, e))?
+                    .map_err(|e| OpenError::from_wal(&shard_dir, e))?
+            };
+            let shown = layout::shard_dir(data_dir, id);
+            cuts.extend(repaired.into_iter().map(|cut| Cut {
+                file: shown.join(&cut.file),
+                ..cut
+            }));
         }
         Ok(cuts)
     }
@@ -934,6 +938,21 @@ mod tests {
         send(db.add("k", None, Number::from(1)));
         send(db.remove("k"));
         send(db.remove_many(&["k"]));
+    }
+
+    #[test]
+    fn more_shards_than_the_limit_are_refused_before_any_starts() {
+        let asked = layout::SHARDS_MAX + 1;
+        match Db::open(Config {
+            shards: asked,
+            pin: false,
+            ..Config::default()
+        }) {
+            Err(OpenError::TooManyShards { asked: a, max }) => {
+                assert_eq!((a, max), (asked, layout::SHARDS_MAX));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! item would be looked for on another shard's log. A shard's id is written into every
 //! WAL header as a `u16`, and [`SHARDS_MAX`] keeps every id within it.
 
-use ampd_wire::{Error, ErrorCode};
+use crate::error::OpenError;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -81,48 +81,55 @@ pub(crate) struct Opened {
 
 /// The shard count recorded in database folder `dir`; `None` when none is (a folder
 /// never opened).
-pub(crate) fn recorded_shards(dir: &Path) -> Result<Option<usize>, Error> {
-    match std::fs::read_to_string(dir.join(SHARDS_FILE)) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|e| fail(dir, "unreadable shard count", &e)),
+pub(crate) fn recorded_shards(dir: &Path) -> Result<Option<usize>, OpenError> {
+    let file = dir.join(SHARDS_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => text.trim().parse().map(Some).map_err(|e| OpenError::Io {
+            op: "read the shard count",
+            path: file,
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(fail(dir, "cannot read the shard count", &e)),
+        Err(e) => Err(OpenError::io("read the shard count", &file)(e)),
     }
 }
 
 /// Makes database folder `dir` ready for `shards` shards: creates it, takes its lock
 /// (so two processes never open one database), checks or records the shard count, and
 /// creates the shard folders.
-pub(crate) fn open(dir: &Path, shards: usize) -> Result<Opened, Error> {
-    std::fs::create_dir_all(dir).map_err(|e| fail(dir, "cannot create it", &e))?;
+pub(crate) fn open(dir: &Path, shards: usize) -> Result<Opened, OpenError> {
+    std::fs::create_dir_all(dir).map_err(OpenError::io("create", dir))?;
+    let lock_file = dir.join(LOCK_FILE);
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(dir.join(LOCK_FILE))
-        .map_err(|e| fail(dir, "cannot open its lock file", &e))?;
-    lock.try_lock()
-        .map_err(|e| fail(dir, "another process has it open", &e))?;
+        .open(&lock_file)
+        .map_err(OpenError::io("open", &lock_file))?;
+    lock.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => OpenError::Locked {
+            dir: dir.to_owned(),
+        },
+        std::fs::TryLockError::Error(e) => OpenError::io("lock", &lock_file)(e),
+    })?;
     match recorded_shards(dir)? {
         Some(recorded) if recorded != shards => {
-            return Err(fail(
-                dir,
-                "shard count",
-                &format!("it was made with {recorded} shards, asked to open with {shards}"),
-            ));
+            return Err(OpenError::ShardCount {
+                dir: dir.to_owned(),
+                recorded,
+                asked: shards,
+            });
         }
         Some(_) => {}
-        None => record_shards(dir, shards)
-            .map_err(|e| fail(dir, "cannot record the shard count", &e))?,
+        None => {
+            record_shards(dir, shards).map_err(OpenError::io("record the shard count in", dir))?
+        }
     }
     for id in 0..shards {
-        std::fs::create_dir_all(shard_dir(dir, id))
-            .map_err(|e| fail(dir, "cannot create a shard folder", &e))?;
+        let shard = shard_dir(dir, id);
+        std::fs::create_dir_all(&shard).map_err(OpenError::io("create", &shard))?;
     }
-    let absolute = std::fs::canonicalize(dir).map_err(|e| fail(dir, "cannot resolve it", &e))?;
+    let absolute = std::fs::canonicalize(dir).map_err(OpenError::io("resolve", dir))?;
     Ok(Opened {
         dir: absolute,
         _lock: lock,
@@ -136,13 +143,6 @@ fn record_shards(dir: &Path, shards: usize) -> io::Result<()> {
     File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, dir.join(SHARDS_FILE))?;
     File::open(dir)?.sync_all()
-}
-
-fn fail(dir: &Path, what: &str, e: &dyn std::fmt::Display) -> Error {
-    Error::new(
-        ErrorCode::Internal,
-        format!("data directory {}: {what}: {e}", dir.display()),
-    )
 }
 
 #[cfg(test)]

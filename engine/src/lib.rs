@@ -1,6 +1,7 @@
 //! ampd's engine: the Ampt data API, embedded, on thread-per-core shards.
 //!
 //! # Layout
+//! - [`error`]: [`OpenError`], why a database did not open.
 //! - [`db`]: [`Db`], the embedded API, the routing rule ([`Db::shard_for`]) and the
 //!   read path (scans merged across shards).
 //! - [`shard`]: one shard: its skiplists, its inbox, its writer and its reaper.
@@ -16,10 +17,12 @@
 //! - [`storage`]: the storage trait all WAL and snapshot I/O goes through, with a
 //!   glommio implementation and a simulated disk (power cuts, faults) for tests.
 //!
-//! Errors are [`ampd_wire::Error`]: one type with the stable codes of SPEC.md, the same
-//! in-process and over the network.
+//! Errors of requests are [`ampd_wire::Error`]: one type with the stable codes of
+//! SPEC.md, the same in-process and over the network. Opening a database fails with a
+//! typed [`OpenError`] ([`error`]).
 
 pub mod db;
+pub mod error;
 pub mod failpoint;
 pub mod item;
 pub mod key;
@@ -35,5 +38,7 @@ mod write;
 pub use ampd_wire::{BatchItem, QueryOptions, SetOptions};
 pub use ampd_wire::{Error, ErrorCode, Value};
 pub use db::{Config, Db, FsyncPolicy, Got, Page};
+pub use error::OpenError;
 pub use item::Item;
 pub use key::Key;
+pub use wal::log::{Cut, CutReason};

@@ -22,6 +22,7 @@
 //! The expiry index is only ever touched by the owner, so it is a plain `BTreeSet` in
 //! [`ShardLocal`]; the reaper task walks it in slices on the same executor.
 
+use crate::error::OpenError;
 use crate::item::{now_ms, Item, Slot};
 use crate::key::{self, Key};
 use crate::storage::Storage;
@@ -778,7 +779,7 @@ fn label_key(label: u8, value: &str, item: &Item) -> LabelKey {
 pub(crate) async fn run<S: Storage + 'static>(
     shard: Arc<Shard>,
     durability: Option<(Durability, S)>,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
+    ready: std::sync::mpsc::Sender<Result<(), OpenError>>,
 ) {
     /// However the executor ends (closed, or unwinding from a panic), the shard is
     /// marked closed and whatever is still queued is answered, so no caller waits on
@@ -807,7 +808,7 @@ pub(crate) async fn run<S: Storage + 'static>(
                 (d.snapshot_wal_bytes, d.snapshot_interval),
             ),
             Err(e) => {
-                let _ = ready.send(Err(format!("recovery of shard {} failed: {e}", shard.id)));
+                let _ = ready.send(Err(OpenError::from_wal(&d.dir, e)));
                 return;
             }
         },

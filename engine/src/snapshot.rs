@@ -175,10 +175,10 @@ pub async fn load<S: Storage>(
         return Ok(None);
     };
     let (_, bytes) = read_whole(storage, newest).await?;
-    let corrupt = |offset: usize, error| WalError::Corrupt {
+    let corrupt = |offset: usize, reason| WalError::Corrupt {
         file: newest.clone(),
         offset: offset as u64,
-        error,
+        reason,
     };
     let header = match SegmentHeader::decode(&bytes) {
         Ok(Some(h)) if h.shard == shard && h.segment == SNAPSHOT_SEGMENT => h,

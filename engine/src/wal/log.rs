@@ -22,6 +22,7 @@ use super::record::{self, Entry, FormatError, Position, SegmentHeader};
 use crate::failpoint;
 use crate::storage::{Storage, StorageFile};
 use std::io;
+use std::path::PathBuf;
 
 /// Limits of a log.
 #[derive(Debug, Clone, Copy)]
@@ -47,18 +48,12 @@ pub enum WalError {
         file: String,
         source: io::Error,
     },
-    /// A record or header before the end of the log is bad.
+    /// A record or header before the end of the log is bad, or a segment does not
+    /// continue the sequence numbers of the one before it (a missing segment).
     Corrupt {
         file: String,
         offset: u64,
-        error: FormatError,
-    },
-    /// Segments do not follow each other (a missing segment, or sequence numbers that
-    /// do not continue).
-    Gap {
-        file: String,
-        expected_seq: u64,
-        found_seq: u64,
+        reason: FormatError,
     },
     /// An earlier write or sync failed; nothing more is accepted.
     Poisoned,
@@ -71,16 +66,8 @@ impl std::fmt::Display for WalError {
             WalError::Corrupt {
                 file,
                 offset,
-                error,
-            } => write!(f, "WAL {file} is corrupt at byte {offset}: {error}"),
-            WalError::Gap {
-                file,
-                expected_seq,
-                found_seq,
-            } => write!(
-                f,
-                "WAL {file} starts at sequence {found_seq}, expected {expected_seq}"
-            ),
+                reason,
+            } => write!(f, "WAL {file} is corrupt at byte {offset}: {reason}"),
             WalError::Poisoned => write!(
                 f,
                 "the WAL stopped taking writes after a failed write or sync"
@@ -120,6 +107,43 @@ pub struct Replay {
     pub entries: Vec<(u64, Entry)>,
     /// Bytes cut off a torn tail (0 when the log ended on a whole record).
     pub torn_bytes: u64,
+}
+
+/// What a repair cut off a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// The file: a segment's name in the shard's storage (`Db::repair` makes it a path).
+    pub file: PathBuf,
+    /// Where the cut starts; 0 when the whole file was removed.
+    pub offset: u64,
+    /// How many bytes went.
+    pub bytes: u64,
+    pub reason: CutReason,
+}
+
+/// Why a repair cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CutReason {
+    /// The damage itself: what the reader found at the cut.
+    Damaged(FormatError),
+    /// A segment after the damage (its records would not follow the cut log's).
+    AfterDamage,
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let file = self.file.display();
+        let (offset, bytes) = (self.offset, self.bytes);
+        match (&self.reason, offset) {
+            (CutReason::Damaged(why), 0) => write!(f, "{file}: removed, {bytes} bytes ({why})"),
+            (CutReason::Damaged(why), _) => {
+                write!(f, "{file}: cut at byte {offset}, {bytes} bytes ({why})")
+            }
+            (CutReason::AfterDamage, _) => {
+                write!(f, "{file}: removed, {bytes} bytes (after the damage)")
+            }
+        }
+    }
 }
 
 /// One shard's log, open for appending.
@@ -206,11 +230,7 @@ impl<S: Storage> Log<S> {
             .await?;
             if next_seq.is_none() && first_seq > from_seq {
                 // The records from `from_seq` (a snapshot's start) to here are gone.
-                return Err(WalError::Gap {
-                    file: segment_name(*id),
-                    expected_seq: from_seq,
-                    found_seq: first_seq,
-                });
+                return Err(gap(shard, *id, from_seq, first_seq));
             }
             segments.push((*id, first_seq));
             next_seq = Some(seq);
@@ -251,64 +271,77 @@ impl<S: Storage> Log<S> {
 
     /// Opens the log like [`Log::open`], but where it finds corruption (a bad record
     /// or header, or a sequence gap) it cuts the log there: the damaged segment is
-    /// truncated at the bad record (removed if its header is bad) and every later
-    /// segment is removed. Returns the log and what was cut, one line per cut. Only for
-    /// an operator who asked for it: what follows the damage is lost.
+    /// truncated at the bad record (removed if its header or first record is bad) and
+    /// every later segment is removed. Returns the log and what was cut. Only for an
+    /// operator who asked for it: what follows the damage is lost.
     pub async fn open_repairing(
         storage: S,
         shard: u16,
         from_seq: u64,
         config: LogConfig,
-    ) -> Result<(Log<S>, Replay, Vec<String>), WalError> {
+    ) -> Result<(Log<S>, Replay, Vec<Cut>), WalError> {
         let mut cuts = Vec::new();
         loop {
-            let (file, offset) = match Log::open(storage.clone(), shard, from_seq, config).await {
-                Ok((log, replay)) => return Ok((log, replay, cuts)),
-                Err(WalError::Corrupt {
+            let (file, offset, reason) =
+                match Log::open(storage.clone(), shard, from_seq, config).await {
+                    Ok((log, replay)) => return Ok((log, replay, cuts)),
+                    Err(WalError::Corrupt {
+                        file,
+                        offset,
+                        reason,
+                    }) => (file, offset, reason),
+                    Err(other) => return Err(other),
+                };
+            // The errors of `open` only ever name segment files.
+            let Some(id) = segment_id(&file) else {
+                return Err(WalError::Corrupt {
                     file,
                     offset,
-                    error,
-                }) => {
-                    cuts.push(format!("{file}: cut at byte {offset} ({error})"));
-                    (file, offset)
-                }
-                Err(WalError::Gap {
-                    file,
-                    expected_seq,
-                    found_seq,
-                }) => {
-                    cuts.push(format!(
-                        "{file}: removed (starts at sequence {found_seq}, expected {expected_seq})"
-                    ));
-                    (file, 0)
-                }
-                Err(other) => return Err(other),
+                    reason,
+                });
             };
-            // The errors of `open` only ever name segment files.
-            #[allow(clippy::expect_used)]
-            let id = segment_id(&file).expect("a WAL error names a segment file");
-            if offset <= record::SEGMENT_HEADER_LEN as u64 {
+            let f = storage.open(&file).await.map_err(io_error("open", &file))?;
+            let size = f.size().await.map_err(io_error("stat", &file))?;
+            // A segment with no whole valid record left goes whole.
+            let offset = if offset <= record::SEGMENT_HEADER_LEN as u64 {
+                drop(f);
                 storage
                     .remove(&file)
                     .await
                     .map_err(io_error("remove", &file))?;
+                0
             } else {
-                let f = storage.open(&file).await.map_err(io_error("open", &file))?;
                 f.truncate(offset)
                     .await
                     .map_err(io_error("truncate", &file))?;
                 f.sync_data().await.map_err(io_error("sync", &file))?;
-            }
+                offset
+            };
+            cuts.push(Cut {
+                file: PathBuf::from(&file),
+                offset,
+                bytes: size.saturating_sub(offset),
+                reason: CutReason::Damaged(reason),
+            });
             let names = storage.list().await.map_err(io_error("listing", "."))?;
             for later in names
                 .iter()
                 .filter(|n| segment_id(n).is_some_and(|l| l > id))
             {
+                let bytes = match storage.open(later).await {
+                    Ok(f) => f.size().await.map_err(io_error("stat", later))?,
+                    Err(e) => return Err(io_error("open", later)(e)),
+                };
                 storage
                     .remove(later)
                     .await
                     .map_err(io_error("remove", later))?;
-                cuts.push(format!("{later}: removed (after the damage)"));
+                cuts.push(Cut {
+                    file: PathBuf::from(later),
+                    offset: 0,
+                    bytes,
+                    reason: CutReason::AfterDamage,
+                });
             }
             storage
                 .sync_dir()
@@ -469,6 +502,24 @@ async fn start_segment<S: Storage>(
     Ok((file, record::SEGMENT_HEADER_LEN as u64))
 }
 
+/// Segment `id` starts at sequence `found` where `expected` belongs: the segments
+/// between are missing.
+fn gap(shard: u16, id: u64, expected: u64, found: u64) -> WalError {
+    let at = |seq| Position {
+        shard,
+        segment: id,
+        seq,
+    };
+    WalError::Corrupt {
+        file: segment_name(id),
+        offset: 0,
+        reason: FormatError::Misplaced {
+            expected: at(expected),
+            found: at(found),
+        },
+    }
+}
+
 /// Opens `name` and reads all of it (segments and snapshots are read whole, once, at
 /// recovery).
 pub(crate) async fn read_whole<S: Storage>(
@@ -498,10 +549,10 @@ async fn read_segment<S: Storage>(
     let name = segment_name(id);
     let (file, bytes) = read_whole(storage, &name).await?;
     let size = bytes.len() as u64;
-    let corrupt = |offset: usize, error| WalError::Corrupt {
+    let corrupt = |offset: usize, reason| WalError::Corrupt {
         file: name.clone(),
         offset: offset as u64,
-        error,
+        reason,
     };
     let header = match SegmentHeader::decode(&bytes) {
         Ok(Some(h)) if h.shard == shard && h.segment == id => h,
@@ -540,11 +591,7 @@ async fn read_segment<S: Storage>(
     };
     if let Some(expected) = expected_seq {
         if header.first_seq != expected {
-            return Err(WalError::Gap {
-                file: name,
-                expected_seq: expected,
-                found_seq: header.first_seq,
-            });
+            return Err(gap(shard, id, expected, header.first_seq));
         }
     }
     let mut offset = record::SEGMENT_HEADER_LEN;

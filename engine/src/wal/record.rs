@@ -131,8 +131,8 @@ impl std::fmt::Display for FormatError {
             }
             FormatError::Misplaced { expected, found } => write!(
                 f,
-                "record of shard {} segment {} seq {} where shard {} segment {} seq {} \
-                 belongs",
+                "shard {} segment {} sequence {} found where shard {} segment {} \
+                 sequence {} belongs",
                 found.shard,
                 found.segment,
                 found.seq,
