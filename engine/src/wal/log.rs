@@ -19,6 +19,7 @@
 //! recovers from what is on disk.
 
 use super::record::{self, Entry, FormatError, Position, SegmentHeader};
+use super::segment::{self, Expected, Fault, Numbering};
 use crate::failpoint;
 use crate::storage::{Storage, StorageFile};
 use std::io;
@@ -535,8 +536,10 @@ pub(crate) async fn read_whole<S: Storage>(
     Ok((file, bytes))
 }
 
-/// Reads one segment into `replay`; returns the open file, the offset after its last
-/// whole record, its first sequence number and the next one.
+/// Reads one segment into `replay` (through the one segment reader,
+/// [`segment::read`]); returns the open file, the offset after its last whole record,
+/// its first sequence number and the next one. A fault in the last segment with
+/// nothing valid after it is a torn tail and is cut; any other is corruption.
 async fn read_segment<S: Storage>(
     storage: &S,
     shard: u16,
@@ -548,34 +551,30 @@ async fn read_segment<S: Storage>(
 ) -> Result<(S::File, u64, u64, u64), WalError> {
     let name = segment_name(id);
     let (file, bytes) = read_whole(storage, &name).await?;
-    let size = bytes.len() as u64;
-    let corrupt = |offset: usize, reason| WalError::Corrupt {
+    let corrupt = |fault: Fault| WalError::Corrupt {
         file: name.clone(),
-        offset: offset as u64,
-        reason,
+        offset: fault.offset,
+        reason: fault.reason,
     };
-    let header = match SegmentHeader::decode(&bytes) {
-        Ok(Some(h)) if h.shard == shard && h.segment == id => h,
-        Ok(Some(h)) => {
-            return Err(corrupt(
-                0,
-                FormatError::Misplaced {
-                    expected: Position {
-                        shard,
-                        segment: id,
-                        seq: h.first_seq,
-                    },
-                    found: Position {
-                        shard: h.shard,
-                        segment: h.segment,
-                        seq: h.first_seq,
-                    },
-                },
-            ))
+    let expected = Expected {
+        shard,
+        segment: id,
+        first_seq: expected_seq,
+        numbering: Numbering::FromHeader,
+    };
+    let read = segment::read(&bytes, expected, |seq, entry| {
+        if seq >= from_seq {
+            replay.entries.push((seq, entry));
         }
+    });
+    let read = match read {
+        Ok(read) => read,
         // A segment whose header never became whole can only be the newest one, torn
         // while it was being started: start it again.
-        Ok(None) if is_last => {
+        Err(Fault {
+            reason: FormatError::ShortHeader { bytes },
+            ..
+        }) if is_last => {
             drop(file);
             storage
                 .remove(&name)
@@ -583,56 +582,25 @@ async fn read_segment<S: Storage>(
                 .map_err(io_error("remove", &name))?;
             let seq = expected_seq.unwrap_or(from_seq);
             let (file, offset) = start_segment(storage, shard, id, seq).await?;
-            replay.torn_bytes += size;
+            replay.torn_bytes += bytes;
             return Ok((file, offset, seq, seq));
         }
-        Ok(None) => return Err(corrupt(0, FormatError::BadLength { body_len: size })),
-        Err(e) => return Err(corrupt(0, e)),
+        Err(fault) => return Err(corrupt(fault)),
     };
-    if let Some(expected) = expected_seq {
-        if header.first_seq != expected {
-            return Err(gap(shard, id, expected, header.first_seq));
+    if let Some(fault) = read.fault {
+        if !is_last || segment::record_follows(&bytes, fault.offset, shard, id) {
+            return Err(corrupt(fault));
         }
+        let torn = bytes.len() as u64 - fault.offset;
+        file.truncate(fault.offset)
+            .await
+            .map_err(io_error("truncate", &name))?;
+        file.sync_data().await.map_err(io_error("sync", &name))?;
+        eprintln!(
+            "ampd: WAL {name}: cut a torn tail of {torn} bytes at byte {}",
+            fault.offset
+        );
+        replay.torn_bytes += torn;
     }
-    let mut offset = record::SEGMENT_HEADER_LEN;
-    let mut seq = header.first_seq;
-    loop {
-        let at = Position {
-            shard,
-            segment: id,
-            seq,
-        };
-        match record::decode_record(&bytes[offset..], at) {
-            Ok(Some((entry, len))) => {
-                if seq >= from_seq {
-                    replay.entries.push((seq, entry));
-                }
-                offset += len;
-                seq += 1;
-            }
-            Ok(None) if offset == bytes.len() => break,
-            result => {
-                let later = (offset + 1..bytes.len())
-                    .any(|p| record::looks_like_record(&bytes[p..], shard, id));
-                if !is_last || later {
-                    let error = match result {
-                        Err(e) => e,
-                        _ => FormatError::BadLength {
-                            body_len: (bytes.len() - offset) as u64,
-                        },
-                    };
-                    return Err(corrupt(offset, error));
-                }
-                let torn = (bytes.len() - offset) as u64;
-                file.truncate(offset as u64)
-                    .await
-                    .map_err(io_error("truncate", &name))?;
-                file.sync_data().await.map_err(io_error("sync", &name))?;
-                eprintln!("ampd: WAL {name}: cut a torn tail of {torn} bytes at byte {offset}");
-                replay.torn_bytes += torn;
-                break;
-            }
-        }
-    }
-    Ok((file, offset as u64, header.first_seq, seq))
+    Ok((file, read.end, read.header.first_seq, read.next_seq))
 }

@@ -3,6 +3,8 @@
 //!
 //! - [`record`]: the on-disk format of a segment header and of a record, defined once,
 //!   with its checks.
+//! - [`segment`]: the one reader of a segment's bytes (WAL segments and snapshots):
+//!   header, then records in order, up to the first fault, named with its offset.
 //! - [`log`]: one shard's log: batched appends (one write and one sync per batch),
 //!   segment rotation, poisoning after a failed write or sync, and the reader that
 //!   tells a torn tail (cut) from corruption (refused, with file and offset).
@@ -13,3 +15,4 @@
 
 pub mod log;
 pub mod record;
+pub mod segment;
