@@ -37,6 +37,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::registry::LookupSpan;
 
 /// The Ampt data API as a thread-per-core key-value server.
 #[derive(Debug, Parser)]
@@ -155,12 +158,45 @@ struct Serve {
 }
 
 fn main() -> ExitCode {
+    install_logging();
     let main = Main::parse();
     match main.command {
         Command::Serve(serve) => run_serve(serve, main.connect),
         Command::Data(command) => run_cli(command, main.connect),
         Command::Repair { data_dir } => repair(&data_dir),
         Command::Repl { storage } => repl(storage, main.connect),
+    }
+}
+
+/// The engine logs through `tracing`; the binary writes its events to stderr, one
+/// `ampd: message` line each (no time, level or target), as the server always has.
+fn install_logging() {
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .event_format(LogLine)
+        .finish();
+    // Only fails when one is already installed, which is then used instead.
+    let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
+/// `ampd: ` and the event's message and fields.
+struct LogLine;
+
+impl<S, N> FormatEvent<S, N> for LogLine
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        writer.write_str("ampd: ")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
     }
 }
 

@@ -21,6 +21,9 @@
 //! SPEC.md, the same in-process and over the network. Opening a database fails with a
 //! typed [`OpenError`] ([`error`]).
 
+// A library logs (through `tracing`) or returns errors; only binaries print.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
 pub mod db;
 pub mod error;
 pub mod failpoint;

@@ -69,9 +69,11 @@ pub(crate) struct LabelKey {
 }
 
 /// One write inside an [`Op`].
-// Writes travel in a Vec that is filled once and drained once; boxing the large
-// variant would cost an allocation per `set` and save nothing.
-#[allow(clippy::large_enum_variant)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "writes travel in a Vec filled once and drained once: boxing the large \
+              variant would cost an allocation per `set` and save nothing"
+)]
 #[derive(Debug)]
 pub(crate) enum Write {
     Set(SetRequest),
@@ -385,7 +387,7 @@ impl ShardLocal {
                                     Ok(()) => {
                                         self.shared.wal_syncs.fetch_add(1, Ordering::Relaxed);
                                     }
-                                    Err(e) => eprintln!("ampd: shard {}: {e}", self.shared.id),
+                                    Err(e) => tracing::error!("shard {}: {e}", self.shared.id),
                                 }
                             }
                             unsynced_since = None;
@@ -485,7 +487,7 @@ impl ShardLocal {
         if let Some(log) = log.as_mut() {
             // A clean close leaves everything acknowledged on disk, whatever the policy.
             if let Err(e) = log.sync().await {
-                eprintln!("ampd: shard {}: {e}", self.shared.id);
+                tracing::error!("shard {}: {e}", self.shared.id);
             }
         }
     }
@@ -527,8 +529,8 @@ impl ShardLocal {
                 )),
             };
             if let Ok(count) = &written {
-                eprintln!(
-                    "ampd: shard {} snapshot at sequence {s0}: {count} items in {:.1?}",
+                tracing::info!(
+                    "shard {} snapshot at sequence {s0}: {count} items in {:.1?}",
                     shared.id,
                     started.elapsed()
                 );
@@ -558,7 +560,7 @@ impl ShardLocal {
                 Err(e) => Err(e),
             };
             if let Err(e) = &answer {
-                eprintln!("ampd: shard {}: snapshot: {e}", self.shared.id);
+                tracing::error!("shard {}: snapshot: {e}", self.shared.id);
             }
             for reply in snapshots.waiting.drain(..) {
                 let _ =
@@ -858,8 +860,8 @@ async fn recover<S: Storage>(
     let (log, replay) = Log::open(storage, id, s0, d.log).await?;
     let records = replay.entries.len();
     local.replay(replay.entries.into_iter().map(|(_, e)| e).collect());
-    eprintln!(
-        "ampd: shard {} recovered {from_snapshot} items from a snapshot and {records} WAL \
+    tracing::info!(
+        "shard {} recovered {from_snapshot} items from a snapshot and {records} WAL \
          records ({} items) from {} in {:.1?}{}",
         shard.id,
         shard.items.len(),

@@ -198,7 +198,7 @@ impl<S: Storage> Log<S> {
         }
         let covered = first_seqs
             .windows(2)
-            .take_while(|w| w[1].is_some_and(|next| next <= from_seq) && w[0].is_some())
+            .take_while(|w| matches!(w, [Some(_), Some(next)] if *next <= from_seq))
             .count();
         for id in ids.drain(..covered) {
             let name = segment_name(id);
@@ -424,12 +424,15 @@ impl<S: Storage> Log<S> {
         let covered = self
             .segments
             .windows(2)
-            .take_while(|w| w[1].1 <= seq)
+            .take_while(|w| matches!(w, [_, (_, next)] if *next <= seq))
             .count();
         for _ in 0..covered {
             // Forget a segment only once it is removed: a failed removal is retried
             // after the next snapshot (and `open` skips covered leftovers anyway).
-            let name = segment_name(self.segments[0].0);
+            let Some(&(oldest, _)) = self.segments.first() else {
+                break;
+            };
+            let name = segment_name(oldest);
             failpoint::check(failpoint::WAL_REMOVE_SEGMENT).map_err(io_error("remove", &name))?;
             self.storage
                 .remove(&name)
@@ -596,8 +599,8 @@ async fn read_segment<S: Storage>(
             .await
             .map_err(io_error("truncate", &name))?;
         file.sync_data().await.map_err(io_error("sync", &name))?;
-        eprintln!(
-            "ampd: WAL {name}: cut a torn tail of {torn} bytes at byte {}",
+        tracing::warn!(
+            "WAL {name}: cut a torn tail of {torn} bytes at byte {}",
             fault.offset
         );
         replay.torn_bytes += torn;

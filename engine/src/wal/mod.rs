@@ -13,6 +13,10 @@
 //! to come: group commit in the shard's write loop, recovery in `Db::open`, snapshots,
 //! repair, and the crash-loop tests.
 
+// The log decodes what a disk hands back after a crash: no unchecked indexing or
+// unwrapping (tests may; clippy.toml); a needed exception says why.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
 pub mod log;
 pub mod record;
 pub mod segment;
