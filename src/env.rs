@@ -6,9 +6,8 @@
 //! token's length tells an attacker anything. Tokens never reach a log line: [`Token`]
 //! has no `Debug` or `Display` that shows it.
 
-use ampd_engine::{Config, Db, Error, ErrorCode};
+use ampd_engine::{layout, Config, Db, Error, ErrorCode};
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
 use subtle::ConstantTimeEq;
 
 /// Bytes of an environment name: `[A-Za-z0-9_-]`, 1 to this many.
@@ -76,29 +75,17 @@ pub struct Env {
     pub db: Db,
 }
 
-/// The data folder of environment `name` under the server's data directory.
-pub fn env_dir(data_dir: &Path, name: &str) -> PathBuf {
-    data_dir.join("env").join(name)
-}
-
 impl Env {
     /// Opens environment `spec` with `config` (its `data_dir`, if any, is the server's
     /// data directory; the environment lives in a folder of its own below it).
     pub fn open(spec: EnvSpec, mut config: Config) -> Result<Env, Error> {
-        if let Some(dir) = &config.data_dir {
-            let dir = env_dir(dir, &spec.name);
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                Error::new(
-                    ErrorCode::Internal,
-                    format!("cannot create {}: {e}", dir.display()),
-                )
-            })?;
-            config.data_dir = Some(dir);
-        }
+        config.data_dir = config
+            .data_dir
+            .map(|root| layout::env_dir(&root, &spec.name));
         let db = Db::open(config).map_err(|e| {
             Error::new(
-                e.code(),
-                format!("environment {}: {}", spec.name, e.message()),
+                ErrorCode::Internal,
+                format!("environment {}: {e}", spec.name),
             )
         })?;
         Ok(Env {

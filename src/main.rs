@@ -29,7 +29,7 @@ mod server;
 #[global_allocator]
 static ALLOCATOR: memory::Counted = memory::Counted(mimalloc::MiMalloc);
 
-use ampd_engine::{Config, Db, Error, ErrorCode, FsyncPolicy};
+use ampd_engine::{layout, Config, Db, Error, ErrorCode, FsyncPolicy};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -37,6 +37,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::registry::LookupSpan;
 
 /// The Ampt data API as a thread-per-core key-value server.
 #[derive(Debug, Parser)]
@@ -161,12 +164,45 @@ struct Serve {
 }
 
 fn main() -> ExitCode {
+    install_logging();
     let main = Main::parse();
     match main.command {
         Command::Serve(serve) => run_serve(serve, main.connect),
         Command::Data(command) => run_cli(command, main.connect),
         Command::Repair { data_dir } => repair(&data_dir),
         Command::Repl { storage } => repl(storage, main.connect),
+    }
+}
+
+/// The engine logs through `tracing`; the binary writes its events to stderr, one
+/// `ampd: message` line each (no time, level or target), as the server always has.
+fn install_logging() {
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .event_format(LogLine)
+        .finish();
+    // Only fails when one is already installed, which is then used instead.
+    let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
+/// `ampd: ` and the event's message and fields.
+struct LogLine;
+
+impl<S, N> FormatEvent<S, N> for LogLine
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        writer.write_str("ampd: ")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
     }
 }
 
@@ -351,12 +387,13 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 /// `ampd repair`: prints each cut, or that there was nothing to repair. The server
 /// keeps each environment in `env/NAME` below its data folder; each is repaired.
 fn repair(data_dir: &std::path::Path) -> ExitCode {
-    let mut dirs = Vec::new();
-    match std::fs::read_dir(data_dir.join("env")) {
-        Ok(entries) => dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir())),
-        Err(_) => dirs.push(data_dir.to_owned()),
-    }
-    dirs.sort();
+    let dirs = match layout::env_dirs(data_dir) {
+        Ok(dirs) => dirs,
+        Err(e) => {
+            eprintln!("{}: no environments to repair: {e}", data_dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
     let mut failed = false;
     for dir in dirs {
         match Db::repair(&dir) {
@@ -391,7 +428,7 @@ fn repl(storage: Storage, connect: Connect) -> ExitCode {
         }
     };
     let mut config = storage.config();
-    config.data_dir = config.data_dir.map(|root| env::env_dir(&root, name));
+    config.data_dir = config.data_dir.map(|root| layout::env_dir(&root, name));
     let db_dir = config.data_dir.clone();
     let db = match Db::open(config) {
         Ok(db) => db,

@@ -2,14 +2,16 @@
 //! there too (straight on the shards' skiplists), and writes travel to the owning
 //! shard's executor and back.
 
+use crate::error::OpenError;
 use crate::item::{now_ms, Item, Slot};
 use crate::key::{self, Key, PAST_TEXT};
+use crate::layout;
 use crate::query::{self, Pattern, QueryOptions, Range};
 pub use crate::shard::FsyncPolicy;
 use crate::shard::{self, label_store_key, LabelKey, Op, Outcome, Shard, Write};
 use crate::storage::UringStorage;
 use crate::ttl::{self, TtlChange};
-use crate::wal::log::{Log, LogConfig};
+use crate::wal::log::{Cut, Log, LogConfig};
 use crate::write::{self, AddRequest, LabelChange, SetRequest};
 use ampd_wire::limits::{BATCH_ITEMS_MAX, LABEL_COUNT, PAGE_BYTES_MAX};
 use ampd_wire::value::{self, Value};
@@ -72,73 +74,15 @@ impl Default for Config {
     }
 }
 
-/// The file in a data directory that records its shard count.
-const SHARDS_FILE: &str = "shards";
-/// The file a process holds locked while it has the data directory open.
-const LOCK_FILE: &str = "LOCK";
-
-/// Makes `dir` ready for `shards` shards: creates it, takes its lock (so two processes
-/// never open one directory), and checks or records the shard count (routing depends
-/// on it: items would land on the wrong shard's log under another count).
-fn prepare_data_dir(dir: &Path, shards: usize) -> Result<std::fs::File, Error> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        Error::new(
-            ErrorCode::Internal,
-            format!("data directory {}: {what}: {e}", dir.display()),
-        )
-    };
-    std::fs::create_dir_all(dir).map_err(|e| fail("cannot create it", &e))?;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK_FILE))
-        .map_err(|e| fail("cannot open its lock file", &e))?;
-    lock.try_lock()
-        .map_err(|e| fail("another process has it open", &e))?;
-    let count_file = dir.join(SHARDS_FILE);
-    match std::fs::read_to_string(&count_file) {
-        Ok(text) => {
-            let recorded: usize = text
-                .trim()
-                .parse()
-                .map_err(|e| fail("unreadable shard count", &e))?;
-            if recorded != shards {
-                return Err(fail(
-                    "shard count",
-                    &format!("it was made with {recorded} shards, asked to open with {shards}"),
-                ));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let tmp = dir.join(format!("{SHARDS_FILE}.tmp"));
-            std::fs::write(&tmp, format!("{shards}\n"))
-                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-                .and_then(|()| std::fs::rename(&tmp, &count_file))
-                .and_then(|()| std::fs::File::open(dir)?.sync_all())
-                .map_err(|e| fail("cannot record the shard count", &e))?;
-        }
-        Err(e) => return Err(fail("cannot read the shard count", &e)),
+/// Why shard `id`'s thread did not start, with the core it was pinned to.
+fn executor_error(id: usize, pinned: Option<usize>, why: impl std::fmt::Display) -> OpenError {
+    OpenError::Executor {
+        shard: id,
+        reason: match pinned {
+            Some(core) => format!("{why} (pinned to core {core})"),
+            None => why.to_string(),
+        },
     }
-    for id in 0..shards {
-        let shard_dir = dir.join(shard_dir_name(id));
-        std::fs::create_dir_all(&shard_dir)
-            .map_err(|e| fail("cannot create a shard folder", &e))?;
-    }
-    Ok(lock)
-}
-
-/// What to check when a shard's executor does not start.
-fn executor_hint(id: usize, cores: usize) -> String {
-    format!(
-        " (each shard needs an io_uring with SINGLE_ISSUER and DEFER_TASKRUN, Linux 6.1 or \
-         later; with `pin`, core {} must be usable)",
-        id % cores
-    )
-}
-
-fn shard_dir_name(id: usize) -> String {
-    format!("shard-{id:04}")
 }
 
 /// The answer of [`Db::get`]: one item (or none) for an exact key, a page otherwise.
@@ -192,9 +136,9 @@ pub struct Db {
 struct Inner {
     shards: Vec<Arc<Shard>>,
     executors: Mutex<Vec<ampd_rt::thread::Thread<()>>>,
-    /// Held (locked) while the data directory is open; released after the shards
-    /// have stopped.
-    _lock: Option<std::fs::File>,
+    /// The data directory, locked while it is open; released after the shards have
+    /// stopped.
+    _data_dir: Option<layout::Opened>,
 }
 
 impl Drop for Inner {
@@ -226,26 +170,25 @@ impl std::fmt::Debug for Db {
 impl Db {
     /// Starts the shards' executors and returns the handle. Dropping the last handle
     /// stops them.
-    pub fn open(config: Config) -> Result<Db, Error> {
+    pub fn open(config: Config) -> Result<Db, OpenError> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let count = if config.shards == 0 {
             cores
         } else {
             config.shards
         };
+        if count > layout::SHARDS_MAX {
+            return Err(OpenError::TooManyShards {
+                asked: count,
+                max: layout::SHARDS_MAX,
+            });
+        }
         let mut config = config;
-        let lock = match &config.data_dir {
+        let opened = match &config.data_dir {
             Some(dir) => {
-                let lock = prepare_data_dir(dir, count)?;
-                // Shard folders are named by absolute path, whatever the current
-                // directory does later.
-                config.data_dir = Some(std::fs::canonicalize(dir).map_err(|e| {
-                    Error::new(
-                        ErrorCode::Internal,
-                        format!("data directory {}: {e}", dir.display()),
-                    )
-                })?);
-                Some(lock)
+                let opened = layout::open(dir, count)?;
+                config.data_dir = Some(opened.dir.clone());
+                Some(opened)
             }
             None => None,
         };
@@ -257,8 +200,9 @@ impl Db {
         for shard in &shards {
             let (ready, started) = std::sync::mpsc::channel();
             let id = shard.id;
+            let pinned = config.pin.then_some(id % cores);
             let durability = config.data_dir.as_ref().map(|dir| shard::Durability {
-                dir: dir.join(shard_dir_name(id)),
+                dir: layout::shard_dir(dir, id),
                 fsync: config.fsync,
                 snapshot_wal_bytes: config.snapshot_wal_bytes,
                 snapshot_interval: config.snapshot_interval,
@@ -278,8 +222,8 @@ impl Db {
                         coalesce: config.coalesce,
                         ..ampd_rt::Config::default()
                     });
-                if config.pin {
-                    thread = thread.pin_to(id % cores);
+                if let Some(core) = pinned {
+                    thread = thread.pin_to(core);
                 }
                 thread.spawn(move || -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
                     match (durability, simulated) {
@@ -295,12 +239,9 @@ impl Db {
                 })
             };
             match spawned {
-                Ok(handle) => starting.push((id, handle, started)),
+                Ok(handle) => starting.push((id, pinned, handle, started)),
                 Err(e) => {
-                    failure = Some(format!(
-                        "could not start shard {id}: {e}{}",
-                        executor_hint(id, cores)
-                    ));
+                    failure = Some(executor_error(id, pinned, e));
                     break;
                 }
             }
@@ -308,7 +249,7 @@ impl Db {
         // The ring and the CPU binding are set up on the new thread, after `spawn`
         // returns: each shard says when it runs (or why not).
         let mut executors = Vec::with_capacity(count);
-        for (id, handle, started) in starting {
+        for (id, pinned, handle, started) in starting {
             match started.recv() {
                 Ok(Ok(())) => executors.push(handle),
                 // The shard ran and said why it cannot serve (recovery).
@@ -318,11 +259,8 @@ impl Db {
                 }
                 Err(_) => {
                     let why = match handle.join() {
-                        Err(e) => format!(
-                            "could not start shard {id}: {e}{}",
-                            executor_hint(id, cores)
-                        ),
-                        Ok(()) => format!("shard {id} stopped while starting"),
+                        Err(e) => executor_error(id, pinned, e),
+                        Ok(()) => executor_error(id, pinned, "it stopped while starting"),
                     };
                     failure.get_or_insert(why);
                 }
@@ -335,13 +273,13 @@ impl Db {
             for e in executors {
                 let _ = e.join();
             }
-            return Err(Error::new(ErrorCode::Internal, why));
+            return Err(why);
         }
         Ok(Db {
             inner: Arc::new(Inner {
                 shards,
                 executors: Mutex::new(executors),
-                _lock: lock,
+                _data_dir: opened,
             }),
         })
     }
@@ -352,41 +290,43 @@ impl Db {
 
     /// Repairs a data directory whose WAL `Db::open` refused as corrupt: each shard's
     /// log is cut at its first bad record (and segments after it are removed), so the
-    /// directory opens with everything before the damage. Returns one line per cut;
-    /// none when there was nothing to repair. What followed the damage is lost: run it
-    /// only when asked to (`ampd repair`).
-    pub fn repair(data_dir: &Path) -> Result<Vec<String>, Error> {
-        let fail = |e: &dyn std::fmt::Display| {
-            Error::new(
-                ErrorCode::Internal,
-                format!("repair of {}: {e}", data_dir.display()),
-            )
-        };
-        let text = std::fs::read_to_string(data_dir.join(SHARDS_FILE)).map_err(|e| fail(&e))?;
-        let count: usize = text.trim().parse().map_err(|e| fail(&e))?;
-        let _lock = prepare_data_dir(data_dir, count)?;
-        let dir = std::fs::canonicalize(data_dir).map_err(|e| fail(&e))?;
+    /// directory opens with everything before the damage. Returns what was cut (each
+    /// file as a path under `data_dir`); nothing when there was nothing to repair. What
+    /// followed the damage is lost: run it only when asked to (`ampd repair`).
+    pub fn repair(data_dir: &Path) -> Result<Vec<Cut>, OpenError> {
+        let count = layout::recorded_shards(data_dir)?.ok_or_else(|| OpenError::Io {
+            op: "read the shard count",
+            path: data_dir.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no shard count recorded: not a data directory",
+            ),
+        })?;
+        let opened = layout::open(data_dir, count)?;
         let mut cuts = Vec::new();
         for id in 0..count {
-            let shard_dir = dir.join(shard_dir_name(id));
-            let repaired = ampd_rt::thread::Builder::new()
-                .name(format!("ampd-repair-{id}"))
-                .spawn(move || async move {
-                    let storage = UringStorage::new(&shard_dir);
-                    Log::open_repairing(storage, id as u16, 0, LogConfig::default())
-                        .await
-                        .map(|(_, _, cuts)| cuts)
-                        .map_err(|e| e.to_string())
-                })
-                .map_err(|e| fail(&e))?
-                .join()
-                .map_err(|e| fail(&e))?
-                .map_err(|e| fail(&e))?;
-            cuts.extend(
-                repaired
-                    .into_iter()
-                    .map(|c| format!("{}/{c}", shard_dir_name(id))),
-            );
+            let shard_dir = layout::shard_dir(&opened.dir, id);
+            let repaired = {
+                let dir = shard_dir.clone();
+                ampd_rt::thread::Builder::new()
+                    .name(format!("ampd-repair-{id}"))
+                    .spawn(move || async move {
+                        let storage = UringStorage::new(&dir);
+                        let disk_id = layout::disk_id(id);
+                        Log::open_repairing(storage, disk_id, 0, LogConfig::default())
+                            .await
+                            .map(|(_, _, cuts)| cuts)
+                    })
+                    .map_err(|e| executor_error(id, None, e))?
+                    .join()
+                    .map_err(|e| executor_error(id, None, e))?
+                    .map_err(|e| OpenError::from_wal(&shard_dir, e))?
+            };
+            let shown = layout::shard_dir(data_dir, id);
+            cuts.extend(repaired.into_iter().map(|cut| Cut {
+                file: shown.join(&cut.file),
+                ..cut
+            }));
         }
         Ok(cuts)
     }
@@ -997,6 +937,21 @@ mod tests {
         send(db.add("k", None, Number::from(1)));
         send(db.remove("k"));
         send(db.remove_many(&["k"]));
+    }
+
+    #[test]
+    fn more_shards_than_the_limit_are_refused_before_any_starts() {
+        let asked = layout::SHARDS_MAX + 1;
+        match Db::open(Config {
+            shards: asked,
+            pin: false,
+            ..Config::default()
+        }) {
+            Err(OpenError::TooManyShards { asked: a, max }) => {
+                assert_eq!((a, max), (asked, layout::SHARDS_MAX));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -42,7 +42,10 @@ pub const ALL: [&str; 8] = [
 /// `Err` when the point `name` is configured to fire; `Ok` otherwise (always, without
 /// the `failpoints` feature).
 #[inline]
-#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    expect(unused_variables, reason = "without the feature no point is checked")
+)]
 pub(crate) fn check(name: &'static str) -> io::Result<()> {
     fail::fail_point!(name, |_| Err(io::Error::other(format!(
         "fail point {name} fired"

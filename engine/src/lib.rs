@@ -1,11 +1,14 @@
 //! ampd's engine: the Ampt data API, embedded, on thread-per-core shards.
 //!
 //! # Layout
+//! - [`error`]: [`OpenError`], why a database did not open.
 //! - [`db`]: [`Db`], the embedded API, the routing rule ([`Db::shard_for`]) and the
 //!   read path (scans merged across shards).
 //! - [`shard`]: one shard: its skiplists, its inbox, its writer and its reaper.
 //! - [`write`]: what a `set` or `add` makes of a stored item (merge, `$add`, counters).
 //! - [`key`]: the key grammar and the store-key encoding.
+//! - [`layout`]: the data folder: environments, shard folders, the lock, the recorded
+//!   shard count.
 //! - [`query`]: query patterns, ranges, options and label cursors.
 //! - [`item`]: items and their metadata.
 //! - [`ttl`]: time-to-live parsing.
@@ -14,13 +17,19 @@
 //! - [`storage`]: the storage trait all WAL and snapshot I/O goes through, with a
 //!   ring (`ampd-rt`) implementation and a simulated disk (power cuts, faults) for tests.
 //!
-//! Errors are [`ampd_wire::Error`]: one type with the stable codes of SPEC.md, the same
-//! in-process and over the network.
+//! Errors of requests are [`ampd_wire::Error`]: one type with the stable codes of
+//! SPEC.md, the same in-process and over the network. Opening a database fails with a
+//! typed [`OpenError`] ([`error`]).
+
+// A library logs (through `tracing`) or returns errors; only binaries print.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 pub mod db;
+pub mod error;
 pub mod failpoint;
 pub mod item;
 pub mod key;
+pub mod layout;
 pub mod query;
 mod shard;
 pub mod snapshot;
@@ -32,5 +41,7 @@ mod write;
 pub use ampd_wire::{BatchItem, QueryOptions, SetOptions};
 pub use ampd_wire::{Error, ErrorCode, Value};
 pub use db::{Config, Db, FsyncPolicy, Got, Page};
+pub use error::OpenError;
 pub use item::Item;
 pub use key::Key;
+pub use wal::log::{Cut, CutReason};

@@ -22,6 +22,7 @@
 //! The expiry index is only ever touched by the owner, so it is a plain `BTreeSet` in
 //! [`ShardLocal`]; the reaper task walks it in slices on the same executor.
 
+use crate::error::OpenError;
 use crate::item::{now_ms, Item, Slot};
 use crate::key::{self, Key};
 use crate::storage::Storage;
@@ -65,9 +66,11 @@ pub(crate) struct LabelKey {
 }
 
 /// One write inside an [`Op`].
-// Writes travel in a Vec that is filled once and drained once; boxing the large
-// variant would cost an allocation per `set` and save nothing.
-#[allow(clippy::large_enum_variant)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "writes travel in a Vec filled once and drained once: boxing the large \
+              variant would cost an allocation per `set` and save nothing"
+)]
 #[derive(Debug)]
 pub(crate) enum Write {
     Set(SetRequest),
@@ -174,6 +177,8 @@ pub(crate) fn on_thread_of(shards: &[Arc<Shard>]) -> bool {
 /// The shared half of a shard: what readers on any thread see, and the inbox.
 pub(crate) struct Shard {
     pub id: usize,
+    /// The id its WAL and snapshot headers carry.
+    pub disk_id: u16,
     /// Every item of the shard, by store key, for point reads.
     exact: papaya::HashMap<Box<[u8]>, Arc<Slot>, foldhash::fast::RandomState>,
     /// The same slots in store-key order, for scans.
@@ -204,6 +209,7 @@ impl Shard {
     pub fn new(id: usize) -> Shard {
         Shard {
             id,
+            disk_id: crate::layout::disk_id(id),
             exact: papaya::HashMap::builder()
                 .hasher(foldhash::fast::RandomState::default())
                 .build(),
@@ -415,7 +421,7 @@ impl ShardLocal {
                                     Ok(()) => {
                                         self.shared.wal_syncs.fetch_add(1, Ordering::Relaxed);
                                     }
-                                    Err(e) => eprintln!("ampd: shard {}: {e}", self.shared.id),
+                                    Err(e) => tracing::error!("shard {}: {e}", self.shared.id),
                                 }
                             }
                             unsynced_since = None;
@@ -516,7 +522,7 @@ impl ShardLocal {
         if let Some(log) = log.as_mut() {
             // A clean close leaves everything acknowledged on disk, whatever the policy.
             if let Err(e) = log.sync().await {
-                eprintln!("ampd: shard {}: {e}", self.shared.id);
+                tracing::error!("shard {}: {e}", self.shared.id);
             }
         }
     }
@@ -544,7 +550,7 @@ impl ShardLocal {
             .spawn(move || {
                 let items = walked.items.iter().map(|e| e.value().item());
                 let now_s = now_ms().div_euclid(1000);
-                crate::snapshot::encode(walked.id as u16, s0, items, now_s, |chunk| {
+                crate::snapshot::encode(walked.disk_id, s0, items, now_s, |chunk| {
                     futures::executor::block_on(futures::SinkExt::send(&mut to_writer, chunk))
                         .is_ok()
                 });
@@ -558,8 +564,8 @@ impl ShardLocal {
                 )),
             };
             if let Ok(count) = &written {
-                eprintln!(
-                    "ampd: shard {} snapshot at sequence {s0}: {count} items in {:.1?}",
+                tracing::info!(
+                    "shard {} snapshot at sequence {s0}: {count} items in {:.1?}",
                     shared.id,
                     started.elapsed()
                 );
@@ -589,7 +595,7 @@ impl ShardLocal {
                 Err(e) => Err(e),
             };
             if let Err(e) = &answer {
-                eprintln!("ampd: shard {}: snapshot: {e}", self.shared.id);
+                tracing::error!("shard {}: snapshot: {e}", self.shared.id);
             }
             for reply in snapshots.waiting.drain(..) {
                 let _ =
@@ -813,7 +819,7 @@ fn label_key(label: u8, value: &str, item: &Item) -> LabelKey {
 pub(crate) async fn run<S: Storage + 'static>(
     shard: Arc<Shard>,
     durability: Option<(Durability, S)>,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
+    ready: std::sync::mpsc::Sender<Result<(), OpenError>>,
 ) {
     /// However the executor ends (closed, or unwinding from a panic), the shard is
     /// marked closed and whatever is still queued is answered, so no caller waits on
@@ -837,7 +843,7 @@ pub(crate) async fn run<S: Storage + 'static>(
                 (d.snapshot_wal_bytes, d.snapshot_interval),
             ),
             Err(e) => {
-                let _ = ready.send(Err(format!("recovery of shard {} failed: {e}", shard.id)));
+                let _ = ready.send(Err(OpenError::from_wal(&d.dir, e)));
                 return;
             }
         },
@@ -860,7 +866,7 @@ async fn recover<S: Storage>(
     d: &Durability,
 ) -> Result<Log<S>, crate::wal::log::WalError> {
     let started = Instant::now();
-    let id = shard.id as u16;
+    let id = shard.disk_id;
     let (s0, from_snapshot) = match crate::snapshot::load(&storage, id).await? {
         Some((s0, entries)) => {
             let n = entries.len();
@@ -872,8 +878,8 @@ async fn recover<S: Storage>(
     let (log, replay) = Log::open(storage, id, s0, d.log).await?;
     let records = replay.entries.len();
     local.replay(replay.entries.into_iter().map(|(_, e)| e).collect());
-    eprintln!(
-        "ampd: shard {} recovered {from_snapshot} items from a snapshot and {records} WAL \
+    tracing::info!(
+        "shard {} recovered {from_snapshot} items from a snapshot and {records} WAL \
          records ({} items) from {} in {:.1?}{}",
         shard.id,
         shard.items.len(),

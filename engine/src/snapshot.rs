@@ -5,8 +5,9 @@
 //! `snap-{s0:020}.snap`, where `s0` is the WAL sequence number the snapshot starts from:
 //! a [`SegmentHeader`] with segment id [`SNAPSHOT_SEGMENT`] and `first_seq = s0`, then
 //! one WAL record (`Entry::Put`) per item, numbered 0, 1, 2, ... with the same segment
-//! id: the record format, its checks and its decoder are the WAL's, defined once in
-//! [`crate::wal::record`].
+//! id: the record format and its checks are the WAL's ([`crate::wal::record`]), and a
+//! snapshot is read by the WAL's segment reader ([`crate::wal::segment`]), so a fault
+//! in either is found and named the same way.
 //!
 //! # Why a fuzzy snapshot is exact
 //! `s0` is taken between two batches, when every record below `s0` is installed. The
@@ -26,6 +27,7 @@ use crate::item::Item;
 use crate::storage::{Storage, StorageFile};
 use crate::wal::log::{io_error, read_whole, WalError};
 use crate::wal::record::{self, Entry, Position, SegmentHeader};
+use crate::wal::segment::{self, Expected, Fault, Numbering};
 
 /// The segment id that marks a snapshot file's header and records.
 pub const SNAPSHOT_SEGMENT: u64 = u64::MAX;
@@ -175,47 +177,113 @@ pub async fn load<S: Storage>(
         return Ok(None);
     };
     let (_, bytes) = read_whole(storage, newest).await?;
-    let corrupt = |offset: usize, error| WalError::Corrupt {
-        file: newest.clone(),
-        offset: offset as u64,
-        error,
-    };
-    let header = match SegmentHeader::decode(&bytes) {
-        Ok(Some(h)) if h.shard == shard && h.segment == SNAPSHOT_SEGMENT => h,
-        Ok(_) => {
-            return Err(corrupt(
-                0,
-                record::FormatError::BadLength {
-                    body_len: bytes.len() as u64,
-                },
-            ))
-        }
-        Err(e) => return Err(corrupt(0, e)),
+    decode(&bytes, shard)
+        .map(Some)
+        .map_err(|fault| WalError::Corrupt {
+            file: newest.clone(),
+            offset: fault.offset,
+            reason: fault.reason,
+        })
+}
+
+/// Decodes the bytes of shard `shard`'s snapshot file: its start sequence number and
+/// its items (as WAL entries), through the WAL's segment reader. A snapshot is renamed
+/// into place only once whole, so any fault, a short last record included, is damage.
+pub fn decode(bytes: &[u8], shard: u16) -> Result<(u64, Vec<Entry>), Fault> {
+    let expected = Expected {
+        shard,
+        segment: SNAPSHOT_SEGMENT,
+        first_seq: None,
+        numbering: Numbering::FromZero,
     };
     let mut entries = Vec::new();
-    let mut offset = record::SEGMENT_HEADER_LEN;
-    while offset < bytes.len() {
-        let at = Position {
+    let read = segment::read(bytes, expected, |_, entry| entries.push(entry))?;
+    match read.fault {
+        Some(fault) => Err(fault),
+        None => Ok((read.header.first_seq, entries)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::record::{FormatError, ItemImage, SEGMENT_HEADER_LEN};
+
+    fn image(key: &str) -> Entry {
+        Entry::Put(ItemImage {
+            key: key.into(),
+            value: vec![0xc0],
+            created_ms: 1,
+            modified_ms: 1,
+            expires_s: None,
+            labels: Default::default(),
+        })
+    }
+
+    /// A snapshot of `shard` from `s0` holding `keys`, as [`encode`] lays it out.
+    fn snapshot(shard: u16, s0: u64, keys: &[&str]) -> Vec<u8> {
+        let mut bytes = SegmentHeader {
             shard,
             segment: SNAPSHOT_SEGMENT,
-            seq: entries.len() as u64,
-        };
-        match record::decode_record(&bytes[offset..], at) {
-            Ok(Some((entry, len))) => {
-                entries.push(entry);
-                offset += len;
-            }
-            // A snapshot is renamed into place only when whole: a short one is damage.
-            Ok(None) => {
-                return Err(corrupt(
-                    offset,
-                    record::FormatError::BadLength {
-                        body_len: (bytes.len() - offset) as u64,
-                    },
-                ))
-            }
-            Err(e) => return Err(corrupt(offset, e)),
+            first_seq: s0,
         }
+        .encode()
+        .to_vec();
+        for (seq, key) in (0..).zip(keys) {
+            let at = Position {
+                shard,
+                segment: SNAPSHOT_SEGMENT,
+                seq,
+            };
+            record::encode_record(&image(key), at, &mut bytes);
+        }
+        bytes
     }
-    Ok(Some((header.first_seq, entries)))
+
+    #[test]
+    fn decode_reads_what_was_encoded() {
+        let bytes = snapshot(1, 77, &["a", "ns:b"]);
+        assert_eq!(decode(&bytes, 1), Ok((77, vec![image("a"), image("ns:b")])));
+    }
+
+    /// The loader once read segments with a copy of the WAL's reader and called another
+    /// shard's snapshot a bad length; the one reader calls it misplaced, as the log does.
+    #[test]
+    fn faults_are_named_as_the_log_names_them() {
+        let bytes = snapshot(1, 77, &["a", "b"]);
+        let at = |shard| Position {
+            shard,
+            segment: SNAPSHOT_SEGMENT,
+            seq: 77,
+        };
+        assert_eq!(
+            decode(&bytes, 2),
+            Err(Fault {
+                offset: 0,
+                reason: FormatError::Misplaced {
+                    expected: at(2),
+                    found: at(1)
+                }
+            })
+        );
+        assert_eq!(
+            decode(&bytes[..10], 1),
+            Err(Fault {
+                offset: 0,
+                reason: FormatError::ShortHeader { bytes: 10 }
+            })
+        );
+        // A short last record is damage in a snapshot (it is renamed in only whole).
+        let cut = bytes.len() - 1;
+        let second = SEGMENT_HEADER_LEN + (bytes.len() - SEGMENT_HEADER_LEN) / 2;
+        assert_eq!(
+            decode(&bytes[..cut], 1),
+            Err(Fault {
+                offset: second as u64,
+                reason: FormatError::ShortRecord {
+                    bytes: (cut - second) as u64
+                }
+            })
+        );
+    }
 }

@@ -20,7 +20,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// A flat directory of files. Clones refer to the same directory.
-#[allow(async_fn_in_trait)]
+#[expect(
+    async_fn_in_trait,
+    reason = "used inside the engine, on one executor: its futures need no Send bound"
+)]
 pub trait Storage: Clone {
     type File: StorageFile;
     /// Creates an empty file; fails if `name` exists.
@@ -36,7 +39,10 @@ pub trait Storage: Clone {
 }
 
 /// One open file.
-#[allow(async_fn_in_trait)]
+#[expect(
+    async_fn_in_trait,
+    reason = "used inside the engine, on one executor: its futures need no Send bound"
+)]
 pub trait StorageFile {
     /// Writes all of `bytes` at `pos`.
     async fn write_at(&self, pos: u64, bytes: Vec<u8>) -> io::Result<()>;

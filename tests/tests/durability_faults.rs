@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 const SHARDS: usize = 2;
 const WRITES: u64 = 40;
 
-fn open(dir: &Path, disks: &[SimDisk]) -> Result<Db, ampd_engine::Error> {
+fn open(dir: &Path, disks: &[SimDisk]) -> Result<Db, ampd_engine::OpenError> {
     Db::open(Config {
         shards: SHARDS,
         pin: false,

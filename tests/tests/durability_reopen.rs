@@ -4,12 +4,14 @@
 //! answers to every query. Also: one data directory is never opened twice, and never
 //! with another shard count (routing would put items on the wrong shard's log).
 
-use ampd_engine::{BatchItem, Config, Db, ErrorCode, FsyncPolicy, QueryOptions, SetOptions};
+use ampd_engine::{
+    BatchItem, Config, Cut, CutReason, Db, FsyncPolicy, OpenError, QueryOptions, SetOptions,
+};
 use ampd_tests::temp_dir;
 use serde_json::{json, Number, Value};
 use std::path::{Path, PathBuf};
 
-fn open(dir: &Path, shards: usize, fsync: FsyncPolicy) -> Result<Db, ampd_engine::Error> {
+fn open(dir: &Path, shards: usize, fsync: FsyncPolicy) -> Result<Db, OpenError> {
     Db::open(Config {
         shards,
         pin: false,
@@ -150,15 +152,19 @@ fn every_write_survives_close_and_reopen() {
 fn a_data_directory_is_opened_once_and_with_its_own_shard_count() {
     let dir = temp_dir("lock");
     let db = open(&dir, 2, FsyncPolicy::Always).unwrap();
-    let second = open(&dir, 2, FsyncPolicy::Always).unwrap_err();
-    assert_eq!(second.code(), ErrorCode::Internal);
-    assert!(second.message().contains("another process"), "{second}");
+    match open(&dir, 2, FsyncPolicy::Always) {
+        Err(OpenError::Locked { dir: locked }) => assert_eq!(locked, dir),
+        other => panic!("a second open: {other:?}"),
+    }
     drop(db);
-    let other_count = open(&dir, 3, FsyncPolicy::Always).unwrap_err();
-    assert!(
-        other_count.message().contains("made with 2 shards"),
-        "{other_count}"
-    );
+    match open(&dir, 3, FsyncPolicy::Always) {
+        Err(OpenError::ShardCount {
+            dir: at,
+            recorded: 2,
+            asked: 3,
+        }) => assert_eq!(at, dir),
+        other => panic!("another shard count: {other:?}"),
+    }
     assert!(open(&dir, 2, FsyncPolicy::Always).is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -198,20 +204,39 @@ fn corruption_in_the_middle_refuses_to_open_until_repaired() {
     bytes[middle] ^= 0x40;
     std::fs::write(&segment, &bytes).unwrap();
 
-    let refused = open(&dir, 2, FsyncPolicy::Always).unwrap_err();
-    let name = segment.file_name().unwrap().to_string_lossy().into_owned();
+    // The refusal names the damaged segment and the record in it that holds the
+    // flipped byte.
+    let (offset, reason) = match open(&dir, 2, FsyncPolicy::Always) {
+        Err(OpenError::Corrupt {
+            file,
+            offset,
+            reason,
+        }) => {
+            assert_eq!(file, std::fs::canonicalize(&segment).unwrap());
+            (offset, reason)
+        }
+        other => panic!("a damaged log: {other:?}"),
+    };
     assert!(
-        refused.message().contains(&name) && refused.message().contains("corrupt at byte"),
-        "{refused}"
+        offset > 40 && offset <= middle as u64,
+        "offset {offset}, damage at {middle}"
     );
     // Nothing was changed by the refusal: it is refused again.
-    assert!(open(&dir, 2, FsyncPolicy::Always).is_err());
+    assert!(matches!(
+        open(&dir, 2, FsyncPolicy::Always),
+        Err(OpenError::Corrupt { .. })
+    ));
 
+    // The repair cuts exactly there, and says so.
     let cuts = Db::repair(&dir).unwrap();
-    assert_eq!(cuts.len(), 1, "{cuts:?}");
-    assert!(
-        cuts[0].contains(&name) && cuts[0].contains("cut at byte"),
-        "{cuts:?}"
+    assert_eq!(
+        cuts,
+        [Cut {
+            file: segment.clone(),
+            offset,
+            bytes: bytes.len() as u64 - offset,
+            reason: CutReason::Damaged(reason),
+        }]
     );
     assert!(
         Db::repair(&dir).unwrap().is_empty(),

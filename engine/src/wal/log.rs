@@ -19,9 +19,11 @@
 //! recovers from what is on disk.
 
 use super::record::{self, Entry, FormatError, Position, SegmentHeader};
+use super::segment::{self, Expected, Fault, Numbering};
 use crate::failpoint;
 use crate::storage::{Storage, StorageFile};
 use std::io;
+use std::path::PathBuf;
 
 /// Limits of a log.
 #[derive(Debug, Clone, Copy)]
@@ -47,18 +49,12 @@ pub enum WalError {
         file: String,
         source: io::Error,
     },
-    /// A record or header before the end of the log is bad.
+    /// A record or header before the end of the log is bad, or a segment does not
+    /// continue the sequence numbers of the one before it (a missing segment).
     Corrupt {
         file: String,
         offset: u64,
-        error: FormatError,
-    },
-    /// Segments do not follow each other (a missing segment, or sequence numbers that
-    /// do not continue).
-    Gap {
-        file: String,
-        expected_seq: u64,
-        found_seq: u64,
+        reason: FormatError,
     },
     /// An earlier write or sync failed; nothing more is accepted.
     Poisoned,
@@ -71,16 +67,8 @@ impl std::fmt::Display for WalError {
             WalError::Corrupt {
                 file,
                 offset,
-                error,
-            } => write!(f, "WAL {file} is corrupt at byte {offset}: {error}"),
-            WalError::Gap {
-                file,
-                expected_seq,
-                found_seq,
-            } => write!(
-                f,
-                "WAL {file} starts at sequence {found_seq}, expected {expected_seq}"
-            ),
+                reason,
+            } => write!(f, "WAL {file} is corrupt at byte {offset}: {reason}"),
             WalError::Poisoned => write!(
                 f,
                 "the WAL stopped taking writes after a failed write or sync"
@@ -120,6 +108,43 @@ pub struct Replay {
     pub entries: Vec<(u64, Entry)>,
     /// Bytes cut off a torn tail (0 when the log ended on a whole record).
     pub torn_bytes: u64,
+}
+
+/// What a repair cut off a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// The file: a segment's name in the shard's storage (`Db::repair` makes it a path).
+    pub file: PathBuf,
+    /// Where the cut starts; 0 when the whole file was removed.
+    pub offset: u64,
+    /// How many bytes went.
+    pub bytes: u64,
+    pub reason: CutReason,
+}
+
+/// Why a repair cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CutReason {
+    /// The damage itself: what the reader found at the cut.
+    Damaged(FormatError),
+    /// A segment after the damage (its records would not follow the cut log's).
+    AfterDamage,
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let file = self.file.display();
+        let (offset, bytes) = (self.offset, self.bytes);
+        match (&self.reason, offset) {
+            (CutReason::Damaged(why), 0) => write!(f, "{file}: removed, {bytes} bytes ({why})"),
+            (CutReason::Damaged(why), _) => {
+                write!(f, "{file}: cut at byte {offset}, {bytes} bytes ({why})")
+            }
+            (CutReason::AfterDamage, _) => {
+                write!(f, "{file}: removed, {bytes} bytes (after the damage)")
+            }
+        }
+    }
 }
 
 /// One shard's log, open for appending.
@@ -173,7 +198,7 @@ impl<S: Storage> Log<S> {
         }
         let covered = first_seqs
             .windows(2)
-            .take_while(|w| w[1].is_some_and(|next| next <= from_seq) && w[0].is_some())
+            .take_while(|w| matches!(w, [Some(_), Some(next)] if *next <= from_seq))
             .count();
         for id in ids.drain(..covered) {
             let name = segment_name(id);
@@ -206,11 +231,7 @@ impl<S: Storage> Log<S> {
             .await?;
             if next_seq.is_none() && first_seq > from_seq {
                 // The records from `from_seq` (a snapshot's start) to here are gone.
-                return Err(WalError::Gap {
-                    file: segment_name(*id),
-                    expected_seq: from_seq,
-                    found_seq: first_seq,
-                });
+                return Err(gap(shard, *id, from_seq, first_seq));
             }
             segments.push((*id, first_seq));
             next_seq = Some(seq);
@@ -251,64 +272,77 @@ impl<S: Storage> Log<S> {
 
     /// Opens the log like [`Log::open`], but where it finds corruption (a bad record
     /// or header, or a sequence gap) it cuts the log there: the damaged segment is
-    /// truncated at the bad record (removed if its header is bad) and every later
-    /// segment is removed. Returns the log and what was cut, one line per cut. Only for
-    /// an operator who asked for it: what follows the damage is lost.
+    /// truncated at the bad record (removed if its header or first record is bad) and
+    /// every later segment is removed. Returns the log and what was cut. Only for an
+    /// operator who asked for it: what follows the damage is lost.
     pub async fn open_repairing(
         storage: S,
         shard: u16,
         from_seq: u64,
         config: LogConfig,
-    ) -> Result<(Log<S>, Replay, Vec<String>), WalError> {
+    ) -> Result<(Log<S>, Replay, Vec<Cut>), WalError> {
         let mut cuts = Vec::new();
         loop {
-            let (file, offset) = match Log::open(storage.clone(), shard, from_seq, config).await {
-                Ok((log, replay)) => return Ok((log, replay, cuts)),
-                Err(WalError::Corrupt {
+            let (file, offset, reason) =
+                match Log::open(storage.clone(), shard, from_seq, config).await {
+                    Ok((log, replay)) => return Ok((log, replay, cuts)),
+                    Err(WalError::Corrupt {
+                        file,
+                        offset,
+                        reason,
+                    }) => (file, offset, reason),
+                    Err(other) => return Err(other),
+                };
+            // The errors of `open` only ever name segment files.
+            let Some(id) = segment_id(&file) else {
+                return Err(WalError::Corrupt {
                     file,
                     offset,
-                    error,
-                }) => {
-                    cuts.push(format!("{file}: cut at byte {offset} ({error})"));
-                    (file, offset)
-                }
-                Err(WalError::Gap {
-                    file,
-                    expected_seq,
-                    found_seq,
-                }) => {
-                    cuts.push(format!(
-                        "{file}: removed (starts at sequence {found_seq}, expected {expected_seq})"
-                    ));
-                    (file, 0)
-                }
-                Err(other) => return Err(other),
+                    reason,
+                });
             };
-            // The errors of `open` only ever name segment files.
-            #[allow(clippy::expect_used)]
-            let id = segment_id(&file).expect("a WAL error names a segment file");
-            if offset <= record::SEGMENT_HEADER_LEN as u64 {
+            let f = storage.open(&file).await.map_err(io_error("open", &file))?;
+            let size = f.size().await.map_err(io_error("stat", &file))?;
+            // A segment with no whole valid record left goes whole.
+            let offset = if offset <= record::SEGMENT_HEADER_LEN as u64 {
+                drop(f);
                 storage
                     .remove(&file)
                     .await
                     .map_err(io_error("remove", &file))?;
+                0
             } else {
-                let f = storage.open(&file).await.map_err(io_error("open", &file))?;
                 f.truncate(offset)
                     .await
                     .map_err(io_error("truncate", &file))?;
                 f.sync_data().await.map_err(io_error("sync", &file))?;
-            }
+                offset
+            };
+            cuts.push(Cut {
+                file: PathBuf::from(&file),
+                offset,
+                bytes: size.saturating_sub(offset),
+                reason: CutReason::Damaged(reason),
+            });
             let names = storage.list().await.map_err(io_error("listing", "."))?;
             for later in names
                 .iter()
                 .filter(|n| segment_id(n).is_some_and(|l| l > id))
             {
+                let bytes = match storage.open(later).await {
+                    Ok(f) => f.size().await.map_err(io_error("stat", later))?,
+                    Err(e) => return Err(io_error("open", later)(e)),
+                };
                 storage
                     .remove(later)
                     .await
                     .map_err(io_error("remove", later))?;
-                cuts.push(format!("{later}: removed (after the damage)"));
+                cuts.push(Cut {
+                    file: PathBuf::from(later),
+                    offset: 0,
+                    bytes,
+                    reason: CutReason::AfterDamage,
+                });
             }
             storage
                 .sync_dir()
@@ -390,12 +424,15 @@ impl<S: Storage> Log<S> {
         let covered = self
             .segments
             .windows(2)
-            .take_while(|w| w[1].1 <= seq)
+            .take_while(|w| matches!(w, [_, (_, next)] if *next <= seq))
             .count();
         for _ in 0..covered {
             // Forget a segment only once it is removed: a failed removal is retried
             // after the next snapshot (and `open` skips covered leftovers anyway).
-            let name = segment_name(self.segments[0].0);
+            let Some(&(oldest, _)) = self.segments.first() else {
+                break;
+            };
+            let name = segment_name(oldest);
             failpoint::check(failpoint::WAL_REMOVE_SEGMENT).map_err(io_error("remove", &name))?;
             self.storage
                 .remove(&name)
@@ -469,6 +506,24 @@ async fn start_segment<S: Storage>(
     Ok((file, record::SEGMENT_HEADER_LEN as u64))
 }
 
+/// Segment `id` starts at sequence `found` where `expected` belongs: the segments
+/// between are missing.
+fn gap(shard: u16, id: u64, expected: u64, found: u64) -> WalError {
+    let at = |seq| Position {
+        shard,
+        segment: id,
+        seq,
+    };
+    WalError::Corrupt {
+        file: segment_name(id),
+        offset: 0,
+        reason: FormatError::Misplaced {
+            expected: at(expected),
+            found: at(found),
+        },
+    }
+}
+
 /// Opens `name` and reads all of it (segments and snapshots are read whole, once, at
 /// recovery).
 pub(crate) async fn read_whole<S: Storage>(
@@ -484,8 +539,10 @@ pub(crate) async fn read_whole<S: Storage>(
     Ok((file, bytes))
 }
 
-/// Reads one segment into `replay`; returns the open file, the offset after its last
-/// whole record, its first sequence number and the next one.
+/// Reads one segment into `replay` (through the one segment reader,
+/// [`segment::read`]); returns the open file, the offset after its last whole record,
+/// its first sequence number and the next one. A fault in the last segment with
+/// nothing valid after it is a torn tail and is cut; any other is corruption.
 async fn read_segment<S: Storage>(
     storage: &S,
     shard: u16,
@@ -497,34 +554,30 @@ async fn read_segment<S: Storage>(
 ) -> Result<(S::File, u64, u64, u64), WalError> {
     let name = segment_name(id);
     let (file, bytes) = read_whole(storage, &name).await?;
-    let size = bytes.len() as u64;
-    let corrupt = |offset: usize, error| WalError::Corrupt {
+    let corrupt = |fault: Fault| WalError::Corrupt {
         file: name.clone(),
-        offset: offset as u64,
-        error,
+        offset: fault.offset,
+        reason: fault.reason,
     };
-    let header = match SegmentHeader::decode(&bytes) {
-        Ok(Some(h)) if h.shard == shard && h.segment == id => h,
-        Ok(Some(h)) => {
-            return Err(corrupt(
-                0,
-                FormatError::Misplaced {
-                    expected: Position {
-                        shard,
-                        segment: id,
-                        seq: h.first_seq,
-                    },
-                    found: Position {
-                        shard: h.shard,
-                        segment: h.segment,
-                        seq: h.first_seq,
-                    },
-                },
-            ))
+    let expected = Expected {
+        shard,
+        segment: id,
+        first_seq: expected_seq,
+        numbering: Numbering::FromHeader,
+    };
+    let read = segment::read(&bytes, expected, |seq, entry| {
+        if seq >= from_seq {
+            replay.entries.push((seq, entry));
         }
+    });
+    let read = match read {
+        Ok(read) => read,
         // A segment whose header never became whole can only be the newest one, torn
         // while it was being started: start it again.
-        Ok(None) if is_last => {
+        Err(Fault {
+            reason: FormatError::ShortHeader { bytes },
+            ..
+        }) if is_last => {
             drop(file);
             storage
                 .remove(&name)
@@ -532,60 +585,25 @@ async fn read_segment<S: Storage>(
                 .map_err(io_error("remove", &name))?;
             let seq = expected_seq.unwrap_or(from_seq);
             let (file, offset) = start_segment(storage, shard, id, seq).await?;
-            replay.torn_bytes += size;
+            replay.torn_bytes += bytes;
             return Ok((file, offset, seq, seq));
         }
-        Ok(None) => return Err(corrupt(0, FormatError::BadLength { body_len: size })),
-        Err(e) => return Err(corrupt(0, e)),
+        Err(fault) => return Err(corrupt(fault)),
     };
-    if let Some(expected) = expected_seq {
-        if header.first_seq != expected {
-            return Err(WalError::Gap {
-                file: name,
-                expected_seq: expected,
-                found_seq: header.first_seq,
-            });
+    if let Some(fault) = read.fault {
+        if !is_last || segment::record_follows(&bytes, fault.offset, shard, id) {
+            return Err(corrupt(fault));
         }
+        let torn = bytes.len() as u64 - fault.offset;
+        file.truncate(fault.offset)
+            .await
+            .map_err(io_error("truncate", &name))?;
+        file.sync_data().await.map_err(io_error("sync", &name))?;
+        tracing::warn!(
+            "WAL {name}: cut a torn tail of {torn} bytes at byte {}",
+            fault.offset
+        );
+        replay.torn_bytes += torn;
     }
-    let mut offset = record::SEGMENT_HEADER_LEN;
-    let mut seq = header.first_seq;
-    loop {
-        let at = Position {
-            shard,
-            segment: id,
-            seq,
-        };
-        match record::decode_record(&bytes[offset..], at) {
-            Ok(Some((entry, len))) => {
-                if seq >= from_seq {
-                    replay.entries.push((seq, entry));
-                }
-                offset += len;
-                seq += 1;
-            }
-            Ok(None) if offset == bytes.len() => break,
-            result => {
-                let later = (offset + 1..bytes.len())
-                    .any(|p| record::looks_like_record(&bytes[p..], shard, id));
-                if !is_last || later {
-                    let error = match result {
-                        Err(e) => e,
-                        _ => FormatError::BadLength {
-                            body_len: (bytes.len() - offset) as u64,
-                        },
-                    };
-                    return Err(corrupt(offset, error));
-                }
-                let torn = (bytes.len() - offset) as u64;
-                file.truncate(offset as u64)
-                    .await
-                    .map_err(io_error("truncate", &name))?;
-                file.sync_data().await.map_err(io_error("sync", &name))?;
-                eprintln!("ampd: WAL {name}: cut a torn tail of {torn} bytes at byte {offset}");
-                replay.torn_bytes += torn;
-                break;
-            }
-        }
-    }
-    Ok((file, offset as u64, header.first_seq, seq))
+    Ok((file, read.end, read.header.first_seq, read.next_seq))
 }

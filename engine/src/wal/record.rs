@@ -36,27 +36,48 @@
 
 use ampd_wire::limits::{ITEM_SIZE_MAX, LABEL_COUNT};
 use rkyv::rancor;
+use std::mem::size_of;
 
 /// Magic of a segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"\x89AMPDWAL";
 /// The version this build writes. A reader refuses versions it does not know.
 pub const FORMAT_VERSION: u16 = 1;
-/// Bytes of a segment header.
-pub const SEGMENT_HEADER_LEN: usize = 40;
-/// Bytes of a record header.
-pub const RECORD_HEADER_LEN: usize = 32;
 /// The largest body a record may declare: one item at its size limit plus room for the
 /// archive's own fields. A length above it is corruption, and nothing is allocated for
 /// it.
 pub const RECORD_BODY_LEN_MAX: usize = ITEM_SIZE_MAX + 4096;
 
-const HEADER_CRC_OFFSET: usize = 32;
-const RECORD_CRC_OFFSET: usize = 4;
-const RECORD_CRC_START: usize = 8;
+// The segment header's fields, each offset computed from the one before it (the table
+// is in the module header).
+const MAGIC_OFFSET: usize = 0;
+const VERSION_OFFSET: usize = MAGIC_OFFSET + SEGMENT_MAGIC.len();
+const HEADER_SHARD_OFFSET: usize = VERSION_OFFSET + size_of::<u16>();
+const HEADER_PAD_OFFSET: usize = HEADER_SHARD_OFFSET + size_of::<u16>();
+const HEADER_SEGMENT_OFFSET: usize = HEADER_PAD_OFFSET + size_of::<u32>();
+const FIRST_SEQ_OFFSET: usize = HEADER_SEGMENT_OFFSET + size_of::<u64>();
+/// The header's CRC32C covers every byte before it.
+const HEADER_CRC_OFFSET: usize = FIRST_SEQ_OFFSET + size_of::<u64>();
+const HEADER_TAIL_PAD_OFFSET: usize = HEADER_CRC_OFFSET + size_of::<u32>();
+/// Bytes of a segment header.
+pub const SEGMENT_HEADER_LEN: usize = HEADER_TAIL_PAD_OFFSET + size_of::<u32>();
 
-const _: () = assert!(SEGMENT_HEADER_LEN == HEADER_CRC_OFFSET + 8);
+// A record header's fields, the same way.
+const RECORD_LEN_OFFSET: usize = 0;
+const RECORD_CRC_OFFSET: usize = RECORD_LEN_OFFSET + size_of::<u32>();
+/// The record's CRC32C covers the header from here on, and the body.
+const RECORD_SHARD_OFFSET: usize = RECORD_CRC_OFFSET + size_of::<u32>();
+const RECORD_PAD_OFFSET: usize = RECORD_SHARD_OFFSET + size_of::<u16>();
+const RECORD_SEGMENT_OFFSET: usize = RECORD_PAD_OFFSET + 6;
+const RECORD_SEQ_OFFSET: usize = RECORD_SEGMENT_OFFSET + size_of::<u64>();
+/// Bytes of a record header; the body follows.
+pub const RECORD_HEADER_LEN: usize = RECORD_SEQ_OFFSET + size_of::<u64>();
+const RECORD_CRC_START: usize = RECORD_SHARD_OFFSET;
+
+const _: () = assert!(SEGMENT_HEADER_LEN == 40, "the segment header is on disk");
+const _: () = assert!(RECORD_HEADER_LEN == 32, "the record header is on disk");
 const _: () = assert!(SEGMENT_HEADER_LEN.is_multiple_of(8) && RECORD_HEADER_LEN.is_multiple_of(8));
-const _: () = assert!(RECORD_HEADER_LEN == 24 + 8);
+const _: () =
+    assert!(RECORD_SEGMENT_OFFSET.is_multiple_of(8) && HEADER_SEGMENT_OFFSET.is_multiple_of(8));
 const _: () = assert!(RECORD_BODY_LEN_MAX <= u32::MAX as usize);
 
 /// An item as the log keeps it: everything needed to rebuild it exactly.
@@ -104,10 +125,26 @@ pub struct SegmentHeader {
 pub enum FormatError {
     BadMagic,
     UnknownVersion(u16),
-    BadLength { body_len: u64 },
-    BadChecksum { stored: u32, computed: u32 },
-    Misplaced { expected: Position, found: Position },
+    BadLength {
+        body_len: u64,
+    },
+    BadChecksum {
+        stored: u32,
+        computed: u32,
+    },
+    Misplaced {
+        expected: Position,
+        found: Position,
+    },
     BadBody(String),
+    /// Fewer bytes than a segment header where one must be.
+    ShortHeader {
+        bytes: u64,
+    },
+    /// A record cut short: only `bytes` are left where a whole record must be.
+    ShortRecord {
+        bytes: u64,
+    },
 }
 
 impl std::fmt::Display for FormatError {
@@ -131,8 +168,8 @@ impl std::fmt::Display for FormatError {
             }
             FormatError::Misplaced { expected, found } => write!(
                 f,
-                "record of shard {} segment {} seq {} where shard {} segment {} seq {} \
-                 belongs",
+                "shard {} segment {} sequence {} found where shard {} segment {} \
+                 sequence {} belongs",
                 found.shard,
                 found.segment,
                 found.seq,
@@ -141,40 +178,64 @@ impl std::fmt::Display for FormatError {
                 expected.seq
             ),
             FormatError::BadBody(why) => write!(f, "record body does not validate: {why}"),
+            FormatError::ShortHeader { bytes } => write!(
+                f,
+                "{bytes} bytes where a {SEGMENT_HEADER_LEN}-byte segment header belongs"
+            ),
+            FormatError::ShortRecord { bytes } => {
+                write!(f, "a record cut short: {bytes} bytes left")
+            }
         }
     }
 }
 
 impl std::error::Error for FormatError {}
 
+/// The `N` bytes at `at` (zeros past the end: callers check the length first).
+fn bytes_at<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0; N];
+    for (o, b) in out.iter_mut().zip(bytes.iter().skip(at)) {
+        *o = *b;
+    }
+    out
+}
+
 fn le_u16(b: &[u8], at: usize) -> u16 {
-    let mut a = [0; 2];
-    a.copy_from_slice(&b[at..at + 2]);
-    u16::from_le_bytes(a)
+    u16::from_le_bytes(bytes_at(b, at))
 }
 
 fn le_u32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
+    u32::from_le_bytes(bytes_at(b, at))
 }
 
 fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
+    u64::from_le_bytes(bytes_at(b, at))
+}
+
+/// Writes `bytes` at `at` of `out`, which holds them (a header of a fixed length).
+fn put(out: &mut [u8], at: usize, bytes: &[u8]) {
+    let slot = out.get_mut(at..at + bytes.len());
+    debug_assert!(slot.is_some(), "a header field past the header");
+    if let Some(slot) = slot {
+        slot.copy_from_slice(bytes);
+    }
+}
+
+/// The CRC32C of `bytes[from..]` (0 when `from` is past the end).
+fn crc_from(bytes: &[u8], from: usize) -> u32 {
+    crc32c::crc32c(bytes.get(from..).unwrap_or_default())
 }
 
 impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut out = [0; SEGMENT_HEADER_LEN];
-        out[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out[10..12].copy_from_slice(&self.shard.to_le_bytes());
-        out[16..24].copy_from_slice(&self.segment.to_le_bytes());
-        out[24..32].copy_from_slice(&self.first_seq.to_le_bytes());
-        let crc = crc32c::crc32c(&out[..HEADER_CRC_OFFSET]);
-        out[32..36].copy_from_slice(&crc.to_le_bytes());
+        put(&mut out, MAGIC_OFFSET, &SEGMENT_MAGIC);
+        put(&mut out, VERSION_OFFSET, &FORMAT_VERSION.to_le_bytes());
+        put(&mut out, HEADER_SHARD_OFFSET, &self.shard.to_le_bytes());
+        put(&mut out, HEADER_SEGMENT_OFFSET, &self.segment.to_le_bytes());
+        put(&mut out, FIRST_SEQ_OFFSET, &self.first_seq.to_le_bytes());
+        let crc = crc32c::crc32c(out.get(..HEADER_CRC_OFFSET).unwrap_or_default());
+        put(&mut out, HEADER_CRC_OFFSET, &crc.to_le_bytes());
         out
     }
 
@@ -183,22 +244,22 @@ impl SegmentHeader {
         let Some(h) = bytes.get(..SEGMENT_HEADER_LEN) else {
             return Ok(None);
         };
-        if h[0..8] != SEGMENT_MAGIC {
+        if bytes_at::<8>(h, MAGIC_OFFSET) != SEGMENT_MAGIC {
             return Err(FormatError::BadMagic);
         }
         let stored = le_u32(h, HEADER_CRC_OFFSET);
-        let computed = crc32c::crc32c(&h[..HEADER_CRC_OFFSET]);
+        let computed = crc32c::crc32c(h.get(..HEADER_CRC_OFFSET).unwrap_or_default());
         if stored != computed {
             return Err(FormatError::BadChecksum { stored, computed });
         }
-        let version = le_u16(h, 8);
+        let version = le_u16(h, VERSION_OFFSET);
         if version != FORMAT_VERSION {
             return Err(FormatError::UnknownVersion(version));
         }
         Ok(Some(SegmentHeader {
-            shard: le_u16(h, 10),
-            segment: le_u64(h, 16),
-            first_seq: le_u64(h, 24),
+            shard: le_u16(h, HEADER_SHARD_OFFSET),
+            segment: le_u64(h, HEADER_SEGMENT_OFFSET),
+            first_seq: le_u64(h, FIRST_SEQ_OFFSET),
         }))
     }
 }
@@ -206,42 +267,94 @@ impl SegmentHeader {
 /// Appends one record for `entry` at `at` to `out`.
 pub fn encode_record(entry: &Entry, at: Position, out: &mut Vec<u8>) {
     // Archiving into an AlignedVec only fails on allocation failure, which aborts.
-    #[allow(clippy::expect_used)]
+    #[expect(
+        clippy::expect_used,
+        reason = "archiving fails only when allocation does"
+    )]
     let body = rkyv::to_bytes::<rancor::Error>(entry).expect("an entry always archives");
     assert!(
         body.len() <= RECORD_BODY_LEN_MAX,
         "entry of {} bytes passed the item size check",
         body.len()
     );
+    encode_record_body(&body, at, out);
+}
+
+/// Appends a record at `at` whose body is `body` (an archived [`Entry`], or any bytes:
+/// tests and fuzzers frame bodies of their own to reach the body's validation).
+pub fn encode_record_body(body: &[u8], at: Position, out: &mut Vec<u8>) {
     let start = out.len();
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&at.shard.to_le_bytes());
-    out.extend_from_slice(&[0; 6]);
-    out.extend_from_slice(&at.segment.to_le_bytes());
-    out.extend_from_slice(&at.seq.to_le_bytes());
-    out.extend_from_slice(&body);
-    let crc = crc32c::crc32c(&out[start + RECORD_CRC_START..]);
-    out[start + RECORD_CRC_OFFSET..start + RECORD_CRC_START].copy_from_slice(&crc.to_le_bytes());
+    let body_len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    let mut header = [0; RECORD_HEADER_LEN];
+    put(&mut header, RECORD_LEN_OFFSET, &body_len.to_le_bytes());
+    put(&mut header, RECORD_SHARD_OFFSET, &at.shard.to_le_bytes());
+    put(
+        &mut header,
+        RECORD_SEGMENT_OFFSET,
+        &at.segment.to_le_bytes(),
+    );
+    put(&mut header, RECORD_SEQ_OFFSET, &at.seq.to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(body);
+    let crc = crc_from(out, start + RECORD_CRC_START);
+    if let Some(record) = out.get_mut(start..) {
+        put(record, RECORD_CRC_OFFSET, &crc.to_le_bytes());
+    }
+}
+
+/// A whole record, not yet checked beyond its length.
+struct RawRecord<'a> {
+    /// Where its header says it is.
+    found: Position,
+    /// The CRC32C its header carries.
+    stored: u32,
+    /// Header and body.
+    bytes: &'a [u8],
+}
+
+impl RawRecord<'_> {
+    fn computed_crc(&self) -> u32 {
+        crc_from(self.bytes, RECORD_CRC_START)
+    }
+}
+
+/// The record at the start of `bytes`, once its length is within bounds and all of it
+/// is there; `Ok(None)` when it is not all there yet.
+fn split_record(bytes: &[u8]) -> Result<Option<RawRecord<'_>>, FormatError> {
+    let Some(h) = bytes.get(..RECORD_HEADER_LEN) else {
+        return Ok(None);
+    };
+    let body_len = le_u32(h, RECORD_LEN_OFFSET) as usize;
+    if body_len > RECORD_BODY_LEN_MAX {
+        return Err(FormatError::BadLength {
+            body_len: body_len as u64,
+        });
+    }
+    let Some(record) = bytes.get(..RECORD_HEADER_LEN + body_len) else {
+        return Ok(None);
+    };
+    let found = Position {
+        shard: le_u16(h, RECORD_SHARD_OFFSET),
+        segment: le_u64(h, RECORD_SEGMENT_OFFSET),
+        seq: le_u64(h, RECORD_SEQ_OFFSET),
+    };
+    Ok(Some(RawRecord {
+        found,
+        stored: le_u32(h, RECORD_CRC_OFFSET),
+        bytes: record,
+    }))
 }
 
 /// Whether a whole record with a valid checksum, of this shard and segment, starts at
 /// `bytes` (whatever its sequence number). The segment reader asks this of the bytes
 /// after a bad record: if one is there, the bad record is corruption, not a torn tail.
 pub fn looks_like_record(bytes: &[u8], shard: u16, segment: u64) -> bool {
-    let Some(h) = bytes.get(..RECORD_HEADER_LEN) else {
-        return false;
-    };
-    let body_len = le_u32(h, 0) as usize;
-    if body_len > RECORD_BODY_LEN_MAX {
-        return false;
+    match split_record(bytes) {
+        Ok(Some(r)) => {
+            r.found.shard == shard && r.found.segment == segment && r.stored == r.computed_crc()
+        }
+        _ => false,
     }
-    let Some(record) = bytes.get(..RECORD_HEADER_LEN + body_len) else {
-        return false;
-    };
-    le_u16(h, 8) == shard
-        && le_u64(h, 16) == segment
-        && le_u32(h, RECORD_CRC_OFFSET) == crc32c::crc32c(&record[RECORD_CRC_START..])
 }
 
 /// Decodes the record at the start of `bytes`, which must be at `expected`.
@@ -251,41 +364,30 @@ pub fn decode_record(
     bytes: &[u8],
     expected: Position,
 ) -> Result<Option<(Entry, usize)>, FormatError> {
-    let Some(h) = bytes.get(..RECORD_HEADER_LEN) else {
+    let Some(record) = split_record(bytes)? else {
         return Ok(None);
     };
-    let body_len = le_u32(h, 0) as usize;
-    if body_len > RECORD_BODY_LEN_MAX {
-        return Err(FormatError::BadLength {
-            body_len: body_len as u64,
-        });
-    }
-    let total = RECORD_HEADER_LEN + body_len;
-    let Some(record) = bytes.get(..total) else {
-        return Ok(None);
-    };
-    let stored = le_u32(h, RECORD_CRC_OFFSET);
-    let computed = crc32c::crc32c(&record[RECORD_CRC_START..]);
+    let (stored, computed) = (record.stored, record.computed_crc());
     if stored != computed {
         return Err(FormatError::BadChecksum { stored, computed });
     }
-    let found = Position {
-        shard: le_u16(h, 8),
-        segment: le_u64(h, 16),
-        seq: le_u64(h, 24),
-    };
-    if found != expected {
-        return Err(FormatError::Misplaced { expected, found });
+    if record.found != expected {
+        return Err(FormatError::Misplaced {
+            expected,
+            found: record.found,
+        });
     }
+    let record = record.bytes;
     // rkyv reads archives in place and needs them aligned: copy the body into an
     // aligned buffer, validate it once, then deserialize.
-    let mut body = rkyv::util::AlignedVec::<16>::with_capacity(body_len);
-    body.extend_from_slice(&record[RECORD_HEADER_LEN..]);
-    let archived = rkyv::access::<ArchivedEntry, rancor::Error>(&body)
+    let body = record.get(RECORD_HEADER_LEN..).unwrap_or_default();
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
+    aligned.extend_from_slice(body);
+    let archived = rkyv::access::<ArchivedEntry, rancor::Error>(&aligned)
         .map_err(|e| FormatError::BadBody(e.to_string()))?;
     let entry = rkyv::deserialize::<Entry, rancor::Error>(archived)
         .map_err(|e| FormatError::BadBody(e.to_string()))?;
-    Ok(Some((entry, total)))
+    Ok(Some((entry, record.len())))
 }
 
 #[cfg(test)]
