@@ -4,7 +4,7 @@
 
 use crate::error::OpenError;
 use crate::item::{now_ms, Item, Slot};
-use crate::key::{self, Key, PAST_TEXT};
+use crate::key::{Key, PAST_TEXT};
 use crate::layout;
 use crate::query::{self, Pattern, QueryOptions, Range};
 pub use crate::shard::FsyncPolicy;
@@ -649,11 +649,7 @@ impl Db {
     ) -> Result<(Vec<Item>, Option<String>), Error> {
         let mut range = pattern.range();
         if let Some(start) = &options.start {
-            let start = start.trim();
-            range = range.after(
-                key::store_key(start.contains(':'), start).into_vec(),
-                options.reverse,
-            );
+            range = range.after(pattern.start_key(start), options.reverse);
         }
         if range.is_empty() {
             return Ok((Vec::new(), None));

@@ -97,8 +97,9 @@ impl Pattern {
         }
     }
 
-    /// The range of store keys this pattern covers.
-    pub fn range(&self) -> Range {
+    /// The store key where this pattern's key space begins: the tag, and `ns:` for a
+    /// namespaced pattern. Every key the pattern covers starts with it.
+    fn base(&self) -> Vec<u8> {
         let mut base = Vec::with_capacity(2 + self.namespace.as_ref().map_or(0, String::len));
         match &self.namespace {
             Some(ns) => {
@@ -108,6 +109,12 @@ impl Pattern {
             }
             None => base.push(TAG_GLOBAL),
         }
+        base
+    }
+
+    /// The range of store keys this pattern covers.
+    pub fn range(&self) -> Range {
+        let base = self.base();
         let at = |x: &str| [base.as_slice(), x.as_bytes()].concat();
         let end = || [base.as_slice(), &[PAST_TEXT]].concat();
         use Bound::{Excluded, Included};
@@ -121,6 +128,24 @@ impl Pattern {
             Form::Between(a, b) => (Included(at(a)), Included(at(b))),
         };
         Range { lower, upper }
+    }
+
+    /// The store key of a `start` (SPEC.md "get"): a position in this pattern's key
+    /// space, so it always narrows the scan and is never silently ignored. For a
+    /// namespaced pattern `ns:...`, a start that begins with `ns:` is that key and any
+    /// other start is a key within `ns` (the seed's sample pages `foo:*` with
+    /// `start: "foobaz"`, which continues after `foo:foobaz`); for simple keys it is a
+    /// simple key, whatever it holds.
+    pub fn start_key(&self, start: &str) -> Vec<u8> {
+        let start = start.trim();
+        let part = match &self.namespace {
+            Some(ns) => start
+                .strip_prefix(ns.as_str())
+                .and_then(|rest| rest.strip_prefix(':'))
+                .unwrap_or(start),
+            None => start,
+        };
+        [self.base().as_slice(), part.as_bytes()].concat()
     }
 }
 
@@ -281,6 +306,17 @@ mod tests {
         let r = Pattern::parse("<b").unwrap().range();
         assert_eq!(r.lower, Included(vec![0]));
         assert_eq!(r.upper, Excluded(b"\x00b".to_vec()));
+    }
+
+    #[test]
+    fn a_start_is_a_key_in_the_patterns_space() {
+        let ns = Pattern::parse("foo:*").unwrap();
+        assert_eq!(ns.start_key("foobaz"), b"\x01foo:foobaz");
+        assert_eq!(ns.start_key(" foo:foobaz "), b"\x01foo:foobaz");
+        assert_eq!(ns.start_key("bar:x"), b"\x01foo:bar:x");
+        let simple = Pattern::parse("a|z").unwrap();
+        assert_eq!(simple.start_key("m"), b"\x00m");
+        assert_eq!(simple.start_key("ns:m"), b"\x00ns:m");
     }
 
     #[test]

@@ -1755,6 +1755,79 @@ pub async fn start_is_exclusive(api: &impl Api) {
     );
 }
 
+/// SPEC "get": the seed's own pagination sample, `get("foo:*", {limit: 3, start:
+/// "foobaz"})`. A `start` that does not begin with the pattern's `ns:` is a key within
+/// that namespace, so it continues after `foo:foobaz` — forwards and backwards — and a
+/// loop that pages with key parts ends. Guards against the start being ignored (it once
+/// read as a simple key, outside the pattern, and every page was the first).
+pub async fn start_without_the_namespace_is_a_key_within_it(api: &impl Api) {
+    put_keys(
+        api,
+        &[
+            "foo:bar",
+            "foo:baz",
+            "foo:foobar",
+            "foo:foobaz",
+            "foo:foobazz",
+            "foo:qux",
+            "foo:zap",
+            "foobaz",
+            "foobazz",
+            "zzz",
+        ],
+    )
+    .await;
+    let after = page_of(&["foo:foobazz", "foo:qux", "foo:zap"]);
+    assert_eq!(query(api, "foo:*", start(limit(3), "foobaz")).await, after);
+    assert_eq!(
+        query(api, "foo:*", start(limit(3), "foo:foobaz")).await,
+        after
+    );
+    assert_eq!(
+        query(api, "foo:*", start(rev(limit(3)), "foobaz")).await,
+        page_of(&["foo:foobar", "foo:baz", "foo:bar"])
+    );
+    // Another namespace's text is a key part here too: `foo:bar:x`.
+    assert_eq!(
+        query(api, "foo:*", start(limit(2), "bar:x")).await,
+        json!({"items": [
+            {"key": "foo:baz", "value": "foo:baz"},
+            {"key": "foo:foobar", "value": "foo:foobar"},
+        ], "lastKey": "foo:foobar"})
+    );
+    assert_eq!(
+        query(api, "foo:*", start(q(), "zzz")).await,
+        json!({"items": []})
+    );
+    assert_eq!(
+        query(api, "foo:f*", start(q(), "foobar")).await,
+        page_of(&["foo:foobaz", "foo:foobazz"])
+    );
+    // Paging with the key part of each lastKey walks the namespace once and ends.
+    let mut o = limit(2);
+    let mut walked = Vec::new();
+    loop {
+        let page = query(api, "foo:*", o.clone()).await;
+        walked.extend(keys(&page));
+        let Some(last) = last_key(&page) else { break };
+        assert!(walked.len() <= 7, "paging does not end: {walked:?}");
+        let part = last.strip_prefix("foo:").expect("a key of foo");
+        o.start = Some(part.to_owned());
+    }
+    assert_eq!(
+        walked,
+        [
+            "foo:bar",
+            "foo:baz",
+            "foo:foobar",
+            "foo:foobaz",
+            "foo:foobazz",
+            "foo:qux",
+            "foo:zap"
+        ]
+    );
+}
+
 /// SPEC "get": `lastKey` is present exactly when more items remain — not when the page
 /// ends exactly at the last item, and items outside the range do not count.
 pub async fn last_key_exactly_when_more_remain(api: &impl Api) {

@@ -258,6 +258,7 @@ macro_rules! conformance_suite {
             limit_1000_returns_1000,
             reverse_order,
             start_is_exclusive,
+            start_without_the_namespace_is_a_key_within_it,
             last_key_exactly_when_more_remain,
             paging_neither_skips_nor_repeats,
             paging_with_writes_between_pages,
