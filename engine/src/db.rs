@@ -1,6 +1,10 @@
 //! [`Db`]: the embedded API. Validation happens on the caller's thread, reads run
-//! there too (straight on the shards' skiplists), and writes travel to the owning
+//! there too (straight on the shards' indexes), and writes travel to the owning
 //! shard's executor and back.
+//!
+//! [`Db::open`] lays out (or checks) the data folder ([`crate::layout`]), starts one
+//! executor per shard, each recovering its own log side by side, and fails with a
+//! typed [`OpenError`]; [`Db::repair`] cuts a damaged log for an operator.
 
 use crate::error::OpenError;
 use crate::item::{now_ms, Item, Slot};
@@ -18,7 +22,7 @@ use ampd_wire::value::{self, Value};
 use ampd_wire::{BatchItem, Error, ErrorCode, SetOptions};
 use crossbeam_skiplist::map::Entry;
 use futures::channel::oneshot;
-use serde_json::{json, Map, Number};
+use serde_json::Number;
 use std::cmp::Ordering;
 use std::future::Future;
 use std::iter::Peekable;
@@ -114,15 +118,11 @@ pub struct Page {
 }
 
 impl Page {
-    /// `{"items": [...], "lastKey": ...}`, `lastKey` only when more remain.
+    /// `{"items": [...], "lastKey": ...}` ([`ampd_wire::page`]), `lastKey` only when
+    /// more remain.
     pub fn to_json(&self, meta: bool) -> Value {
         let items = self.items.iter().map(|i| i.to_entry_json(meta)).collect();
-        let mut m = Map::new();
-        m.insert("items".into(), Value::Array(items));
-        if let Some(k) = &self.last_key {
-            m.insert("lastKey".into(), json!(k));
-        }
-        Value::Object(m)
+        ampd_wire::page::to_json(items, self.last_key.as_deref())
     }
 }
 
@@ -168,8 +168,9 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    /// Starts the shards' executors and returns the handle. Dropping the last handle
-    /// stops them.
+    /// Starts the shards' executors (with a data directory: locked, its shard count
+    /// checked, each shard recovered from its snapshot and WAL) and returns the
+    /// handle. Dropping the last handle stops them.
     pub fn open(config: Config) -> Result<Db, OpenError> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let count = if config.shards == 0 {
@@ -913,6 +914,7 @@ fn fill_page<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn send_sync<T: Send + Sync>(_: &T) {}
     fn send<T: Send>(_: T) {}
@@ -989,7 +991,7 @@ mod tests {
         assert_eq!(shard("users:a"), shard("users:zzz"));
         assert_eq!(shard("users:a"), shard("users"));
         // xxh3 of the routing text modulo the shard count, pinned: a change of the rule
-        // would misplace data on disk once the WAL lands, so it must be noticed.
+        // would look for existing data on the wrong shard's log, so it must be noticed.
         const PINNED: [usize; 8] = [3, 3, 3, 2, 0, 2, 3, 2];
         let spread: Vec<usize> = ["a", "b", "c", "d", "e", "f", "g", "h"]
             .iter()

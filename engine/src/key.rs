@@ -1,5 +1,6 @@
-//! The key grammar (SPEC.md "Keys"): trimming, length, namespaces, and which keys
-//! `set` refuses because `get` could not address them.
+//! Keys (SPEC.md "Keys"): trimming, length, namespaces, and which keys `set` refuses
+//! because `get` could not address them: those the pattern grammar
+//! ([`ampd_wire::pattern`], defined once) would not read as one exact key.
 //!
 //! Inside the engine a key is stored under its *store key*: one tag byte, then the
 //! user's key bytes. The tag keeps the global namespace (simple keys, tag `0`) apart
@@ -10,6 +11,7 @@
 //! `prefix`.
 
 use ampd_wire::limits::KEY_LEN_MAX;
+use ampd_wire::pattern::{self, Form};
 use ampd_wire::{Error, ErrorCode};
 
 /// Tag byte of a simple key (global namespace).
@@ -41,22 +43,16 @@ impl Key {
 
     fn parse_as(raw: &str, what: &str) -> Result<Key, Error> {
         let text = check_len(raw, what)?;
-        let namespace_len = text.find(':');
-        let part = match namespace_len {
-            Some(n) => &text[n + 1..],
-            None => text,
+        // Readable by `get` means: the pattern grammar reads it as one exact key. SPEC.md
+        // also refuses a `|` anywhere, in the namespace too.
+        let parts = pattern::parse(text);
+        let Form::Exact(part) = parts.form else {
+            return Err(unreadable(text, what));
         };
-        if text.ends_with('*') || text.contains('|') || part.starts_with(['<', '>']) {
-            return Err(Error::new(
-                ErrorCode::InvalidKey,
-                format!(
-                    "{what} {text:?} could not be read back by get: it may not end in \
-                     '*' or hold '|', and after the namespace it may not start with '<' \
-                     or '>'"
-                ),
-            ));
+        if text.contains('|') {
+            return Err(unreadable(text, what));
         }
-        if namespace_len.is_some() && part.is_empty() {
+        if parts.namespace.is_some() && part.is_empty() {
             return Err(Error::new(
                 ErrorCode::InvalidKey,
                 format!("{what} {text:?} has a namespace but nothing after the colon"),
@@ -64,7 +60,7 @@ impl Key {
         }
         Ok(Key {
             text: text.to_owned(),
-            namespace_len,
+            namespace_len: parts.namespace.map(str::len),
         })
     }
 
@@ -85,6 +81,17 @@ impl Key {
     pub(crate) fn store_key(&self) -> Box<[u8]> {
         store_key(self.namespace_len.is_some(), &self.text)
     }
+}
+
+/// The refusal of a key `get` could not read back exactly.
+fn unreadable(text: &str, what: &str) -> Error {
+    Error::new(
+        ErrorCode::InvalidKey,
+        format!(
+            "{what} {text:?} could not be read back by get: it may not end in '*' or hold \
+             '|', and after the namespace it may not start with '<' or '>'"
+        ),
+    )
 }
 
 /// Trims and checks the length of a key, a label value or a query pattern.
@@ -151,7 +158,7 @@ mod tests {
     #[test]
     fn unaddressable_keys_are_refused() {
         for bad in [
-            "a*", "ns:a*", "ns:*", "a|b", "ns:a|b", ">a", "ns:>a", "ns:<=a", "<", "ns:",
+            "a*", "ns:a*", "ns:*", "a|b", "ns:a|b", ">a", "ns:>a", "ns:<=a", "<", "ns:", "a|b:c",
         ] {
             assert_eq!(
                 Key::parse(bad).unwrap_err().code(),
@@ -159,7 +166,9 @@ mod tests {
                 "{bad}"
             );
         }
-        for good in ["a*b", "ns:a>b", "ns:a<", "*a", "n*s:a", ":a", "a:b*c"] {
+        for good in [
+            "a*b", "ns:a>b", "ns:a<", "*a", "n*s:a", ":a", "a:b*c", ">a:b",
+        ] {
             assert!(Key::parse(good).is_ok(), "{good}");
         }
     }

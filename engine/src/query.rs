@@ -1,12 +1,16 @@
 //! Query patterns (SPEC.md "get"): exact keys, `*` and prefixes, `>` `>=` `<` `<=`,
 //! and `a|b`, each inside one namespace (or among simple keys), turned into a range of
-//! store keys.
+//! store keys, and a `start` turned into a position in that range. The syntax is
+//! [`ampd_wire::pattern`]'s (the client reads it too); this module adds the checks
+//! and the ranges.
 //!
 //! The same ranges serve key queries and label queries: a label query runs the range
 //! over label values instead of keys.
 
 use crate::key::{self, PAST_TEXT, TAG_GLOBAL, TAG_NAMESPACED};
 use ampd_wire::limits::{KEY_LEN_MAX, QUERY_LIMIT_DEFAULT, QUERY_LIMIT_MAX};
+pub(crate) use ampd_wire::pattern::Form;
+use ampd_wire::pattern::{self, Parts};
 pub use ampd_wire::QueryOptions;
 use ampd_wire::{Error, ErrorCode};
 use std::ops::Bound;
@@ -14,23 +18,14 @@ use std::ops::Bound;
 /// A pattern may hold two keys (`a|b`) and the query syntax around them.
 const PATTERN_LEN_MAX: usize = 2 * KEY_LEN_MAX + 3;
 
-/// What a pattern asks for, within its namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Form {
-    Exact(String),
-    Prefix(String),
-    Greater(String),
-    GreaterOrEqual(String),
-    Less(String),
-    LessOrEqual(String),
-    Between(String, String),
-}
-
-/// A parsed pattern: its namespace (`None` = simple keys) and its form.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Pattern {
-    pub namespace: Option<String>,
-    pub form: Form,
+/// A checked pattern: the grammar's parts ([`ampd_wire::pattern`], where the syntax
+/// is defined once), with every part that must name something non-empty, and an
+/// exact key within the key length limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pattern<'a> {
+    /// `None`: simple keys (the global namespace).
+    pub namespace: Option<&'a str>,
+    pub form: Form<'a>,
 }
 
 /// A range of store keys (or of label-value store keys, or of label index entries).
@@ -40,8 +35,8 @@ pub(crate) struct Range<T = Vec<u8>> {
     pub upper: Bound<T>,
 }
 
-impl Pattern {
-    pub fn parse(raw: &str) -> Result<Pattern, Error> {
+impl<'a> Pattern<'a> {
+    pub fn parse(raw: &'a str) -> Result<Pattern<'a>, Error> {
         let text = raw.trim();
         if text.is_empty() {
             return Err(invalid("the pattern is empty"));
@@ -52,47 +47,38 @@ impl Pattern {
                 format!("pattern is {} bytes, limit {PATTERN_LEN_MAX}", text.len()),
             ));
         }
-        let (namespace, part) = match text.split_once(':') {
-            Some((ns, part)) => (Some(ns.to_owned()), part),
-            None => (None, text),
-        };
+        let Parts { namespace, form } = pattern::parse(text);
         let nonempty = |s: &str, what: &str| {
             if s.is_empty() {
                 Err(invalid(&format!("{text:?}: {what}")))
             } else {
-                Ok(s.to_owned())
+                Ok(())
             }
         };
-        let form = if let Some((a, b)) = part.split_once('|') {
-            Form::Between(
-                nonempty(a, "nothing before '|'")?,
-                nonempty(b, "nothing after '|'")?,
-            )
-        } else if let Some(x) = part.strip_prefix(">=") {
-            Form::GreaterOrEqual(nonempty(x, "nothing after '>='")?)
-        } else if let Some(x) = part.strip_prefix('>') {
-            Form::Greater(nonempty(x, "nothing after '>'")?)
-        } else if let Some(x) = part.strip_prefix("<=") {
-            Form::LessOrEqual(nonempty(x, "nothing after '<='")?)
-        } else if let Some(x) = part.strip_prefix('<') {
-            Form::Less(nonempty(x, "nothing after '<'")?)
-        } else if let Some(p) = part.strip_suffix('*') {
-            Form::Prefix(p.to_owned())
-        } else {
-            Form::Exact(nonempty(part, "nothing after the namespace colon")?)
-        };
-        if let Form::Exact(x) = &form {
-            // An exact pattern names one key: it obeys the key's length limit.
-            key::check_len(x, "key")?;
+        match form {
+            Form::Between(a, b) => {
+                nonempty(a, "nothing before '|'")?;
+                nonempty(b, "nothing after '|'")?;
+            }
+            Form::GreaterOrEqual(x) => nonempty(x, "nothing after '>='")?,
+            Form::Greater(x) => nonempty(x, "nothing after '>'")?,
+            Form::LessOrEqual(x) => nonempty(x, "nothing after '<='")?,
+            Form::Less(x) => nonempty(x, "nothing after '<'")?,
+            Form::Prefix(_) => {}
+            Form::Exact(x) => {
+                nonempty(x, "nothing after the namespace colon")?;
+                // An exact pattern names one key: it obeys the key's length limit.
+                key::check_len(x, "key")?;
+            }
         }
         Ok(Pattern { namespace, form })
     }
 
     /// The full key text of an exact pattern.
     pub fn exact_key(&self) -> Option<String> {
-        match (&self.form, &self.namespace) {
+        match (self.form, self.namespace) {
             (Form::Exact(x), Some(ns)) => Some(format!("{ns}:{x}")),
-            (Form::Exact(x), None) => Some(x.clone()),
+            (Form::Exact(x), None) => Some(x.to_owned()),
             _ => None,
         }
     }
@@ -100,8 +86,8 @@ impl Pattern {
     /// The store key where this pattern's key space begins: the tag, and `ns:` for a
     /// namespaced pattern. Every key the pattern covers starts with it.
     fn base(&self) -> Vec<u8> {
-        let mut base = Vec::with_capacity(2 + self.namespace.as_ref().map_or(0, String::len));
-        match &self.namespace {
+        let mut base = Vec::with_capacity(2 + self.namespace.map_or(0, str::len));
+        match self.namespace {
             Some(ns) => {
                 base.push(TAG_NAMESPACED);
                 base.extend_from_slice(ns.as_bytes());
@@ -118,7 +104,7 @@ impl Pattern {
         let at = |x: &str| [base.as_slice(), x.as_bytes()].concat();
         let end = || [base.as_slice(), &[PAST_TEXT]].concat();
         use Bound::{Excluded, Included};
-        let (lower, upper) = match &self.form {
+        let (lower, upper) = match self.form {
             Form::Exact(x) => (Included(at(x)), Included(at(x))),
             Form::Prefix(p) => (Included(at(p)), Excluded([at(p), vec![PAST_TEXT]].concat())),
             Form::Greater(x) => (Excluded(at(x)), Excluded(end())),
@@ -138,9 +124,9 @@ impl Pattern {
     /// simple key, whatever it holds.
     pub fn start_key(&self, start: &str) -> Vec<u8> {
         let start = start.trim();
-        let part = match &self.namespace {
+        let part = match self.namespace {
             Some(ns) => start
-                .strip_prefix(ns.as_str())
+                .strip_prefix(ns)
                 .and_then(|rest| rest.strip_prefix(':'))
                 .unwrap_or(start),
             None => start,
@@ -262,29 +248,26 @@ mod tests {
     use super::*;
     use Bound::{Excluded, Included};
 
-    fn form(p: &str) -> Form {
+    fn form(p: &str) -> Form<'_> {
         Pattern::parse(p).unwrap().form
     }
 
+    /// The grammar is `ampd_wire::pattern`'s (tested there); the engine adds the
+    /// checks and the exact key.
     #[test]
-    fn forms() {
-        assert_eq!(form("user123:*"), Form::Prefix(String::new()));
-        assert_eq!(form("user123:orders*"), Form::Prefix("orders".into()));
-        assert_eq!(
-            form("user123:>2021-05-18"),
-            Form::Greater("2021-05-18".into())
-        );
-        assert_eq!(form("u:>=a"), Form::GreaterOrEqual("a".into()));
-        assert_eq!(form("u:<a"), Form::Less("a".into()));
-        assert_eq!(form("u:<=a"), Form::LessOrEqual("a".into()));
-        assert_eq!(form("u:a|b"), Form::Between("a".into(), "b".into()));
-        assert_eq!(form("foo"), Form::Exact("foo".into()));
-        assert_eq!(form("*"), Form::Prefix(String::new()));
+    fn forms_and_exact_keys() {
+        assert_eq!(form(" u:a|b "), Form::Between("a", "b"));
+        assert_eq!(form("*"), Form::Prefix(""));
         assert_eq!(Pattern::parse("*").unwrap().namespace, None);
         assert_eq!(
             Pattern::parse("a:b:c").unwrap().exact_key().as_deref(),
             Some("a:b:c")
         );
+        assert_eq!(
+            Pattern::parse("k").unwrap().exact_key().as_deref(),
+            Some("k")
+        );
+        assert_eq!(Pattern::parse("k*").unwrap().exact_key(), None);
     }
 
     #[test]

@@ -21,6 +21,13 @@
 //!
 //! The expiry index is only ever touched by the owner, so it is a plain `BTreeSet` in
 //! [`ShardLocal`]; the reaper task walks it in slices on the same executor.
+//!
+//! # Durability
+//! With a data directory the owner also holds the shard's log: each batch is staged,
+//! written to the WAL in one write (and, under `fsync always`, one `fdatasync`), and
+//! only then installed and answered; the writer starts the shard's snapshots and drops
+//! the segments they cover. Before the shard serves, `recover` loads the newest
+//! snapshot and replays the WAL after it on this executor.
 
 use crate::error::OpenError;
 use crate::item::{now_ms, Item, Slot};

@@ -3,14 +3,15 @@
 //! back in full when the shard opens.
 //!
 //! # Reading: torn tail or corruption (`TolerateCorruptTail` only at the tail)
-//! Records are read in order, each checked by [`record::decode_record`]. When a record
-//! is cut short or fails its checks:
+//! Each segment is read by the one segment reader ([`segment::read`]), which checks
+//! records in order with [`record::decode_record`]. When a record is cut short or fails
+//! its checks:
 //! - in the last segment, with no whole valid record of this shard and segment anywhere
 //!   after it, it is a torn tail (a crash in the middle of the last write): the file is
 //!   cut at the last whole record and the log says how many bytes went;
 //! - anywhere else it is corruption: opening fails with the file and the byte offset,
-//!   and nothing is skipped. (A repair mode that cuts there on request comes with the
-//!   CLI.)
+//!   and nothing is skipped. [`Log::open_repairing`] (`ampd repair`, `Db::repair`) cuts
+//!   there when an operator asks for it.
 //!
 //! # Writing: no retry after a failed write or sync
 //! A failed `write_at` or `sync_data` poisons the log: the batch is reported failed and

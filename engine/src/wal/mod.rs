@@ -9,9 +9,10 @@
 //!   segment rotation, poisoning after a failed write or sync, and the reader that
 //!   tells a torn tail (cut) from corruption (refused, with file and offset).
 //!
-//! All file I/O goes through [`crate::storage`]. Not wired into the shards yet; still
-//! to come: group commit in the shard's write loop, recovery in `Db::open`, snapshots,
-//! repair, and the crash-loop tests.
+//! Each shard's writer appends its batches to its log (group commit) and recovery
+//! replays it on the shard's executor before the shard serves; snapshots
+//! ([`crate::snapshot`]) share the record format and the segment reader, and let old
+//! segments go. All file I/O goes through [`crate::storage`].
 
 // The log decodes what a disk hands back after a crash: no unchecked indexing or
 // unwrapping (tests may; clippy.toml); a needed exception says why.
