@@ -48,10 +48,10 @@ pub enum OpenError {
         #[source]
         source: io::Error,
     },
-    /// A shard's executor (its thread, its io_uring rings) did not start.
+    /// A shard's thread (its io_uring ring, its CPU binding) did not start.
     #[error(
-        "could not start shard {shard}: {reason} (io_uring rings and buffers live in \
-         locked memory: check `ulimit -l`; a pinned shard needs its core)"
+        "could not start shard {shard}: {reason} (a shard needs io_uring with \
+         DEFER_TASKRUN and, when pinned, its core)"
     )]
     Executor { shard: usize, reason: String },
 }

@@ -24,9 +24,9 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// The most shards a database may have. Each is an executor thread with io_uring rings
-/// in locked memory, so far fewer fit on any machine; its id must fit the `u16` of the
-/// WAL headers.
+/// The most shards a database may have. Each is a thread with its own io_uring ring
+/// (and usually a core of its own), so far fewer fit on any machine; its id must fit
+/// the `u16` of the WAL headers.
 pub const SHARDS_MAX: usize = 1024;
 const _: () = assert!(SHARDS_MAX - 1 <= u16::MAX as usize);
 
