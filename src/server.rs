@@ -116,11 +116,6 @@ impl Server {
 /// The shutdown signal every listener and connection watches.
 pub type ShutdownSignal = Shared<futures::channel::oneshot::Receiver<()>>;
 
-/// Binds `addr` on the calling shard's thread.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-}
-
 /// Why a connection was told to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
@@ -310,7 +305,7 @@ pub fn start(
         let (ready, is_ready) = std::sync::mpsc::channel();
         let (server, shutdown) = (server.clone(), shutdown.clone());
         listeners.push(front.spawn_on(shard, move || async move {
-            match bind(bound) {
+            match TcpListener::bind(bound) {
                 Ok(listener) => {
                     let _ = ready.send(listener.local_addr().map_err(|e| e.to_string()));
                     listen(server, listener, shutdown).await;

@@ -136,7 +136,7 @@ pub(crate) fn try_core() -> Option<Rc<Core>> {
 }
 
 /// Whether the calling thread runs a runtime.
-pub fn on_runtime() -> bool {
+fn on_runtime() -> bool {
     CORE.try_with(|c| c.borrow().is_some()).unwrap_or(false)
 }
 
@@ -331,10 +331,6 @@ impl<T> JoinHandle<T> {
             w.wake();
         }
     }
-
-    pub fn is_finished(&self) -> bool {
-        self.state.finished.get()
-    }
 }
 
 impl<T> Future for JoinHandle<T> {
@@ -387,12 +383,6 @@ where
     };
     core().spawn(Box::pin(task));
     JoinHandle { state }
-}
-
-/// Runs `future` on a runtime made for the call on the calling thread (tests, tools).
-pub fn block_on<F: Future>(future: F) -> io::Result<F::Output> {
-    let runtime = Runtime::new(Config::default())?;
-    Ok(runtime.block_on(future))
 }
 
 /// Lets every other queued task and the I/O have a turn before this task goes on.

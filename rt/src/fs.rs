@@ -2,7 +2,7 @@
 //! for the disk while the thread's other tasks run. Opening, renaming and removing stay
 //! ordinary system calls: they are rare (segment rotation, snapshots) and quick.
 
-use crate::ring::{check, Completion};
+use crate::ring::{run, run_owning};
 use io_uring::{opcode, types};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -39,18 +39,12 @@ impl File {
             )
             .offset(pos + done as u64)
             .build();
-            let mut op = crate::executor::core()
-                .ring
-                .start(entry, Some(Box::new(buf)));
-            let res = op.result().await;
-            buf = op
-                .take_kept::<Vec<u8>>()
-                .map(|b| *b)
-                .ok_or_else(|| io::Error::other("a write lost its buffer"))?;
-            match check(res)? {
-                0 => return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes")),
-                n => done += n as usize,
+            let (n, back) = run_owning(entry, buf).await?;
+            buf = back;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes"));
             }
+            done += n as usize;
         }
         Ok(())
     }
@@ -67,14 +61,8 @@ impl File {
             )
             .offset(pos + out.len() as u64)
             .build();
-            let mut op = crate::executor::core()
-                .ring
-                .start(entry, Some(Box::new(buf)));
-            let res = op.result().await;
-            let mut buf = op
-                .take_kept::<Vec<u8>>()
-                .ok_or_else(|| io::Error::other("a read lost its buffer"))?;
-            let n = check(res)? as usize;
+            let (n, mut buf) = run_owning(entry, buf).await?;
+            let n = n as usize;
             if n == 0 {
                 break;
             }
@@ -92,9 +80,9 @@ impl File {
 }
 
 async fn sync(fd: i32, flags: types::FsyncFlags) -> io::Result<()> {
-    let entry = opcode::Fsync::new(types::Fd(fd)).flags(flags).build();
-    let op = crate::executor::core().ring.start(entry, None);
-    check(Completion(op).await).map(drop)
+    run(opcode::Fsync::new(types::Fd(fd)).flags(flags).build())
+        .await
+        .map(drop)
 }
 
 /// Makes the directory's entries (creates, renames, removes) durable.

@@ -30,5 +30,5 @@ mod ring;
 pub mod thread;
 pub mod time;
 
-pub use executor::{block_on, spawn, yield_if_needed, yield_now, JoinHandle};
+pub use executor::{spawn, yield_if_needed, yield_now, JoinHandle};
 pub use ring::Config;

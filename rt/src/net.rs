@@ -6,7 +6,7 @@
 //! the next call takes its bytes. So a connection can wait for input and for other
 //! things at once without losing what arrives, and without a second request.
 
-use crate::ring::{check, Completion, Op};
+use crate::ring::{check, run, run_owning, Op};
 use bytes::BytesMut;
 use io_uring::{opcode, types};
 use std::io;
@@ -84,11 +84,11 @@ impl TcpListener {
 /// A connected socket.
 pub struct TcpStream {
     socket: socket2::Socket,
-    /// The read in flight, if any (it owns a `Vec<u8>` buffer).
+    /// The read in flight, if any (it owns a `BytesMut` buffer).
     reading: Option<Op>,
     read_bytes: usize,
     /// A read buffer to reuse.
-    spare: Option<Vec<u8>>,
+    spare: Option<BytesMut>,
 }
 
 impl TcpStream {
@@ -113,14 +113,15 @@ impl TcpStream {
     }
 
     /// Appends what arrives to `into`: the count, 0 at the end of the stream.
-    /// Cancel-safe (see the module's notes).
+    /// Cancel-safe (see the module's notes). When `into` is empty (a connection that
+    /// has decoded everything it had) the read's buffer becomes `into`, uncopied.
     pub async fn read_into(&mut self, into: &mut BytesMut) -> io::Result<usize> {
         let op = match &mut self.reading {
             Some(op) => op,
             None => {
                 let mut buf = self.spare.take().unwrap_or_default();
                 buf.clear();
-                buf.reserve_exact(self.read_bytes);
+                buf.reserve(self.read_bytes);
                 let entry = opcode::Recv::new(
                     types::Fd(self.socket.as_raw_fd()),
                     buf.as_mut_ptr(),
@@ -135,21 +136,27 @@ impl TcpStream {
             }
         };
         let res = op.result().await;
-        let kept = op.take_kept::<Vec<u8>>();
+        let kept = op.take_kept::<BytesMut>();
         self.reading = None;
         let n = check(res)? as usize;
         if let Some(mut buf) = kept {
+            let capacity = buf.capacity();
             // SAFETY: the kernel wrote `n` bytes (at most the capacity it was given)
-            // at the start of the buffer.
-            unsafe { buf.set_len(n.min(buf.capacity())) };
-            into.extend_from_slice(&buf);
-            self.read_bytes = if n == buf.capacity() {
+            // at the start of the buffer, which was empty.
+            unsafe { buf.set_len(n.min(capacity)) };
+            self.read_bytes = if n == capacity {
                 (self.read_bytes * 2).min(READ_BYTES_MAX)
             } else if n < self.read_bytes / 4 {
                 READ_BYTES_MIN
             } else {
                 self.read_bytes
             };
+            if into.is_empty() {
+                std::mem::swap(into, &mut *buf);
+            } else {
+                into.extend_from_slice(&buf);
+            }
+            // Kept only while small, so thousands of idle connections cost little.
             if buf.capacity() <= READ_BYTES_MIN {
                 self.spare = Some(*buf);
             }
@@ -170,31 +177,17 @@ impl TcpStream {
             )
             .flags(libc::MSG_NOSIGNAL)
             .build();
-            let mut op = crate::executor::core()
-                .ring
-                .start(entry, Some(Box::new(buf)));
-            let res = std::future::poll_fn(|cx| op.poll_next(cx))
-                .await
-                .map_or(-libc::ECANCELED, |(res, _)| res);
-            buf = match op.take_kept::<BytesMut>() {
-                Some(buf) => *buf,
-                None => {
-                    return (
-                        Err(io::Error::other("a send lost its buffer")),
-                        BytesMut::new(),
-                    )
+            match run_owning(entry, buf).await {
+                Ok((0, mut back)) => {
+                    back.clear();
+                    return (Err(io::ErrorKind::WriteZero.into()), back);
                 }
-            };
-            match check(res) {
-                Ok(0) => {
-                    buf.clear();
-                    return (Err(io::ErrorKind::WriteZero.into()), buf);
+                Ok((n, back)) => {
+                    buf = back;
+                    done += n as usize;
                 }
-                Ok(n) => done += n as usize,
-                Err(e) => {
-                    buf.clear();
-                    return (Err(e), buf);
-                }
+                // The connection ends, and its buffer with it.
+                Err(e) => return (Err(e), BytesMut::new()),
             }
         }
         buf.clear();
@@ -203,9 +196,9 @@ impl TcpStream {
 
     /// Ends the connection: no more writes; the peer reads what was sent, then the end.
     pub async fn shutdown(&mut self) -> io::Result<()> {
-        let entry =
-            opcode::Shutdown::new(types::Fd(self.socket.as_raw_fd()), libc::SHUT_WR).build();
-        let op = crate::executor::core().ring.start(entry, None);
-        check(Completion(op).await).map(drop)
+        let fd = types::Fd(self.socket.as_raw_fd());
+        run(opcode::Shutdown::new(fd, libc::SHUT_WR).build())
+            .await
+            .map(drop)
     }
 }

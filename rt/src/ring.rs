@@ -18,10 +18,8 @@ use slab::Slab;
 use std::any::Any;
 use std::cell::{RefCell, UnsafeCell};
 use std::collections::VecDeque;
-use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -333,17 +331,22 @@ impl Drop for Op {
     }
 }
 
-/// A single-shot operation as a future of its result (negative: `-errno`).
-pub(crate) struct Completion(pub(crate) Op);
+/// Runs a single-shot operation that uses no memory of ours.
+pub(crate) async fn run(entry: squeue::Entry) -> io::Result<u32> {
+    let mut op = core().ring.start(entry, None);
+    check(op.result().await)
+}
 
-impl Future for Completion {
-    type Output = i32;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<i32> {
-        self.0
-            .poll_next(cx)
-            .map(|c| c.map_or(-libc::ECANCELED, |(res, _)| res))
-    }
+/// Runs a single-shot operation on `buf`'s memory (which `entry` points into, and
+/// which must not move when `buf` does: a `Vec`, a `BytesMut`); gives back the
+/// result and the buffer once the kernel is done with it.
+pub(crate) async fn run_owning<B: 'static>(entry: squeue::Entry, buf: B) -> io::Result<(u32, B)> {
+    let mut op = core().ring.start(entry, Some(Box::new(buf)));
+    let res = op.result().await;
+    let buf = op
+        .take_kept::<B>()
+        .ok_or_else(|| io::Error::other("the ring lost an operation's buffer"))?;
+    Ok((check(res)?, *buf))
 }
 
 /// A result of `-errno` as an error.

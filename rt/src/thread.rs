@@ -103,8 +103,4 @@ impl<T> Thread<T> {
             }
         }
     }
-
-    pub fn is_finished(&self) -> bool {
-        self.handle.is_finished()
-    }
 }
