@@ -506,7 +506,7 @@ impl Db {
     async fn run(&self, shard: usize, writes: Vec<Write>) -> Result<Vec<Outcome>, Error> {
         let target = &self.inner.shards[shard];
         if let Some(local) = shard::local_for(target) {
-            let mut staged = shard::Staged::default();
+            let mut staged = local.stage(false);
             let out = local.apply(writes, &mut staged, now_ms())?;
             local.install_all(staged);
             return Ok(out);
@@ -783,21 +783,18 @@ fn set_request(
             ttl: TtlChange::Keep,
             labels: Default::default(),
         };
-        Some(write::apply_set(None, &stored, 0)?.value)
+        Some(write::apply_set(None, stored, 0)?.value)
     } else {
         None
     };
     if let Some(enc) = &encoded {
-        let given: Vec<Option<String>> = checked
-            .iter()
-            .map(|l| match l {
-                LabelChange::Set(k) => Some(k.as_str().to_owned()),
-                _ => None,
-            })
-            .collect();
+        let given = checked.iter().filter_map(|l| match l {
+            LabelChange::Set(k) => Some(k.as_str()),
+            _ => None,
+        });
         write::check_item_size(
             key.as_str(),
-            write::item_size(key.as_str(), enc.len(), &given),
+            write::item_size(key.as_str(), enc.len(), given),
         )?;
     }
     Ok(SetRequest {

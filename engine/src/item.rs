@@ -62,16 +62,17 @@ impl Item {
         &self.inner
     }
 
-    /// The item as the WAL keeps it.
-    pub(crate) fn to_image(&self) -> crate::wal::record::ItemImage {
+    /// The item as the WAL keeps it, borrowed: the writer and the snapshot archive it
+    /// without copying.
+    pub(crate) fn image(&self) -> crate::wal::record::ItemImageRef<'_> {
         let d = &*self.inner;
-        crate::wal::record::ItemImage {
-            key: d.key.clone(),
-            value: d.value.to_vec(),
+        crate::wal::record::ItemImageRef {
+            key: &d.key,
+            value: &d.value,
             created_ms: d.created_ms,
             modified_ms: d.modified_ms,
             expires_s: d.expires_s,
-            labels: d.labels.clone(),
+            labels: &d.labels,
         }
     }
 

@@ -68,6 +68,10 @@ impl Key {
         &self.text
     }
 
+    pub fn into_string(self) -> String {
+        self.text
+    }
+
     /// The namespace, or `None` for a simple key (the global namespace).
     pub fn namespace(&self) -> Option<&str> {
         self.namespace_len.map(|n| &self.text[..n])
@@ -122,6 +126,14 @@ pub(crate) fn store_key(namespaced: bool, text: &str) -> Box<[u8]> {
     });
     out.extend_from_slice(text.as_bytes());
     out.into_boxed_slice()
+}
+
+/// The key text a store key holds (after its tag byte). Store keys are only ever made
+/// by [`store_key`] from text, so they are always UTF-8 after the tag.
+pub(crate) fn text_of(sk: &[u8]) -> &str {
+    let text = std::str::from_utf8(sk.get(1..).unwrap_or_default());
+    debug_assert!(text.is_ok(), "a store key is made from text");
+    text.unwrap_or_default()
 }
 
 #[cfg(test)]

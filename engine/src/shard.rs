@@ -34,7 +34,7 @@ use crate::item::{now_ms, Item, Slot};
 use crate::key::{self, Key};
 use crate::storage::Storage;
 use crate::wal::log::{Log, LogConfig};
-use crate::wal::record::Entry;
+use crate::wal::record::{Entry, EntryRef};
 use crate::write::{self, AddRequest, SetRequest};
 use ampd_wire::limits::LABEL_COUNT;
 use ampd_wire::{Error, ErrorCode};
@@ -43,7 +43,7 @@ use crossbeam_skiplist::SkipMap;
 use futures::channel::oneshot;
 use futures::task::AtomicWaker;
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::future::poll_fn;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -271,6 +271,11 @@ impl Shard {
         (!item.is_expired(now_s)).then_some(item)
     }
 
+    /// The slot of a store key, whatever its item (expired too).
+    fn slot(&self, store_key: &[u8]) -> Option<Arc<Slot>> {
+        self.exact.pin().get(store_key).cloned()
+    }
+
     /// Waits for queued ops and moves up to [`BATCH_OPS_MAX`] of them into `batch`;
     /// `None` once closed and drained.
     async fn next_batch(&self, batch: &mut Vec<Op>) -> Option<()> {
@@ -306,6 +311,8 @@ pub(crate) struct ShardLocal {
     /// Whether writes go through a WAL (then they cannot be applied in place: they
     /// wait for their batch's sync).
     durable: bool,
+    /// Slots removed from the shard so far (see [`Staged::removals`]).
+    removals: std::cell::Cell<u64>,
 }
 
 /// The writes of one batch, computed but not yet visible. With a WAL they become
@@ -313,27 +320,39 @@ pub(crate) struct ShardLocal {
 /// could take back.
 #[derive(Default)]
 pub(crate) struct Staged {
-    /// In order: a store key and what it becomes (`None`: removed).
-    changes: Vec<(Box<[u8]>, Option<Item>)>,
+    /// In order: each key's change.
+    changes: Vec<Change>,
     /// Later ops of the batch see the earlier ones' staged state (a batch that waits
     /// for its WAL write); without a log each op is installed at once.
     batch: bool,
-    /// Past [`STAGED_SCAN_MAX`] changes: the position of each key's newest change.
-    /// Smaller batches (nearly all) find a key by scanning `changes` backwards, which
-    /// costs less than hashing and allocates nothing.
-    index: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
+    /// [`ShardLocal::removals`] when the batch was staged: if it is the same at install,
+    /// no slot left the shard meanwhile and every [`Change::slot`] is still the key's.
+    removals: u64,
+    /// Past [`STAGED_SCAN_MAX`] changes: the position in `changes` of each key's newest
+    /// change, hashed by the key it points at (so no key is copied into the index).
+    /// Smaller batches (nearly all unpipelined ones) find a key by scanning `changes`
+    /// backwards, which costs less than hashing.
+    index: hashbrown::HashTable<usize>,
+    hasher: foldhash::fast::RandomState,
+}
+
+/// One staged change of one key.
+pub(crate) struct Change {
+    sk: Box<[u8]>,
+    /// What the key becomes; `None`: removed.
+    item: Option<Item>,
+    /// The key's slot in the shard, when the batch's first change of the key found one:
+    /// install then updates it without a second lookup. `None` for a key the batch had
+    /// already changed (its slot may come or go before this change is installed).
+    slot: Option<Arc<Slot>>,
 }
 
 /// Changes a staged batch scans before it indexes them (see [`Staged::index`]).
 const STAGED_SCAN_MAX: usize = 32;
 
 impl Staged {
-    /// Staging for a whole batch that becomes visible at once.
-    fn for_batch() -> Staged {
-        Staged {
-            batch: true,
-            ..Staged::default()
-        }
+    fn hash(&self, sk: &[u8]) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, sk)
     }
 
     /// The batch's newest staged state of `sk`: `None` if the batch has not touched
@@ -342,38 +361,55 @@ impl Staged {
         if !self.batch {
             return None;
         }
-        if self.index.is_empty() {
-            return self
-                .changes
-                .iter()
-                .rev()
-                .find(|(k, _)| **k == *sk)
-                .map(|(_, item)| item);
-        }
-        let at = *self.index.get(sk)?;
-        self.changes.get(at).map(|(_, item)| item)
+        let key_at = |at: usize| self.changes.get(at).map(|c| &*c.sk);
+        let at = if self.index.is_empty() {
+            self.changes.iter().rposition(|c| *c.sk == *sk)?
+        } else {
+            *self
+                .index
+                .find(self.hash(sk), |&at| key_at(at) == Some(sk))?
+        };
+        self.changes.get(at).map(|c| &c.item)
     }
 
-    fn push(&mut self, sk: Box<[u8]>, item: Option<Item>) {
-        if self.batch && self.changes.len() >= STAGED_SCAN_MAX {
-            if self.index.is_empty() {
-                for (at, (k, _)) in self.changes.iter().enumerate() {
-                    self.index.insert(k.clone(), at);
+    fn push(&mut self, change: Change) {
+        self.changes.push(change);
+        if !self.batch || self.changes.len() <= STAGED_SCAN_MAX {
+            return;
+        }
+        let first = if self.index.is_empty() {
+            0
+        } else {
+            self.changes.len() - 1
+        };
+        for at in first..self.changes.len() {
+            let Some(Change { sk, .. }) = self.changes.get(at) else {
+                break;
+            };
+            let hash = self.hash(sk);
+            let changes = &self.changes;
+            let key_at = |i: usize| changes.get(i).map(|c| &*c.sk);
+            match self.index.find_mut(hash, |&i| key_at(i) == Some(&**sk)) {
+                Some(newest) => *newest = at,
+                None => {
+                    let hasher = &self.hasher;
+                    let rehash = |&i: &usize| {
+                        std::hash::BuildHasher::hash_one(hasher, key_at(i).unwrap_or_default())
+                    };
+                    self.index.insert_unique(hash, at, rehash);
                 }
             }
-            self.index.insert(sk.clone(), self.changes.len());
         }
-        self.changes.push((sk, item));
     }
 
-    /// The WAL records of the batch: after-images and tombstones.
-    fn entries(&self) -> Vec<Entry> {
+    /// The WAL records of the batch, borrowed from it: after-images and tombstones.
+    fn entries(&self) -> Vec<EntryRef<'_>> {
         self.changes
             .iter()
-            .map(|(sk, item)| match item {
-                Some(item) => Entry::Put(item.to_image()),
-                None => Entry::Remove {
-                    key: String::from_utf8_lossy(&sk[1..]).into_owned(),
+            .map(|c| match &c.item {
+                Some(item) => EntryRef::Put(item.image()),
+                None => EntryRef::Remove {
+                    key: key::text_of(&c.sk),
                 },
             })
             .collect()
@@ -398,6 +434,17 @@ impl ShardLocal {
             shared,
             expiry: RefCell::new(BTreeSet::new()),
             durable,
+            removals: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Staging for writes applied now: for one op installed at once, or (`batch`) for a
+    /// whole batch that becomes visible together.
+    pub fn stage(&self, batch: bool) -> Staged {
+        Staged {
+            batch,
+            removals: self.removals.get(),
+            ..Staged::default()
         }
     }
 
@@ -446,12 +493,12 @@ impl ShardLocal {
             // batch needs no wake-up of its own.
             // Without a log each op is installed as soon as it is applied; with one,
             // the batch is staged whole and waits for its write.
-            let mut staged = Staged::for_batch();
+            let mut staged = self.stage(true);
             let now = now_ms();
             for op in batch.drain(..) {
                 match op {
                     Op::Writes { writes, reply } if log.is_none() => {
-                        let mut single = Staged::default();
+                        let mut single = self.stage(false);
                         let result = self.apply(writes, &mut single, now);
                         self.install_all(single);
                         answers.push((reply, result));
@@ -628,7 +675,7 @@ impl ShardLocal {
                 Entry::Put(image) => {
                     let item = Item::from_image(image);
                     let sk = key::store_key(item.key().contains(':'), item.key());
-                    self.install(sk, item);
+                    self.install(sk, item, None);
                 }
                 Entry::Remove { key } => self.remove(&key::store_key(key.contains(':'), &key)),
             }
@@ -682,63 +729,84 @@ impl ShardLocal {
         now: i64,
     ) -> Result<Vec<Outcome>, Error> {
         let now_s = now.div_euclid(1000);
-        let mut mine: Vec<(Box<[u8]>, Option<Item>)> = Vec::with_capacity(writes.len());
+        let mut mine: Vec<Change> = Vec::with_capacity(writes.len());
         // The newest state of a key: this op's own writes, then the batch's, then the
-        // shard's. `None` inside: staged as removed.
-        let newest = |mine: &[(Box<[u8]>, Option<Item>)], sk: &[u8]| -> Option<Option<Item>> {
-            mine.iter()
+        // shard's (with the key's slot, when the batch had not touched the key). The
+        // item is live or `None`; `present` says whether anything, even expired, is
+        // there.
+        let current = |mine: &[Change], sk: &[u8]| {
+            let staged = mine
+                .iter()
                 .rev()
-                .find(|(k, _)| &**k == sk)
-                .map(|(_, i)| i.clone())
-                .or_else(|| staged.latest(sk).cloned())
-        };
-        let live = |mine: &[(Box<[u8]>, Option<Item>)], sk: &[u8]| match newest(mine, sk) {
-            Some(staged) => staged.filter(|i| !i.is_expired(now_s)),
-            None => self.shared.get(sk, now_s),
+                .find(|c| *c.sk == *sk)
+                .map(|c| &c.item)
+                .or_else(|| staged.latest(sk));
+            let (item, slot) = match staged {
+                Some(item) => (item.clone(), None),
+                None => {
+                    let slot = self.shared.slot(sk);
+                    (slot.as_ref().map(|s| s.item()), slot)
+                }
+            };
+            let present = item.is_some();
+            (item.filter(|i| !i.is_expired(now_s)), slot, present)
         };
         let mut out = Vec::with_capacity(writes.len());
         for w in writes {
             match w {
                 Write::Set(req) => {
                     let sk = req.key.store_key();
-                    let data = write::apply_set(live(&mine, &sk).as_ref(), &req, now)?;
-                    let item = Item::new(data);
+                    let (live, slot, _) = current(&mine, &sk);
+                    let item = Item::new(write::apply_set(live.as_ref(), req, now)?);
                     out.push(Outcome::Item(item.clone()));
-                    mine.push((sk, Some(item)));
+                    mine.push(Change {
+                        sk,
+                        item: Some(item),
+                        slot,
+                    });
                 }
                 Write::Add(req) => {
                     let sk = req.key.store_key();
-                    let data = write::apply_add(live(&mine, &sk).as_ref(), &req, now)?;
-                    let item = Item::new(data);
+                    let (live, slot, _) = current(&mine, &sk);
+                    let item = Item::new(write::apply_add(live.as_ref(), req, now)?);
                     out.push(Outcome::Item(item.clone()));
-                    mine.push((sk, Some(item)));
+                    mine.push(Change {
+                        sk,
+                        item: Some(item),
+                        slot,
+                    });
                 }
                 Write::Remove(key) => {
                     let sk = key.store_key();
-                    out.push(Outcome::Removed(live(&mine, &sk).is_some()));
+                    let (live, slot, present) = current(&mine, &sk);
+                    out.push(Outcome::Removed(live.is_some()));
                     // Stage a tombstone only where something (live or expired) is.
-                    let present = match newest(&mine, &sk) {
-                        Some(staged) => staged.is_some(),
-                        None => self.shared.exact.pin().get(&*sk).is_some(),
-                    };
                     if present {
-                        mine.push((sk, None));
+                        mine.push(Change {
+                            sk,
+                            item: None,
+                            slot,
+                        });
                     }
                 }
             }
         }
-        for (sk, item) in mine {
-            staged.push(sk, item);
+        for change in mine {
+            staged.push(change);
         }
         Ok(out)
     }
 
     /// Makes a batch's staged writes visible, in order.
     pub fn install_all(&self, staged: Staged) {
-        for (sk, item) in staged.changes {
+        // A slot found at staging is still the key's unless something removed a slot
+        // since (the reaper, while the batch waited for its WAL write).
+        let slots_hold = self.removals.get() == staged.removals;
+        for Change { sk, item, slot } in staged.changes {
+            let slot = slot.filter(|_| slots_hold);
             match item {
                 Some(item) => {
-                    self.install(sk, item);
+                    self.install(sk, item, slot);
                 }
                 None => self.remove(&sk),
             }
@@ -748,10 +816,11 @@ impl ShardLocal {
     /// Makes `data` the item under `sk`. New label entries go in before the item is
     /// visible and stale ones go after, so a label query never misses an
     /// acknowledged item.
-    fn install(&self, sk: Box<[u8]>, item: Item) -> Item {
+    /// `slot`, when given, is the key's slot in the shard.
+    fn install(&self, sk: Box<[u8]>, item: Item, slot: Option<Arc<Slot>>) -> Item {
         let _changing = Changing::start(&self.shared.changes);
         let exact = self.shared.exact.pin();
-        let Some(slot) = exact.get(&sk).cloned() else {
+        let Some(slot) = slot.or_else(|| exact.get(&sk).cloned()) else {
             let slot = Arc::new(Slot::new(&item));
             for (label, value) in labels_of(&item) {
                 self.shared
@@ -790,6 +859,7 @@ impl ShardLocal {
         let Some(slot) = exact.remove(sk).cloned() else {
             return;
         };
+        self.removals.set(self.removals.get() + 1);
         let old = slot.item();
         self.shared.items.remove(sk);
         for (label, value) in labels_of(&old) {
@@ -910,4 +980,63 @@ fn labels_of(item: &Item) -> impl Iterator<Item = (u8, &str)> {
 /// Store key of a label value: the same namespace rule as keys.
 pub(crate) fn label_store_key(value: &str) -> Box<[u8]> {
     key::store_key(value.contains(':'), value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ttl::TtlChange;
+    use ampd_wire::value;
+    use serde_json::json;
+
+    fn set(key: &str, v: serde_json::Value) -> Write {
+        Write::Set(SetRequest {
+            key: Key::parse(key).unwrap(),
+            encoded: Some(value::encode(&v)),
+            value: v,
+            overwrite: false,
+            ttl: TtlChange::Keep,
+            labels: Default::default(),
+        })
+    }
+
+    fn value_of(shard: &Shard, key: &str) -> Option<serde_json::Value> {
+        let sk = Key::parse(key).unwrap().store_key();
+        shard.get(&sk, 0).map(|i| i.value())
+    }
+
+    /// A batch finds a key's slot when it is staged and installs into it without a
+    /// second lookup, unless a slot left the shard in between (the reaper runs while
+    /// a batch waits for its WAL write): then the slot it found may be an orphan, and
+    /// install must look the key up again, or the write would vanish.
+    #[test]
+    fn a_slot_removed_while_a_batch_waits_is_not_written_into() {
+        let shared = Arc::new(Shard::new(0));
+        let local = ShardLocal::new(shared.clone(), true);
+        let mut first = local.stage(true);
+        local
+            .apply(vec![set("a", json!(1)), set("b", json!(1))], &mut first, 0)
+            .unwrap();
+        local.install_all(first);
+
+        let mut batch = local.stage(true);
+        local
+            .apply(vec![set("a", json!(2)), set("b", json!(2))], &mut batch, 0)
+            .unwrap();
+        // What the reaper does meanwhile.
+        local.remove(&Key::parse("a").unwrap().store_key());
+        local.install_all(batch);
+        assert_eq!(value_of(&shared, "a"), Some(json!(2)));
+        assert_eq!(value_of(&shared, "b"), Some(json!(2)));
+
+        // Later changes of a key in the same batch: removed, then set again.
+        let mut batch = local.stage(true);
+        let remove = Write::Remove(Key::parse("b").unwrap());
+        local
+            .apply(vec![remove, set("b", json!(3))], &mut batch, 0)
+            .unwrap();
+        local.install_all(batch);
+        assert_eq!(value_of(&shared, "b"), Some(json!(3)));
+        assert_eq!(shared.items.len(), 2);
+    }
 }

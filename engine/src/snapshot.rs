@@ -26,7 +26,7 @@ use crate::failpoint;
 use crate::item::Item;
 use crate::storage::{Storage, StorageFile};
 use crate::wal::log::{io_error, read_whole, WalError};
-use crate::wal::record::{self, Entry, Position, SegmentHeader};
+use crate::wal::record::{self, Entry, EntryRef, Position, SegmentHeader};
 use crate::wal::segment::{self, Expected, Fault, Numbering};
 
 /// The segment id that marks a snapshot file's header and records.
@@ -78,13 +78,15 @@ pub fn encode(
         items: 0,
         last: false,
     };
+    let mut scratch = rkyv::util::AlignedVec::new();
     for (seq, item) in (0u64..).zip(items.filter(|i| !i.is_expired(now_s))) {
         let at = Position {
             shard,
             segment: SNAPSHOT_SEGMENT,
             seq,
         };
-        record::encode_record(&Entry::Put(item.to_image()), at, &mut chunk.bytes);
+        let entry = EntryRef::Put(item.image());
+        record::encode_record_ref(&entry, at, &mut scratch, &mut chunk.bytes);
         chunk.items += 1;
         if chunk.bytes.len() >= WRITE_CHUNK_BYTES {
             let full = std::mem::replace(

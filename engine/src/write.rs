@@ -94,10 +94,11 @@ pub(crate) fn add_numbers(a: &Number, b: &Number) -> Result<Number, Error> {
     })
 }
 
-/// The item a `set` makes of `stored` (the live item, or `None`).
+/// The item a `set` makes of `stored` (the live item, or `None`). Takes the request
+/// whole: its key, labels and encoded value move into the item, uncopied.
 pub(crate) fn apply_set(
     stored: Option<&Item>,
-    req: &SetRequest,
+    req: SetRequest,
     now_ms: i64,
 ) -> Result<ItemData, Error> {
     let base = if req.overwrite {
@@ -105,11 +106,9 @@ pub(crate) fn apply_set(
     } else {
         stored.map(Item::data)
     };
-    let value = match (&req.encoded, base) {
-        (Some(enc), Some(old)) if !(req.value.is_object() && value::is_object(&old.value)) => {
-            enc.clone()
-        }
-        (Some(enc), None) => enc.clone(),
+    let value = match (req.encoded, base) {
+        (Some(enc), Some(old)) if !(req.value.is_object() && value::is_object(&old.value)) => enc,
+        (Some(enc), None) => enc,
         _ => {
             let old = base
                 .filter(|old| value::is_object(&old.value))
@@ -118,10 +117,11 @@ pub(crate) fn apply_set(
             merge(&old, &req.value)?
         }
     };
-    let labels = std::array::from_fn(|i| match &req.labels[i] {
-        LabelChange::Keep => base.and_then(|b| b.labels[i].clone()),
-        LabelChange::Clear => None,
-        LabelChange::Set(k) => Some(k.as_str().to_owned()),
+    let mut given = req.labels.into_iter().enumerate();
+    let labels = std::array::from_fn(|_| match given.next() {
+        Some((i, LabelChange::Keep)) => base.and_then(|b| b.labels.get(i).cloned().flatten()),
+        Some((_, LabelChange::Clear)) | None => None,
+        Some((_, LabelChange::Set(k))) => Some(k.into_string()),
     });
     let expires_s = match req.ttl {
         TtlChange::Keep => base.and_then(|b| b.expires_s),
@@ -129,7 +129,7 @@ pub(crate) fn apply_set(
         TtlChange::At(s) => Some(s),
     };
     finish(
-        req.key.as_str(),
+        req.key.into_string(),
         value,
         base.map_or(now_ms, |b| b.created_ms),
         now_ms,
@@ -201,7 +201,7 @@ fn add_to_field(stored: Option<&Value>, field: &str, n: &Number) -> Result<Numbe
 /// The item an `add` makes of `stored`.
 pub(crate) fn apply_add(
     stored: Option<&Item>,
-    req: &AddRequest,
+    req: AddRequest,
     now_ms: i64,
 ) -> Result<ItemData, Error> {
     let old = stored.map(|s| s.value());
@@ -232,7 +232,7 @@ pub(crate) fn apply_add(
     };
     let base = stored.map(Item::data);
     finish(
-        req.key.as_str(),
+        req.key.into_string(),
         value::encode(&value),
         base.map_or(now_ms, |b| b.created_ms),
         now_ms,
@@ -243,17 +243,21 @@ pub(crate) fn apply_add(
 
 /// Assembles an item and enforces the item size limit.
 fn finish(
-    key: &str,
+    key: String,
     value: Bytes,
     created_ms: i64,
     modified_ms: i64,
     expires_s: Option<i64>,
     labels: [Option<String>; LABEL_COUNT],
 ) -> Result<ItemData, Error> {
-    let size = item_size(key, value.len(), &labels);
-    check_item_size(key, size)?;
+    let size = item_size(
+        &key,
+        value.len(),
+        labels.iter().flatten().map(String::as_str),
+    );
+    check_item_size(&key, size)?;
     Ok(ItemData {
-        key: key.to_owned(),
+        key,
         value,
         created_ms,
         modified_ms,
@@ -263,8 +267,12 @@ fn finish(
 }
 
 /// Encoded size of an item: key, value and labels.
-pub(crate) fn item_size(key: &str, value_len: usize, labels: &[Option<String>]) -> usize {
-    key.len() + value_len + labels.iter().flatten().map(String::len).sum::<usize>()
+pub(crate) fn item_size<'l>(
+    key: &str,
+    value_len: usize,
+    labels: impl IntoIterator<Item = &'l str>,
+) -> usize {
+    key.len() + value_len + labels.into_iter().map(str::len).sum::<usize>()
 }
 
 pub(crate) fn check_item_size(key: &str, size: usize) -> Result<(), Error> {

@@ -19,7 +19,7 @@
 //! pages clean without writing them, so a retry could "succeed" and lose data. The shard
 //! recovers from what is on disk.
 
-use super::record::{self, Entry, FormatError, Position, SegmentHeader};
+use super::record::{self, Entry, EntryRef, FormatError, Position, SegmentHeader};
 use super::segment::{self, Expected, Fault, Numbering};
 use crate::failpoint;
 use crate::storage::{Storage, StorageFile};
@@ -163,6 +163,8 @@ pub struct Log<S: Storage> {
     segments: Vec<(u64, u64)>,
     /// Bytes appended since the log was opened.
     appended_bytes: u64,
+    /// Where each record's body is archived before it is framed (reused).
+    scratch: rkyv::util::AlignedVec,
 }
 
 impl<S: Storage> Log<S> {
@@ -250,6 +252,7 @@ impl<S: Storage> Log<S> {
                 poisoned: false,
                 segments,
                 appended_bytes: 0,
+                scratch: rkyv::util::AlignedVec::new(),
             },
             None => {
                 let (file, offset) = start_segment(&storage, shard, 0, from_seq).await?;
@@ -264,6 +267,7 @@ impl<S: Storage> Log<S> {
                     poisoned: false,
                     segments: vec![(0, from_seq)],
                     appended_bytes: 0,
+                    scratch: rkyv::util::AlignedVec::new(),
                 }
             }
         };
@@ -360,7 +364,10 @@ impl<S: Storage> Log<S> {
     /// Appends `entries` as one write and, with `sync`, one `sync_data`. Returns the
     /// sequence number of the last record. On `Err` none of them may be acknowledged,
     /// and the log takes nothing more.
-    pub async fn append(&mut self, entries: &[Entry], sync: bool) -> Result<u64, WalError> {
+    pub async fn append<'e, E>(&mut self, entries: &'e [E], sync: bool) -> Result<u64, WalError>
+    where
+        EntryRef<'e>: From<&'e E>,
+    {
         if self.poisoned {
             return Err(WalError::Poisoned);
         }
@@ -371,7 +378,10 @@ impl<S: Storage> Log<S> {
         result
     }
 
-    async fn append_inner(&mut self, entries: &[Entry], sync: bool) -> Result<u64, WalError> {
+    async fn append_inner<'e, E>(&mut self, entries: &'e [E], sync: bool) -> Result<u64, WalError>
+    where
+        EntryRef<'e>: From<&'e E>,
+    {
         if self.offset >= self.config.segment_bytes_max {
             self.rotate().await?;
         }
@@ -382,7 +392,7 @@ impl<S: Storage> Log<S> {
                 segment: self.segment,
                 seq: self.next_seq + i as u64,
             };
-            record::encode_record(entry, at, &mut batch);
+            record::encode_record_ref(&entry.into(), at, &mut self.scratch, &mut batch);
         }
         let name = segment_name(self.segment);
         let len = batch.len() as u64;

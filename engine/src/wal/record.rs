@@ -1,6 +1,6 @@
 //! The WAL's on-disk format: a segment header, then records, each a fixed header and an
 //! rkyv body. Defined once here; everything that writes or reads the log goes through
-//! [`SegmentHeader`], [`encode_record`] and [`decode_record`].
+//! [`SegmentHeader`], [`encode_record_ref`] and [`decode_record`].
 //!
 //! # Segment header (40 bytes, little endian)
 //! | offset | size | field |
@@ -99,6 +99,105 @@ pub enum Entry {
     Put(ItemImage),
     /// The key holds nothing.
     Remove { key: String },
+}
+
+/// An [`ItemImage`] borrowed from the item it describes: it archives to the same bytes
+/// ([`ArchivedItemImage`]), so the writer encodes a record straight from the stored
+/// item, without copying its key, value and labels into an owned image first.
+#[derive(Debug, Clone, Copy, rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedItemImage)]
+#[rkyv(serialize_bounds(
+    __S: rkyv::ser::Writer + rkyv::ser::Allocator,
+    <__S as rancor::Fallible>::Error: rancor::Source,
+))]
+pub struct ItemImageRef<'a> {
+    #[rkyv(with = StrAsString, omit_bounds)]
+    pub key: &'a str,
+    #[rkyv(with = BytesAsVec, omit_bounds)]
+    pub value: &'a [u8],
+    pub created_ms: i64,
+    pub modified_ms: i64,
+    pub expires_s: Option<i64>,
+    #[rkyv(with = rkyv::with::Inline, omit_bounds)]
+    pub labels: &'a [Option<String>; LABEL_COUNT],
+}
+
+/// An [`Entry`] borrowed from the writer's staged changes; archives as [`ArchivedEntry`].
+#[derive(Debug, Clone, Copy, rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedEntry)]
+#[rkyv(serialize_bounds(
+    __S: rkyv::ser::Writer + rkyv::ser::Allocator,
+    <__S as rancor::Fallible>::Error: rancor::Source,
+))]
+pub enum EntryRef<'a> {
+    Put(ItemImageRef<'a>),
+    Remove {
+        #[rkyv(with = StrAsString, omit_bounds)]
+        key: &'a str,
+    },
+}
+
+impl<'a> From<&'a Entry> for EntryRef<'a> {
+    fn from(entry: &'a Entry) -> EntryRef<'a> {
+        match entry {
+            Entry::Put(image) => EntryRef::Put(ItemImageRef {
+                key: &image.key,
+                value: &image.value,
+                created_ms: image.created_ms,
+                modified_ms: image.modified_ms,
+                expires_s: image.expires_s,
+                labels: &image.labels,
+            }),
+            Entry::Remove { key } => EntryRef::Remove { key },
+        }
+    }
+}
+
+impl<'a> From<&EntryRef<'a>> for EntryRef<'a> {
+    fn from(entry: &EntryRef<'a>) -> EntryRef<'a> {
+        *entry
+    }
+}
+
+/// Archives a borrowed `str` as the `String` it stands for.
+struct StrAsString;
+
+impl rkyv::with::ArchiveWith<&str> for StrAsString {
+    type Archived = rkyv::string::ArchivedString;
+    type Resolver = rkyv::string::StringResolver;
+    fn resolve_with(field: &&str, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        rkyv::string::ArchivedString::resolve_from_str(field, resolver, out);
+    }
+}
+
+impl<S> rkyv::with::SerializeWith<&str, S> for StrAsString
+where
+    S: rancor::Fallible + rkyv::ser::Writer + ?Sized,
+    S::Error: rancor::Source,
+{
+    fn serialize_with(field: &&str, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        rkyv::string::ArchivedString::serialize_from_str(field, serializer)
+    }
+}
+
+/// Archives a borrowed byte slice as the `Vec<u8>` it stands for.
+struct BytesAsVec;
+
+impl rkyv::with::ArchiveWith<&[u8]> for BytesAsVec {
+    type Archived = rkyv::vec::ArchivedVec<u8>;
+    type Resolver = rkyv::vec::VecResolver;
+    fn resolve_with(field: &&[u8], resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        rkyv::vec::ArchivedVec::resolve_from_len(field.len(), resolver, out);
+    }
+}
+
+impl<S> rkyv::with::SerializeWith<&[u8], S> for BytesAsVec
+where
+    S: rancor::Fallible + rkyv::ser::Allocator + rkyv::ser::Writer + ?Sized,
+{
+    fn serialize_with(field: &&[u8], serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        rkyv::vec::ArchivedVec::serialize_from_slice(field, serializer)
+    }
 }
 
 /// Where a record must be: its shard, its segment and its sequence number.
@@ -264,20 +363,42 @@ impl SegmentHeader {
     }
 }
 
-/// Appends one record for `entry` at `at` to `out`.
+/// Appends one record for `entry` at `at` to `out` (an owned entry: tests, fuzzers and
+/// tools; the writer encodes borrowed ones with [`encode_record_ref`]).
 pub fn encode_record(entry: &Entry, at: Position, out: &mut Vec<u8>) {
+    encode_record_ref(
+        &EntryRef::from(entry),
+        at,
+        &mut rkyv::util::AlignedVec::new(),
+        out,
+    );
+}
+
+/// Appends one record for `entry` at `at` to `out`. `scratch` is where the body is
+/// archived (rkyv needs an aligned buffer); it is handed back cleared, so a caller that
+/// encodes many records allocates it once.
+pub fn encode_record_ref(
+    entry: &EntryRef<'_>,
+    at: Position,
+    scratch: &mut rkyv::util::AlignedVec,
+    out: &mut Vec<u8>,
+) {
+    scratch.clear();
     // Archiving into an AlignedVec only fails on allocation failure, which aborts.
     #[expect(
         clippy::expect_used,
         reason = "archiving fails only when allocation does"
     )]
-    let body = rkyv::to_bytes::<rancor::Error>(entry).expect("an entry always archives");
+    let body = rkyv::api::high::to_bytes_in::<_, rancor::Error>(entry, std::mem::take(scratch))
+        .expect("an entry always archives");
     assert!(
         body.len() <= RECORD_BODY_LEN_MAX,
         "entry of {} bytes passed the item size check",
         body.len()
     );
     encode_record_body(&body, at, out);
+    *scratch = body;
+    scratch.clear();
 }
 
 /// Appends a record at `at` whose body is `body` (an archived [`Entry`], or any bytes:
@@ -652,6 +773,21 @@ mod tests {
         #[test]
         fn random_bodies_reach_validation_and_never_panic(body in prop::collection::vec(any::<u8>(), 0..512)) {
             body_is_validated(&body)?;
+        }
+
+        /// The borrowed form the writer archives is byte for byte the owned `Entry`'s
+        /// own archive (rkyv's derive on the owned type, not our encoder), so what the
+        /// writer writes is what recovery reads.
+        #[test]
+        fn a_borrowed_entry_archives_as_the_owned_one(entry in entries(), scratch_len in 0usize..64) {
+            let owned = rkyv::to_bytes::<rancor::Error>(&entry).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut scratch = rkyv::util::AlignedVec::new();
+            scratch.extend_from_slice(&vec![7; scratch_len]);
+            let mut framed = Vec::new();
+            encode_record_ref(&EntryRef::from(&entry), AT, &mut scratch, &mut framed);
+            prop_assert_eq!(framed.get(RECORD_HEADER_LEN..), Some(&owned[..]));
+            prop_assert!(scratch.is_empty());
+            prop_assert_eq!(decode_record(&framed, AT), Ok(Some((entry, framed.len()))));
         }
 
         #[test]
