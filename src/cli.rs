@@ -199,7 +199,7 @@ impl Command {
                     .map(|l| l.map(|l| (l != "null").then_some(l)));
                 Request::Set(Set {
                     key,
-                    value: json_arg(&arg_text(value, input)?)?,
+                    value: json_arg(&arg_text(value, input)?)?.into(),
                     options: SetOptions {
                         meta: a.meta,
                         overwrite: a.overwrite,

@@ -100,7 +100,7 @@ pub fn read(db: &Db, request: Request) -> Result<Reply, Error> {
 pub async fn write(db: &Db, request: Request) -> Result<Reply, Error> {
     match request {
         Request::Set(set) => {
-            let item = db.set(&set.key, set.value, &set.options).await?;
+            let item = db.set(set.key, set.value, &set.options).await?;
             Ok(Reply::Item {
                 item: Some(item),
                 meta: set.options.meta,

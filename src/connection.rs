@@ -52,9 +52,18 @@ pub struct Session {
     db: Option<Db>,
     input: BytesMut,
     output: BytesMut,
-    in_flight: FuturesUnordered<LocalBoxFuture<'static, BytesMut>>,
+    in_flight: FuturesUnordered<LocalBoxFuture<'static, Answer>>,
     /// An error frame was queued: close after writing the output.
     closing: bool,
+}
+
+/// A finished write's result, encoded into the output when it is collected (not into
+/// a buffer of its own first).
+struct Answer {
+    id: u32,
+    op: Opcode,
+    started: Instant,
+    reply: Result<Reply, Error>,
 }
 
 /// What the front of the input holds.
@@ -135,8 +144,14 @@ impl Session {
     /// Moves the answers of the writes that have finished into the output.
     fn collect_finished(&mut self) {
         while let Some(Some(answer)) = self.in_flight.next().now_or_never() {
-            self.output.extend_from_slice(&answer);
+            self.answer(answer);
         }
+    }
+
+    /// Encodes a finished write's answer into the output.
+    fn answer(&mut self, a: Answer) {
+        encode_reply(a.id, a.op as u16, a.reply, &mut self.output);
+        latency::record(&self.latencies, a.op, a.started.elapsed());
     }
 
     /// Lets go of a buffer that a large frame or answer grew, once it is empty.
@@ -177,12 +192,13 @@ impl Session {
                 return frame::encode_error(id, kind, &e, &mut self.output);
             }
             let db = db.clone();
-            let latencies = self.latencies.clone();
             self.in_flight.push(Box::pin(async move {
-                let mut out = BytesMut::new();
-                encode_reply(id, kind, command::write(&db, request).await, &mut out);
-                latency::record(&latencies, op, started.elapsed());
-                out
+                Answer {
+                    id,
+                    op,
+                    started,
+                    reply: command::write(&db, request).await,
+                }
             }));
         } else {
             let reply = match request {
@@ -247,7 +263,7 @@ fn encode_reply(id: u32, kind: u16, reply: Result<Reply, Error>, out: &mut Bytes
 /// What a connection woke up for.
 enum Event {
     /// A write in flight finished, with its answer.
-    Answer(BytesMut),
+    Answer(Answer),
     /// Bytes arrived.
     Read,
     /// The peer left (end of stream) or broke the connection.
@@ -318,7 +334,7 @@ impl Connection {
             // waits for earlier writes, or for room among the writes in flight), and not
             // once shutdown began.
             match self.next_event(!self.shutting_down && !whole_frame).await {
-                Event::Answer(answer) => self.session.output.extend_from_slice(&answer),
+                Event::Answer(answer) => self.session.answer(answer),
                 Event::Read => {}
                 // The peer left or broke the connection: its writes still stand.
                 Event::Gone => return,
@@ -390,18 +406,18 @@ impl Connection {
                 futures::future::pending().await
             }
         };
+        // Nothing in flight: the set is empty, and this waits forever.
         let finished = async {
-            if in_flight.is_empty() {
-                futures::future::pending().await
-            } else {
-                in_flight.next().await
+            match in_flight.next().await {
+                Some(answer) => answer,
+                None => futures::future::pending().await,
             }
         };
         let (finished, read, stopped) =
             (finished.fuse(), read.fuse(), self.control.stopped().fuse());
         futures::pin_mut!(finished, read, stopped);
         futures::select_biased! {
-            answer = finished => Event::Answer(answer.unwrap_or_default()),
+            answer = finished => Event::Answer(answer),
             read = read => match read {
                 Ok(0) | Err(_) => Event::Gone,
                 Ok(_) => Event::Read,

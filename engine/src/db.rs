@@ -16,9 +16,9 @@ use crate::shard::{self, label_store_key, LabelKey, Op, Outcome, Shard, Write};
 use crate::storage::UringStorage;
 use crate::ttl::{self, TtlChange};
 use crate::wal::log::{Cut, Log, LogConfig};
-use crate::write::{self, AddRequest, LabelChange, SetRequest};
+use crate::write::{self, AddRequest, LabelChange, NewValue, SetRequest};
 use ampd_wire::limits::{BATCH_ITEMS_MAX, LABEL_COUNT, PAGE_BYTES_MAX};
-use ampd_wire::value::{self, Value};
+use ampd_wire::value::{self, Given, Value};
 use ampd_wire::{BatchItem, Error, ErrorCode, SetOptions};
 use crossbeam_skiplist::map::Entry;
 use futures::channel::oneshot;
@@ -360,13 +360,24 @@ impl Db {
     // ---- writes ----------------------------------------------------------------
 
     /// `set(key, value, options)`: update-merge, or replace with `overwrite`.
-    pub async fn set(&self, key: &str, value: Value, options: &SetOptions) -> Result<Item, Error> {
-        let labels = options.labels.clone().map(|l| match l {
+    pub async fn set(
+        &self,
+        key: impl Into<String>,
+        value: impl Into<Given>,
+        options: &SetOptions,
+    ) -> Result<Item, Error> {
+        let labels = options.labels.each_ref().map(|l| match l {
             None => Ok(LabelChange::Keep),
             Some(None) => Ok(LabelChange::Clear),
-            Some(Some(v)) => Key::parse_label(&v).map(LabelChange::Set),
+            Some(Some(v)) => Key::parse_label(v).map(LabelChange::Set),
         });
-        let req = set_request(key, value, options.overwrite, options.ttl.as_ref(), labels)?;
+        let req = set_request(
+            Key::parse_owned(key.into())?,
+            value.into(),
+            options.overwrite,
+            options.ttl.as_ref(),
+            labels,
+        )?;
         let shard = self.shard_for(&req.key);
         one_item(self.run(shard, vec![Write::Set(req)]).await?)
     }
@@ -391,7 +402,13 @@ impl Db {
                 None => Ok(LabelChange::Keep),
                 Some(v) => Key::parse_label(&v).map(LabelChange::Set),
             });
-            let req = set_request(&it.key, it.value, true, it.ttl.as_ref(), labels)?;
+            let req = set_request(
+                Key::parse(&it.key)?,
+                it.value.into(),
+                true,
+                it.ttl.as_ref(),
+                labels,
+            )?;
             writes.push((self.shard_for(&req.key), Write::Set(req)));
         }
         self.run_spread(writes)
@@ -753,13 +770,12 @@ impl Db {
 
 /// The write that one item of `set` makes, validated.
 fn set_request(
-    key: &str,
-    value: Value,
+    key: Key,
+    value: Given,
     overwrite: bool,
     ttl: Option<&Value>,
     labels: [Result<LabelChange, Error>; LABEL_COUNT],
 ) -> Result<SetRequest, Error> {
-    let key = Key::parse(key)?;
     let mut checked: [LabelChange; LABEL_COUNT] = Default::default();
     for (slot, l) in checked.iter_mut().zip(labels) {
         *slot = l?;
@@ -769,25 +785,36 @@ fn set_request(
         None => TtlChange::Keep,
         Some(t) => ttl::resolve(Some(t), now_s())?,
     };
-    let has_add = write::has_add_fields(&value)?;
-    let encoded = if !has_add {
-        Some(value::encode(&value))
-    } else if overwrite {
-        // Nothing stored survives an overwrite, so `$add` counts from zero and the
-        // final value is known here.
-        let stored = SetRequest {
-            key: key.clone(),
-            value: value.clone(),
+    let value = match value {
+        // Read off a frame: checked and encoded there.
+        Given::Encoded(bytes) => NewValue::Plain(bytes),
+        Given::Value(v) if !v.is_object() => NewValue::Plain(value::encode(&v)),
+        Given::Value(fields) if !write::has_add_fields(&fields)? => NewValue::Object {
+            encoded: Some(value::encode(&fields)),
+            fields,
+        },
+        Given::Value(fields) if overwrite => {
+            // Nothing stored survives an overwrite, so `$add` counts from zero and the
+            // final value is known here.
+            let stored = SetRequest {
+                key: key.clone(),
+                value: NewValue::Object {
+                    fields: fields.clone(),
+                    encoded: None,
+                },
+                overwrite,
+                ttl: TtlChange::Keep,
+                labels: Default::default(),
+            };
+            let encoded = Some(write::apply_set(None, stored, 0)?.value);
+            NewValue::Object { fields, encoded }
+        }
+        Given::Value(fields) => NewValue::Object {
+            fields,
             encoded: None,
-            overwrite,
-            ttl: TtlChange::Keep,
-            labels: Default::default(),
-        };
-        Some(write::apply_set(None, stored, 0)?.value)
-    } else {
-        None
+        },
     };
-    if let Some(enc) = &encoded {
+    if let Some(enc) = value.encoded() {
         let given = checked.iter().filter_map(|l| match l {
             LabelChange::Set(k) => Some(k.as_str()),
             _ => None,
@@ -800,7 +827,6 @@ fn set_request(
     Ok(SetRequest {
         key,
         value,
-        encoded,
         overwrite,
         ttl,
         labels: checked,

@@ -33,16 +33,22 @@ impl Key {
     /// Parses a key for writing: trims, checks its length, and refuses a key that a
     /// `get` could not address exactly (SPEC.md "Keys").
     pub fn parse(raw: &str) -> Result<Key, Error> {
-        Key::parse_as(raw, "key")
+        Key::parse_as(raw.into(), "key")
+    }
+
+    /// [`Key::parse`] of a key the caller hands over: kept as it is unless trimming
+    /// changes it, so a key read off a frame is not copied again.
+    pub fn parse_owned(raw: String) -> Result<Key, Error> {
+        Key::parse_as(raw.into(), "key")
     }
 
     /// Parses a label value: the same rules as a key.
     pub fn parse_label(raw: &str) -> Result<Key, Error> {
-        Key::parse_as(raw, "label value")
+        Key::parse_as(raw.into(), "label value")
     }
 
-    fn parse_as(raw: &str, what: &str) -> Result<Key, Error> {
-        let text = check_len(raw, what)?;
+    fn parse_as(raw: std::borrow::Cow<'_, str>, what: &str) -> Result<Key, Error> {
+        let text = check_len(&raw, what)?;
         // Readable by `get` means: the pattern grammar reads it as one exact key. SPEC.md
         // also refuses a `|` anywhere, in the namespace too.
         let parts = pattern::parse(text);
@@ -58,9 +64,14 @@ impl Key {
                 format!("{what} {text:?} has a namespace but nothing after the colon"),
             ));
         }
+        let namespace_len = parts.namespace.map(str::len);
+        let text = match raw {
+            std::borrow::Cow::Owned(raw) if raw.len() == text.len() => raw,
+            _ => text.to_owned(),
+        };
         Ok(Key {
-            text: text.to_owned(),
-            namespace_len: parts.namespace.map(str::len),
+            text,
+            namespace_len,
         })
     }
 

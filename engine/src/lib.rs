@@ -43,6 +43,7 @@ mod ttl;
 pub mod wal;
 mod write;
 
+pub use ampd_wire::value::Given;
 pub use ampd_wire::{BatchItem, QueryOptions, SetOptions};
 pub use ampd_wire::{Error, ErrorCode, Value};
 pub use db::{Config, Db, FsyncPolicy, Got, Page};

@@ -992,8 +992,7 @@ mod tests {
     fn set(key: &str, v: serde_json::Value) -> Write {
         Write::Set(SetRequest {
             key: Key::parse(key).unwrap(),
-            encoded: Some(value::encode(&v)),
-            value: v,
+            value: write::NewValue::Plain(value::encode(&v)),
             overwrite: false,
             ttl: TtlChange::Keep,
             labels: Default::default(),

@@ -25,13 +25,35 @@ pub(crate) enum LabelChange {
 #[derive(Debug, Clone)]
 pub(crate) struct SetRequest {
     pub key: Key,
-    pub value: Value,
-    /// The encoded `value` when it can be stored as given (no `$add` field), made on
-    /// the caller's thread so the shard does not have to.
-    pub encoded: Option<Bytes>,
+    pub value: NewValue,
     pub overwrite: bool,
     pub ttl: TtlChange,
     pub labels: [LabelChange; LABEL_COUNT],
+}
+
+/// What a `set` stores, encoded on the caller's thread where it can be, so the shard
+/// does not have to.
+#[derive(Debug, Clone)]
+pub(crate) enum NewValue {
+    /// Anything but an object: stored as these bytes, whatever is stored now.
+    Plain(Bytes),
+    /// An object: merged into a stored object unless the set overwrites, stored as
+    /// `encoded` where nothing is merged (`None` when it has `$add` fields, which only
+    /// the stored item can resolve).
+    Object {
+        fields: Value,
+        encoded: Option<Bytes>,
+    },
+}
+
+impl NewValue {
+    /// The bytes stored when nothing is merged, if known before the stored item is.
+    pub fn encoded(&self) -> Option<&Bytes> {
+        match self {
+            NewValue::Plain(b) => Some(b),
+            NewValue::Object { encoded, .. } => encoded.as_ref(),
+        }
+    }
 }
 
 /// A validated `add`.
@@ -106,15 +128,26 @@ pub(crate) fn apply_set(
     } else {
         stored.map(Item::data)
     };
-    let value = match (req.encoded, base) {
-        (Some(enc), Some(old)) if !(req.value.is_object() && value::is_object(&old.value)) => enc,
-        (Some(enc), None) => enc,
-        _ => {
+    let value = match (req.value, base) {
+        (NewValue::Plain(enc), _) => enc,
+        (
+            NewValue::Object {
+                encoded: Some(enc), ..
+            },
+            None,
+        ) => enc,
+        (
+            NewValue::Object {
+                encoded: Some(enc), ..
+            },
+            Some(old),
+        ) if !value::is_object(&old.value) => enc,
+        (NewValue::Object { fields, .. }, base) => {
             let old = base
                 .filter(|old| value::is_object(&old.value))
                 .and_then(|old| value::object_fields(&old.value))
                 .unwrap_or_default();
-            merge(&old, &req.value)?
+            merge(&old, &fields)?
         }
     };
     let mut given = req.labels.into_iter().enumerate();

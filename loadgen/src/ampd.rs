@@ -113,7 +113,7 @@ impl Ampd {
             get: get(None, None),
             set: Frame::Set(Set {
                 key: String::new(),
-                value: value.clone(),
+                value: value.clone().into(),
                 options: SetOptions::default().label(1, String::new()),
             }),
             add: Frame::Add(Add {
@@ -277,7 +277,7 @@ mod tests {
         match round_trip(&mut a, op(Op::Set, 42), 7) {
             Frame::Set(s) => {
                 assert_eq!(s.key, "ns2:k42");
-                assert_eq!(s.value, Value::from("vvvv"));
+                assert_eq!(s.value, Value::from("vvvv").into());
                 assert_eq!(s.options.labels[0], Some(Some("ns2:g42".into())));
                 assert!(s.options.labels[1..].iter().all(Option::is_none));
                 assert!(!s.options.overwrite);

@@ -420,7 +420,7 @@ fn leaving_mid_pipeline(phase: &Phase, addr: &str) {
         for i in 0..20u32 {
             let set = Request::Set(frame::Set {
                 key: format!("pipe:{round}:{i}"),
-                value: json!(i),
+                value: json!(i).into(),
                 options: SetOptions::default().overwrite(),
             });
             frame::encode_request(i + 2, &set, &mut out).expect("encode");

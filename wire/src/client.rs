@@ -15,6 +15,7 @@
 use crate::frame::{
     self, Add, Get, Hello, Patterns, Remove, Request, Set, SetBatch, PROTOCOL_VERSION,
 };
+use crate::value::Given;
 use crate::{page, pattern, BatchItem, Error, ErrorCode, QueryOptions, SetOptions, Value};
 use bytes::BytesMut;
 use serde_json::Number;
@@ -152,7 +153,10 @@ impl Client {
         // A value the server could not decode would cost the connection (a bad frame
         // closes it, failing every call in flight): refuse it here, typed.
         match &request {
-            Request::Set(set) => crate::value::check_depth(&set.value)?,
+            Request::Set(Set {
+                value: Given::Value(value),
+                ..
+            }) => crate::value::check_depth(value)?,
             Request::SetBatch(batch) => {
                 for item in &batch.items {
                     crate::value::check_depth(&item.value)?;
@@ -182,7 +186,7 @@ impl Client {
     pub async fn set(&self, key: &str, value: Value, options: SetOptions) -> Result<Value, Error> {
         self.request(Request::Set(Set {
             key: key.to_owned(),
-            value,
+            value: value.into(),
             options,
         }))
         .await

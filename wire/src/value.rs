@@ -10,6 +10,7 @@
 use crate::limits::VALUE_DEPTH_MAX;
 use crate::{Error, ErrorCode};
 use bytes::Bytes;
+use serde::Deserialize;
 
 /// A JSON-shaped value: null, bool, number (exact 64-bit integer or float), string,
 /// array or object.
@@ -30,6 +31,222 @@ pub fn encode_into(value: &Value, out: &mut Vec<u8>) {
         reason = "a Vec grows as needed and a Value has string keys"
     )]
     rmp_serde::encode::write(out, value).expect("a Value always encodes into a Vec");
+}
+
+/// A value a request gives to be stored. A caller builds one from a [`Value`]; read off
+/// a frame, anything but an object stays in the value encoding, exactly as the engine
+/// stores it, so a `set` of a string, number or array never builds a `Value` only to
+/// encode it again. An object is decoded: a `set` may merge it into the stored object
+/// or add to its fields.
+///
+/// Reading one accepts and refuses exactly what reading a [`Value`] does, and its bytes
+/// are what [`encode`] makes of that `Value` (integers in their shortest form, floats
+/// as float64, non-finite floats as nil, objects with their duplicate names merged).
+#[derive(Debug, Clone)]
+pub enum Given {
+    Value(Value),
+    /// The encoding of a value that is not an object.
+    Encoded(Bytes),
+}
+
+impl Given {
+    /// The value, decoded if need be.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Given::Value(v) => v.clone(),
+            // Only read off a frame, from bytes this module wrote.
+            Given::Encoded(b) => decode(b).unwrap_or(Value::Null),
+        }
+    }
+}
+
+impl From<Value> for Given {
+    fn from(v: Value) -> Given {
+        Given::Value(v)
+    }
+}
+
+impl PartialEq for Given {
+    fn eq(&self, other: &Given) -> bool {
+        match (self, other) {
+            (Given::Encoded(a), Given::Encoded(b)) => a == b,
+            (Given::Value(a), Given::Value(b)) => a == b,
+            _ => self.to_value() == other.to_value(),
+        }
+    }
+}
+
+impl Default for Given {
+    fn default() -> Given {
+        Given::Value(Value::Null)
+    }
+}
+
+impl serde::Serialize for Given {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Given::Value(v) => v.serialize(s),
+            Given::Encoded(_) => self.to_value().serialize(s),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Given {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Given, D::Error> {
+        d.deserialize_any(GivenVisitor)
+    }
+}
+
+/// What [`Value`]'s own visitor says it expects, so refusals read the same.
+const EXPECTING: &str = "any valid JSON value";
+
+/// Reads the top of a [`Given`]: an object into a `Value`, anything else through
+/// [`Encoder`].
+struct GivenVisitor;
+
+macro_rules! encode_as_given {
+    ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {$(
+        fn $method<E: serde::de::Error>(self, $($arg: $ty),*) -> Result<Given, E> {
+            let mut out = Vec::new();
+            Encoder(&mut out).$method($($arg),*)?;
+            Ok(Given::Encoded(Bytes::from(out)))
+        }
+    )*};
+}
+
+impl<'de> serde::de::Visitor<'de> for GivenVisitor {
+    type Value = Given;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(EXPECTING)
+    }
+
+    encode_as_given!(
+        visit_unit(),
+        visit_none(),
+        visit_bool(v: bool),
+        visit_i64(v: i64),
+        visit_u64(v: u64),
+        visit_f64(v: f64),
+        visit_str(v: &str),
+    );
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Given, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Given, A::Error> {
+        let mut out = Vec::new();
+        Encoder(&mut out).visit_seq(seq)?;
+        Ok(Given::Encoded(Bytes::from(out)))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Given, A::Error> {
+        let object = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(Given::Value(object))
+    }
+}
+
+/// Writes the value it visits in the value encoding, as [`encode`] writes the `Value`
+/// that `Value`'s own visitor would have built: nested objects go through a `Value`
+/// (for their duplicate names), everything else is written as it is read.
+struct Encoder<'a>(&'a mut Vec<u8>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Encoder<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+// Writes into a Vec cannot fail: their results are ignored below.
+impl<'de> serde::de::Visitor<'de> for Encoder<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(EXPECTING)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        let _ = rmp::encode::write_nil(self.0);
+        Ok(())
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.visit_unit()
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        let _ = rmp::encode::write_bool(self.0, v);
+        Ok(())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        let _ = rmp::encode::write_sint(self.0, v);
+        Ok(())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        let _ = rmp::encode::write_uint(self.0, v);
+        Ok(())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        // A `Value` has no non-finite numbers: it holds null for them.
+        if v.is_finite() {
+            let _ = rmp::encode::write_f64(self.0, v);
+        } else {
+            let _ = rmp::encode::write_nil(self.0);
+        }
+        Ok(())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        let _ = rmp::encode::write_str(self.0, v);
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        // The length goes first. MessagePack arrays declare theirs, so the hint is the
+        // length; without one, the elements are written into a buffer of their own and
+        // counted first.
+        match seq.size_hint() {
+            Some(len) => {
+                let _ = rmp::encode::write_array_len(self.0, len as u32);
+                let mut seen = 0;
+                while seq.next_element_seed(Encoder(self.0))?.is_some() {
+                    seen += 1;
+                }
+                if seen != len {
+                    return Err(serde::de::Error::invalid_length(
+                        seen,
+                        &"the declared length",
+                    ));
+                }
+            }
+            None => {
+                let mut items = Vec::new();
+                let mut seen = 0u32;
+                while seq.next_element_seed(Encoder(&mut items))?.is_some() {
+                    seen += 1;
+                }
+                let _ = rmp::encode::write_array_len(self.0, seen);
+                self.0.extend_from_slice(&items);
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let object = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        encode_into(&object, self.0);
+        Ok(())
+    }
 }
 
 /// How deeply `value` nests arrays and objects (a scalar is 0, `[1]` is 1). Walks
@@ -237,6 +454,30 @@ mod tests {
         })
     }
 
+    /// Any MessagePack value, JSON-shaped or not.
+    fn arb_msgpack() -> impl Strategy<Value = rmpv::Value> {
+        use rmpv::Value as M;
+        let leaf = prop_oneof![
+            Just(M::Nil),
+            any::<bool>().prop_map(M::from),
+            any::<i64>().prop_map(M::from),
+            any::<u64>().prop_map(M::from),
+            any::<f32>().prop_map(M::F32),
+            prop_oneof![any::<f64>(), Just(f64::NAN), Just(f64::INFINITY)].prop_map(M::F64),
+            "[a-zé]{0,40}".prop_map(M::from),
+            prop::collection::vec(any::<u8>(), 0..8).prop_map(M::Binary),
+            (any::<i8>(), prop::collection::vec(any::<u8>(), 0..4)).prop_map(|(t, d)| M::Ext(t, d)),
+        ];
+        leaf.prop_recursive(3, 24, 5, |inner| {
+            let key =
+                prop_oneof![4 => "[ab]".prop_map(M::from), 1 => any::<i8>().prop_map(M::from)];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(M::Array),
+                prop::collection::vec((key, inner), 0..5).prop_map(M::Map),
+            ]
+        })
+    }
+
     proptest! {
         #[test]
         fn round_trip(v in arb_value()) {
@@ -262,6 +503,30 @@ mod tests {
         #[test]
         fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode(&bytes);
+        }
+
+        /// Any MessagePack at all (bin, ext, integer keys, float32, non-finite floats,
+        /// repeated names): read as a `Given`, it is refused exactly when reading a
+        /// `Value` refuses it, with the same message, and otherwise holds that value, as
+        /// the bytes `encode` makes of it unless it is an object.
+        #[test]
+        fn a_given_reads_as_a_value_does(v in arb_msgpack()) {
+            let mut bytes = Vec::new();
+            rmpv::encode::write_value(&mut bytes, &v).unwrap();
+            let as_value = rmp_serde::from_slice::<Value>(&bytes).map_err(|e| e.to_string());
+            let as_given = rmp_serde::from_slice::<Given>(&bytes).map_err(|e| e.to_string());
+            match (as_value, as_given) {
+                (Ok(value), Ok(Given::Encoded(b))) => {
+                    prop_assert!(!value.is_object());
+                    prop_assert_eq!(&b, &encode(&value));
+                }
+                (Ok(value), Ok(Given::Value(given))) => {
+                    prop_assert!(value.is_object());
+                    prop_assert_eq!(given, value);
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                (a, b) => prop_assert!(false, "Value read {:?}, Given read {:?}", a, b),
+            }
         }
     }
 }

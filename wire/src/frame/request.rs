@@ -8,6 +8,7 @@ use super::payload::{
 };
 use super::{FrameError, Opcode, Request, ENV_DEFAULT};
 use crate::limits::{FRAME_PAYLOAD_MAX, PAYLOAD_DEPTH_MAX};
+use crate::value::Given;
 use crate::{QueryOptions, SetOptions, Value};
 use bytes::{Buf, BufMut, BytesMut};
 use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
@@ -108,14 +109,15 @@ payload_map!(Get, "a Get map", Refuse, {
 pub struct Set {
     /// The item's key.
     pub key: String,
-    /// The value to store (or merge into an object).
-    pub value: Value,
+    /// The value to store (or merge into an object). Read off a frame, it stays in
+    /// the value encoding unless it is an object ([`Given`]).
+    pub value: Given,
     pub options: SetOptions,
 }
 
 payload_map!(Set, "a Set map", Refuse, {
     "key" => key: Text,
-    "value" => value: Required<Value>,
+    "value" => value: Required<Given>,
     "ttl" => options.ttl: Tristate,
     "label1" => options.labels[0]: TristateText,
     "label2" => options.labels[1]: TristateText,

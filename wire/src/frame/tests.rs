@@ -39,7 +39,7 @@ fn raw_frame(id: u32, kind: u16, flags: u16, payload: &[u8]) -> BytesMut {
 fn set(key: &str, value: Value) -> Set {
     Set {
         key: key.into(),
-        value,
+        value: value.into(),
         options: SetOptions::default(),
     }
 }
@@ -1112,7 +1112,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
             .prop_map(|(key, value, ttl, labels, overwrite, meta)| {
                 Request::Set(Set {
                     key,
-                    value,
+                    value: value.into(),
                     options: SetOptions {
                         meta,
                         overwrite,
