@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # ampd side by side with Redis on this machine (see benches/src/bin/compare-redis.rs for
 # what is measured and how). Installs Redis from the system's packages when it is
-# missing, builds the binaries, runs every comparison (about 15 minutes; `--quick` for
-# a short smoke run), prints the tables and writes them to benches/results/.
-# It starts its own servers on ports 7381/7382 and stops only those.
+# missing, builds the binaries, runs every comparison (about 18 minutes; `--quick` for
+# a short smoke run), prints the tables and issue 12's targets and writes them to
+# benches/results/. It starts its own servers on ports 7381-7383 and stops only those.
+# The binaries are taken from cargo's target directory, wherever CARGO_TARGET_DIR or
+# cargo's configuration puts it.
 #
 #   benches/compare-redis.sh [--quick]
 set -euo pipefail
@@ -18,4 +20,6 @@ fi
 command -v taskset >/dev/null || { echo "compare-redis: taskset (util-linux) is needed" >&2; exit 2; }
 
 cargo build --release -p ampd -p ampd-loadgen -p ampd-benches --bin ampd --bin ampd-loadgen --bin compare-redis
-exec timeout 1800 target/release/compare-redis "$@"
+target=$(cargo metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+release="${target:-target}/release"
+exec timeout 1800 "$release/compare-redis" --ampd "$release/ampd" --loadgen "$release/ampd-loadgen" "$@"
