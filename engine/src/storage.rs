@@ -13,18 +13,22 @@
 //!   writing them; a later `sync_data` then succeeds and persists nothing. The simulated
 //!   disk does the same, so a writer that retries a failed fsync "successfully" is caught
 //!   losing data.
+//! - Tasks beside the caller ([`Storage::spawn`], the WAL's segment preparation) run to
+//!   their end as soon as they are spawned, their operations counted like any other, so
+//!   a test that fails the Nth operation or cuts the power lands inside them too.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-/// A flat directory of files. Clones refer to the same directory.
+/// A flat directory of files. Clones refer to the same directory (and a task it
+/// [spawns](Storage::spawn) holds one, hence `'static`).
 #[expect(
     async_fn_in_trait,
     reason = "used inside the engine, on one executor: its futures need no Send bound"
 )]
-pub trait Storage: Clone {
+pub trait Storage: Clone + 'static {
     type File: StorageFile;
     /// Creates an empty file; fails if `name` exists.
     async fn create(&self, name: &str) -> io::Result<Self::File>;
@@ -36,6 +40,11 @@ pub trait Storage: Clone {
     async fn remove(&self, name: &str) -> io::Result<()>;
     /// Makes the creates, renames and removes so far durable.
     async fn sync_dir(&self) -> io::Result<()>;
+    /// Runs `task` beside the caller, which goes on without waiting for it: the WAL
+    /// prepares its next segment this way while the shard serves. The ring's tasks run
+    /// on the shard's executor (their I/O on the ring); the simulated disk runs `task`
+    /// to its end at once, since none of its operations ever waits.
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + 'static);
 }
 
 /// One open file.
@@ -133,6 +142,10 @@ impl Storage for UringStorage {
     async fn sync_dir(&self) -> io::Result<()> {
         ampd_rt::fs::sync_dir(&self.dir).await
     }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + 'static) {
+        ampd_rt::spawn(task).detach();
+    }
 }
 
 impl StorageFile for UringFile {
@@ -203,6 +216,10 @@ struct SimState {
 struct SimInode {
     current: Vec<u8>,
     durable: Vec<u8>,
+    /// The bytes of `current` that may differ from `durable` (a range covering every
+    /// write and truncation since they were last made equal), so that a sync copies
+    /// what changed, not a whole preallocated segment.
+    changed: Option<(usize, usize)>,
     /// Whether a `sync_data` would persist anything (false after a failed one: the
     /// pages were marked clean, fsyncgate).
     dirty: bool,
@@ -256,6 +273,7 @@ impl SimDisk {
             }
             inode.current = content.clone();
             inode.durable = content;
+            inode.changed = None;
             inode.dirty = false;
         }
         s.fault = None;
@@ -347,6 +365,28 @@ impl Storage for SimDisk {
         s.durable_names = s.names.clone();
         Ok(())
     }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + 'static) {
+        let mut task = std::pin::pin!(task);
+        let polled = task
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        assert!(
+            polled.is_ready(),
+            "a task on the simulated disk waited: only its own operations may be awaited"
+        );
+    }
+}
+
+impl SimInode {
+    /// Notes that `current[from..to]` may now differ from `durable`.
+    fn change(&mut self, from: usize, to: usize) {
+        self.changed = Some(match self.changed {
+            Some((lo, hi)) => (lo.min(from), hi.max(to)),
+            None => (from, to),
+        });
+        self.dirty = true;
+    }
 }
 
 impl SimFile {
@@ -364,8 +404,10 @@ impl StorageFile for SimFile {
     async fn write_at(&self, pos: u64, bytes: Vec<u8>) -> io::Result<()> {
         self.disk.op()?;
         self.with(|f| {
+            // A write past the end fills the gap with zeros: that changes too.
+            let from = f.current.len().min(pos as usize);
+            f.change(from, pos as usize + bytes.len());
             write_into(&mut f.current, pos, &bytes);
-            f.dirty = true;
             f.last_write = Some((pos, bytes));
         })
     }
@@ -390,7 +432,14 @@ impl StorageFile for SimFile {
         }
         self.with(|f| {
             if f.dirty {
-                f.durable = f.current.clone();
+                // The same as `durable = current.clone()`, copying only what changed.
+                f.durable.resize(f.current.len(), 0);
+                if let Some((lo, hi)) = f.changed.take() {
+                    let hi = hi.min(f.current.len());
+                    if lo < hi {
+                        f.durable[lo..hi].copy_from_slice(&f.current[lo..hi]);
+                    }
+                }
             }
             f.dirty = false;
             f.last_write = None;
@@ -400,8 +449,9 @@ impl StorageFile for SimFile {
     async fn truncate(&self, len: u64) -> io::Result<()> {
         self.disk.op()?;
         self.with(|f| {
+            let old_len = f.current.len();
             f.current.truncate(len as usize);
-            f.dirty = true;
+            f.change(f.current.len(), old_len);
             f.last_write = None;
         })
     }
@@ -512,6 +562,59 @@ mod tests {
         });
         disk.power_cut(|_| 0);
         assert_eq!(block_on(disk.list()).unwrap(), ["snap"]);
+    }
+
+    #[test]
+    fn a_sync_persists_the_file_as_it_is_whatever_changed() {
+        let disk = SimDisk::new();
+        block_on(async {
+            let f = disk.create("a").await.unwrap();
+            disk.sync_dir().await.unwrap();
+            f.write_at(0, vec![1; 100]).await.unwrap();
+            f.sync_data().await.unwrap();
+            f.truncate(50).await.unwrap();
+            // Past the end: the gap reads as zeros.
+            f.write_at(60, vec![2; 10]).await.unwrap();
+            f.write_at(10, vec![3; 5]).await.unwrap();
+            f.sync_data().await.unwrap();
+        });
+        disk.power_cut(|_| 0);
+        let mut want = vec![1; 50];
+        want[10..15].fill(3);
+        want.resize(60, 0);
+        want.extend([2; 10]);
+        let f = block_on(disk.open("a")).unwrap();
+        assert_eq!(block_on(f.read_at(0, 100)).unwrap(), want);
+        // Changes before a failed sync are persisted by the next sync that has
+        // something to persist (the model above, fsyncgate aside).
+        block_on(async {
+            f.write_at(0, vec![4; 5]).await.unwrap();
+            disk.plan_fault(Fault {
+                at: 0,
+                kind: FaultKind::Io,
+                persistent: false,
+            });
+            f.sync_data().await.unwrap_err();
+            f.write_at(65, vec![5; 10]).await.unwrap();
+            f.sync_data().await.unwrap();
+        });
+        disk.power_cut(|_| 0);
+        want[..5].fill(4);
+        want.resize(65, 0);
+        want.extend([5; 10]);
+        assert_eq!(block_on(f.read_at(0, 100)).unwrap(), want);
+    }
+
+    #[test]
+    fn a_task_spawned_on_the_simulated_disk_runs_at_once() {
+        let disk = SimDisk::new();
+        let d = disk.clone();
+        disk.spawn(async move {
+            let f = d.create("spare").await.unwrap();
+            f.write_at(0, vec![0; 8]).await.unwrap();
+        });
+        assert_eq!(block_on(disk.list()).unwrap(), ["spare"]);
+        assert_eq!(disk.ops(), 2);
     }
 
     #[test]

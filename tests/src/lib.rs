@@ -109,8 +109,8 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// The largest file under any shard folder of data directory `dir` (the WAL segment
-/// that holds the most records), for tests that damage one.
+/// The WAL segment under any shard folder of data directory `dir` that holds the most
+/// records (the longest [`log_len`]), for tests that damage one.
 pub fn busiest_segment(dir: &std::path::Path) -> std::path::PathBuf {
     let mut best = (0, std::path::PathBuf::new());
     for shard in std::fs::read_dir(dir).expect("a data directory").flatten() {
@@ -121,13 +121,27 @@ pub fn busiest_segment(dir: &std::path::Path) -> std::path::PathBuf {
             .expect("a shard folder")
             .flatten()
         {
-            let len = f.metadata().map_or(0, |m| m.len());
+            if !f.file_name().to_string_lossy().ends_with(".wal") {
+                continue;
+            }
+            let len = std::fs::read(f.path()).map_or(0, |bytes| log_len(&bytes));
             if len > best.0 {
                 best = (len, f.path());
             }
         }
     }
     best.1
+}
+
+/// Where the records of a WAL segment's bytes end: a segment is preallocated, zeros
+/// after its last record, so this is just after its last non-zero byte (which may be a
+/// few bytes before the last record's end, when that ends in zeros; a cut's count of
+/// bytes says the same).
+pub fn log_len(segment: &[u8]) -> usize {
+    segment
+        .iter()
+        .rposition(|b| *b != 0)
+        .map_or(0, |last| last + 1)
 }
 
 /// splitmix64: reproducible random choices for seeded tests.

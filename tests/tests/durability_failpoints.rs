@@ -92,7 +92,11 @@ fn scenario(dir: &Path, point: &'static str, expect: Expect) {
             assert_eq!(db.get_one("before0").unwrap().unwrap().value(), json!(0));
             assert_eq!(db.get_one(&failed).unwrap(), None, "{point}");
             drop(db);
-            disk.power_cut(|len| len / 2);
+            // Nothing unsynced survives this cut. A torn half would not do: in a
+            // preallocated segment the half of a record that a tear loses may be zeros
+            // anyway, and the record is then on disk whole, exactly as written (torn
+            // tails have their own tests in wal_recovery.rs).
+            disk.power_cut(|_| 0);
             let db = open(dir, &disk);
             let survived = db.get_one(&failed).unwrap().is_some();
             assert_eq!(survived, failed_write_survives, "{point}: {failed}");

@@ -200,7 +200,9 @@ fn corruption_in_the_middle_refuses_to_open_until_repaired() {
     }
     let segment = ampd_tests::busiest_segment(&dir);
     let mut bytes = std::fs::read(&segment).unwrap();
-    let middle = bytes.len() / 2;
+    // The middle of its records (zeros, free space, follow them).
+    let log_len = ampd_tests::log_len(&bytes);
+    let middle = log_len / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&segment, &bytes).unwrap();
 
@@ -234,7 +236,7 @@ fn corruption_in_the_middle_refuses_to_open_until_repaired() {
         [Cut {
             file: segment.clone(),
             offset,
-            bytes: bytes.len() as u64 - offset,
+            bytes: log_len as u64 - offset,
             reason: CutReason::Damaged(reason),
         }]
     );

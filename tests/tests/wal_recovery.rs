@@ -76,18 +76,20 @@ fn appended_batches_come_back_across_segments() {
 }
 
 /// Appends `n` entries of `value_len` bytes to a fresh disk and syncs; returns the disk
-/// and the size of the single segment.
+/// and where the log ends in its single segment (the segment is preallocated: zeros
+/// follow).
 fn one_segment(n: u64, value_len: usize) -> (SimDisk, u64) {
     let disk = SimDisk::new();
     let (mut log, _, _) = open(&disk, LogConfig::default()).unwrap();
     for i in 0..n {
         block_on(log.append(&[entry(i, value_len)], true)).unwrap();
     }
-    let f = block_on(disk.open(&segment_name(0))).unwrap();
-    let size = block_on(f.size()).unwrap();
-    (disk, size)
+    let (segment, end) = log.position();
+    assert_eq!(segment, 0);
+    (disk, end)
 }
 
+/// Makes segment 0 hold exactly `bytes`: a segment as written before preallocation.
 fn set_segment(disk: &SimDisk, bytes: Vec<u8>) {
     let f = block_on(disk.open(&segment_name(0))).unwrap();
     block_on(f.truncate(0)).unwrap();
@@ -95,28 +97,24 @@ fn set_segment(disk: &SimDisk, bytes: Vec<u8>) {
     block_on(f.sync_data()).unwrap();
 }
 
-fn segment_bytes(disk: &SimDisk) -> Vec<u8> {
+/// The first `end` bytes of segment 0: its log, without the free space after it.
+fn segment_bytes(disk: &SimDisk, end: u64) -> Vec<u8> {
     let f = block_on(disk.open(&segment_name(0))).unwrap();
-    block_on(f.read_at(0, usize::MAX / 2)).unwrap()
+    block_on(f.read_at(0, end as usize)).unwrap()
 }
 
 #[test]
 fn a_torn_tail_is_cut_at_the_last_whole_record() {
     for value_len in [1, 100, 4095, 4096, 4097] {
-        let (disk, _) = one_segment(4, value_len);
-        let whole = segment_bytes(&disk);
+        let (disk, end) = one_segment(4, value_len);
+        let whole = segment_bytes(&disk, end);
         // Offsets where each record ends.
         let ends: Vec<usize> = {
-            let mut ends = Vec::new();
             let (_, replayed, _) = open(&disk, LogConfig::default()).unwrap();
             assert_eq!(replayed.len(), 4);
-            let mut probe = SimDisk::new();
-            for n in 1..=4 {
-                probe = one_segment(n, value_len).0;
-                ends.push(segment_bytes(&probe).len());
-            }
-            drop(probe);
-            ends
+            (1..=4)
+                .map(|n| one_segment(n, value_len).1 as usize)
+                .collect()
         };
         // Cut anywhere inside the last two records.
         for cut in ends[1] + 1..whole.len() {
@@ -150,17 +148,11 @@ fn a_torn_tail_is_cut_at_the_last_whole_record() {
 
 #[test]
 fn a_bad_record_before_good_ones_is_corruption_naming_file_and_offset() {
-    let (disk, _) = one_segment(6, 40);
-    let whole = segment_bytes(&disk);
-    let second = {
-        let (d, _) = one_segment(1, 40);
-        segment_bytes(&d).len()
-    };
+    let (disk, end) = one_segment(6, 40);
+    let whole = segment_bytes(&disk, end);
+    let second = one_segment(1, 40).1 as usize;
     // Flip every bit of the second record (header and body): always refused.
-    let third = {
-        let (d, _) = one_segment(2, 40);
-        segment_bytes(&d).len()
-    };
+    let third = one_segment(2, 40).1 as usize;
     for bit in second * 8..third * 8 {
         let mut bad = whole.clone();
         bad[bit / 8] ^= 1 << (bit % 8);
@@ -181,12 +173,10 @@ fn a_bad_record_before_good_ones_is_corruption_naming_file_and_offset() {
 
 #[test]
 fn a_record_copied_to_the_wrong_place_is_refused() {
-    let (disk, _) = one_segment(3, 10);
-    let whole = segment_bytes(&disk);
-    let (d1, _) = one_segment(1, 10);
-    let r1 = segment_bytes(&d1).len();
-    let (d2, _) = one_segment(2, 10);
-    let r2 = segment_bytes(&d2).len();
+    let (disk, end) = one_segment(3, 10);
+    let whole = segment_bytes(&disk, end);
+    let r1 = one_segment(1, 10).1 as usize;
+    let r2 = one_segment(2, 10).1 as usize;
     // Put record 0 where record 1 belongs (valid CRC, wrong sequence number).
     let mut bad = whole[..r1].to_vec();
     bad.extend_from_slice(&whole[40..r1]);

@@ -6,8 +6,10 @@
 //! - [`segment`]: the one reader of a segment's bytes (WAL segments and snapshots):
 //!   header, then records in order, up to the first fault, named with its offset.
 //! - [`log`]: one shard's log: batched appends (one write and one sync per batch),
+//!   preallocated (zero-filled) segments with the next one prepared beside the shard,
 //!   segment rotation, poisoning after a failed write or sync, and the reader that
-//!   tells a torn tail (cut) from corruption (refused, with file and offset).
+//!   tells free space (zeros after the last record) and a torn tail (cut) from
+//!   corruption (refused, with file and offset).
 //!
 //! Each shard's writer appends its batches to its log (group commit) and recovery
 //! replays it on the shard's executor before the shard serves; snapshots

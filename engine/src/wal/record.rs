@@ -2,6 +2,11 @@
 //! rkyv body. Defined once here; everything that writes or reads the log goes through
 //! [`SegmentHeader`], [`encode_record_ref`] and [`decode_record`].
 //!
+//! A WAL segment is preallocated ([`super::log`]): zeros follow its last record up to
+//! the end of the file. They read as a record header of all zeros, which is never a
+//! valid record (its stored CRC32C, 0, is never the CRC32C of the bytes it covers); the
+//! log calls them free space.
+//!
 //! # Segment header (40 bytes, little endian)
 //! | offset | size | field |
 //! | --- | --- | --- |

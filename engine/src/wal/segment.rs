@@ -2,12 +2,23 @@
 //! ([`crate::snapshot`], which are segments of an id of their own) are both read by
 //! [`read`], so a fault is found, and named, the same way in both.
 //!
-//! What a fault *means* is the caller's policy, not the reader's: in the newest WAL
-//! segment, a fault with no valid record anywhere after it ([`record_follows`]) is a
-//! torn tail and is cut; anywhere else in the WAL, and anywhere in a snapshot (which is
-//! renamed into place only once whole), it is corruption.
+//! What a fault *means* is the caller's policy, not the reader's: in a WAL segment,
+//! zeros from the fault to the end ([`is_free`]) are the free space of a preallocated
+//! segment, where its log ends; otherwise, in the newest WAL segment, a fault with no
+//! valid record anywhere after it ([`record_follows`]) is a torn tail and is cut;
+//! anywhere else in the WAL, and anywhere in a snapshot (which is written to its end
+//! and renamed into place only once whole, so zeros after its records are damage too),
+//! it is corruption.
+//!
+//! Zeros after the last record read as a record whose header is all zeros: `body_len`
+//! 0 and a stored CRC32C of 0, which the CRC32C of the header's other bytes never is
+//! (checked in the tests), so they never pass for a record; fewer than a header's
+//! bytes of them are a short record. Either way the reader stops there, with a fault,
+//! and the caller asks [`is_free`].
 
-use super::record::{self, Entry, FormatError, Position, SegmentHeader, SEGMENT_HEADER_LEN};
+use super::record::{
+    self, Entry, FormatError, Position, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+};
 
 /// The segment the bytes must be, and how its records are numbered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,15 +135,49 @@ pub fn read(
     })
 }
 
+/// Whether every byte of `bytes` from `offset` on is zero (true at or past the end):
+/// the free space of a preallocated WAL segment, which its writer has not reached.
+pub fn is_free(bytes: &[u8], offset: u64) -> bool {
+    let from = usize::try_from(offset).unwrap_or(usize::MAX);
+    bytes
+        .get(from..)
+        .unwrap_or_default()
+        .iter()
+        .all(|b| *b == 0)
+}
+
+/// The length of `bytes` without the zeros at its end.
+pub fn trimmed_len(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .rposition(|b| *b != 0)
+        .map_or(0, |last| last as u64 + 1)
+}
+
 /// Whether a whole valid record of `shard`'s `segment` starts anywhere after `offset`
 /// in `bytes`: then a fault at `offset` is damage, not a torn tail.
 pub fn record_follows(bytes: &[u8], offset: u64, shard: u16, segment: u64) -> bool {
-    let from = usize::try_from(offset).map_or(bytes.len(), |o| o.saturating_add(1));
-    (from..bytes.len()).any(|p| {
-        bytes
+    let mut p = usize::try_from(offset).map_or(bytes.len(), |o| o.saturating_add(1));
+    while p < bytes.len() {
+        // A record whose header is all zeros is never valid (see the module header):
+        // skip to where the next non-zero byte is within a header's reach, so that the
+        // free space of a preallocated segment is passed over at the speed of a scan.
+        let Some(non_zero) = bytes
+            .get(p..)
+            .and_then(|rest| rest.iter().position(|b| *b != 0))
+        else {
+            return false;
+        };
+        p = p.max((p + non_zero).saturating_sub(RECORD_HEADER_LEN - 1));
+        if bytes
             .get(p..)
             .is_some_and(|rest| record::looks_like_record(rest, shard, segment))
-    })
+        {
+            return true;
+        }
+        p += 1;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -280,6 +325,76 @@ mod tests {
             }
         );
         assert!(!record_follows(&bytes[..cut], fault.offset, SHARD, SEGMENT));
+    }
+
+    #[test]
+    fn zeros_are_never_a_record() {
+        // The claim of the module header: an all-zero record header stores CRC32C 0,
+        // which the bytes it covers never have.
+        assert_ne!(crc32c::crc32c(&[0; RECORD_HEADER_LEN - 8]), 0);
+        for (shard, segment) in [(0, 0), (SHARD, SEGMENT)] {
+            let at = Position {
+                shard,
+                segment,
+                seq: 0,
+            };
+            assert!(matches!(
+                record::decode_record(&[0; 64], at),
+                Err(FormatError::BadChecksum { stored: 0, .. })
+            ));
+            assert_eq!(record::decode_record(&[0; 31], at), Ok(None));
+            assert!(!record::looks_like_record(&[0; 64], shard, segment));
+        }
+    }
+
+    #[test]
+    fn zeros_after_the_last_record_stop_the_read_and_are_free() {
+        let records = segment(0, &["a", "b"], Numbering::FromHeader);
+        let e = expected(None, Numbering::FromHeader);
+        for zeros in [1, 31, 32, 33, 4096] {
+            let mut bytes = records.clone();
+            bytes.resize(records.len() + zeros, 0);
+            let (r, got) = read_all(&bytes, e);
+            let s = r.unwrap();
+            assert_eq!(got.len(), 2);
+            assert_eq!((s.end, s.next_seq), (records.len() as u64, 2));
+            // The reader stops with a fault; what it means is the caller's to say.
+            let fault = s.fault.unwrap();
+            assert_eq!(fault.offset, records.len() as u64);
+            assert!(is_free(&bytes, fault.offset), "{zeros} zeros");
+            assert!(!record_follows(&bytes, fault.offset, SHARD, SEGMENT));
+            bytes[records.len() + zeros - 1] = 1;
+            assert!(!is_free(&bytes, fault.offset), "{zeros} zeros, then a one");
+            assert_eq!(trimmed_len(&bytes), bytes.len() as u64);
+        }
+        assert!(is_free(&records, records.len() as u64));
+        assert!(is_free(&records, u64::MAX));
+        assert_eq!(trimmed_len(&[0, 0]), 0);
+        assert_eq!(trimmed_len(&[0, 7, 0, 0]), 2);
+    }
+
+    #[test]
+    fn a_record_after_a_long_run_of_zeros_is_found() {
+        let bytes = segment(0, &["a", "b", "c"], Numbering::FromHeader);
+        let record_len = (bytes.len() - SEGMENT_HEADER_LEN) / 3;
+        let second = SEGMENT_HEADER_LEN + record_len;
+        let third = second + record_len;
+        // The second record half torn, zeros, then the third: damage, however many
+        // zeros (a header's length of them or not) are between.
+        for zeros in [0, 1, 31, 32, 33, 1 << 20] {
+            let mut damaged = bytes[..second + 10].to_vec();
+            damaged.resize(second + 10 + zeros, 0);
+            damaged.extend_from_slice(&bytes[third..]);
+            assert!(
+                record_follows(&damaged, second as u64, SHARD, SEGMENT),
+                "{zeros} zeros"
+            );
+            damaged.truncate(second + 10 + zeros);
+            assert!(
+                !record_follows(&damaged, second as u64, SHARD, SEGMENT),
+                "{zeros} zeros"
+            );
+        }
     }
 
     #[test]
