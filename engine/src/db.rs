@@ -806,7 +806,7 @@ fn set_request(
                 ttl: TtlChange::Keep,
                 labels: Default::default(),
             };
-            let encoded = Some(write::apply_set(None, stored, 0)?.value);
+            let encoded = Some(write::apply_set(None, stored, 0)?.value.to_bytes());
             NewValue::Object { fields, encoded }
         }
         Given::Value(fields) => NewValue::Object {
@@ -980,7 +980,7 @@ mod tests {
         let item = |key: &str, label: &str| {
             Item::new(crate::item::ItemData {
                 key: key.into(),
-                value: value::encode(&json!(1)),
+                value: value::encode(&json!(1)).into(),
                 created_ms: 0,
                 modified_ms: 0,
                 expires_s: None,

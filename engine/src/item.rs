@@ -19,13 +19,70 @@ pub struct Item {
 pub(crate) struct ItemData {
     pub key: String,
     /// The value in the wire's value encoding.
-    pub value: Bytes,
+    pub value: StoredValue,
     /// Milliseconds since the Unix epoch.
     pub created_ms: i64,
     pub modified_ms: i64,
     /// Expiry, in seconds since the Unix epoch.
     pub expires_s: Option<i64>,
     pub labels: [Option<String>; LABEL_COUNT],
+}
+
+/// Values up to this many bytes live inside the item (see [`StoredValue`]).
+pub(crate) const INLINE_VALUE_MAX: usize = 22;
+
+/// An item's encoded value. Up to [`INLINE_VALUE_MAX`] bytes (counters, flags, short
+/// strings) it lives in the item's own allocation: no allocation of its own to make or
+/// free, no pointer for a read to follow. Longer values are shared `Bytes`. Either way
+/// it takes the room of a `Bytes` (checked below), so inlining costs no item any memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoredValue {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_VALUE_MAX],
+    },
+    Shared(Bytes),
+}
+
+const _: () = assert!(std::mem::size_of::<StoredValue>() == std::mem::size_of::<Bytes>());
+
+impl From<Bytes> for StoredValue {
+    fn from(b: Bytes) -> StoredValue {
+        let mut bytes = [0; INLINE_VALUE_MAX];
+        match bytes.get_mut(..b.len()) {
+            Some(inline) => {
+                inline.copy_from_slice(&b);
+                StoredValue::Inline {
+                    len: b.len() as u8,
+                    bytes,
+                }
+            }
+            None => StoredValue::Shared(b),
+        }
+    }
+}
+
+impl std::ops::Deref for StoredValue {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            StoredValue::Inline { len, bytes } => {
+                bytes.get(..usize::from(*len)).unwrap_or_default()
+            }
+            StoredValue::Shared(b) => b,
+        }
+    }
+}
+
+impl StoredValue {
+    /// The value as `Bytes` (a copy only when it is inline).
+    pub fn to_bytes(&self) -> Bytes {
+        match self {
+            StoredValue::Inline { .. } => Bytes::copy_from_slice(self),
+            StoredValue::Shared(b) => b.clone(),
+        }
+    }
 }
 
 /// Where an item lives in a shard: the hash index, the skiplist and the label index
@@ -80,7 +137,7 @@ impl Item {
     pub(crate) fn from_image(image: crate::wal::record::ItemImage) -> Item {
         Item::new(ItemData {
             key: image.key,
-            value: Bytes::from(image.value),
+            value: Bytes::from(image.value).into(),
             created_ms: image.created_ms,
             modified_ms: image.modified_ms,
             expires_s: image.expires_s,
@@ -99,7 +156,7 @@ impl Item {
     }
 
     /// The value in the wire encoding (MessagePack), as stored.
-    pub fn value_bytes(&self) -> &Bytes {
+    pub fn value_bytes(&self) -> &[u8] {
         &self.inner.value
     }
 
@@ -186,10 +243,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn short_values_live_inline_and_read_back_exactly() {
+        for len in 0..=INLINE_VALUE_MAX + 2 {
+            let given = Bytes::from((0..len as u8).collect::<Vec<u8>>());
+            let stored = StoredValue::from(given.clone());
+            assert_eq!(
+                matches!(stored, StoredValue::Inline { .. }),
+                len <= INLINE_VALUE_MAX,
+                "{len} bytes"
+            );
+            assert_eq!(&*stored, &given[..]);
+            assert_eq!(stored.to_bytes(), given);
+        }
+    }
+
+    #[test]
     fn meta_json_shape() {
         let item = Item::new(ItemData {
             key: "ns:k".into(),
-            value: value::encode(&json!({"a": 1})),
+            value: value::encode(&json!({"a": 1})).into(),
             created_ms: 1_700_000_000_123,
             modified_ms: 1_700_000_000_456,
             expires_s: Some(1_800_000_000),

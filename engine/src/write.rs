@@ -291,7 +291,7 @@ fn finish(
     check_item_size(&key, size)?;
     Ok(ItemData {
         key,
-        value,
+        value: value.into(),
         created_ms,
         modified_ms,
         expires_s,
