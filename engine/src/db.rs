@@ -7,6 +7,7 @@
 //! typed [`OpenError`]; [`Db::repair`] cuts a damaged log for an operator.
 
 use crate::error::OpenError;
+use crate::events::{DeadLetter, Event, HandlerId, Hub};
 use crate::item::{now_ms, Item, Slot};
 use crate::key::{Key, PAST_TEXT};
 use crate::layout;
@@ -17,6 +18,7 @@ use crate::storage::UringStorage;
 use crate::ttl::{self, TtlChange};
 use crate::wal::log::{Cut, Log, LogConfig};
 use crate::write::{self, AddRequest, LabelChange, NewValue, SetRequest};
+use ampd_wire::events::Filters;
 use ampd_wire::limits::{BATCH_ITEMS_MAX, LABEL_COUNT, PAGE_BYTES_MAX};
 use ampd_wire::value::{self, Given, Value};
 use ampd_wire::{BatchItem, Error, ErrorCode, SetOptions};
@@ -51,6 +53,8 @@ pub struct Config {
     /// A WAL segment file is closed at this size and a new one started; snapshots
     /// remove whole segments.
     pub wal_segment_bytes: u64,
+    /// How a failing event handler is retried before its event is dead-lettered.
+    pub event_retry: crate::events::Retry,
     /// Each shard's thread waits up to this long for more I/O completions before it
     /// wakes (io_uring's minimum wait, Linux 6.12+): fewer wake-ups and less CPU per
     /// request under moderate load, for up to this much latency. `None`: wake at once.
@@ -73,6 +77,7 @@ impl Default for Config {
             snapshot_interval: Duration::from_secs(600),
             wal_segment_bytes: 64 << 20,
             coalesce: None,
+            event_retry: crate::events::Retry::default(),
             simulated_disks: None,
         }
     }
@@ -135,6 +140,8 @@ pub struct Db {
 
 struct Inner {
     shards: Vec<Arc<Shard>>,
+    /// Committed changes on their way to the `on` handlers.
+    events: Arc<Hub>,
     executors: Mutex<Vec<ampd_rt::thread::Thread<()>>>,
     /// The data directory, locked while it is open; released after the shards have
     /// stopped.
@@ -143,6 +150,7 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.events.close();
         for s in &self.shards {
             s.close();
         }
@@ -193,7 +201,10 @@ impl Db {
             }
             None => None,
         };
-        let shards: Vec<Arc<Shard>> = (0..count).map(|i| Arc::new(Shard::new(i))).collect();
+        let events = Arc::new(Hub::new(config.event_retry));
+        let shards: Vec<Arc<Shard>> = (0..count)
+            .map(|i| Arc::new(Shard::new(i, events.clone())))
+            .collect();
         // Start every shard, then wait for all of them: each recovers its own log on its
         // own executor, so recoveries run side by side.
         let mut starting = Vec::with_capacity(count);
@@ -279,6 +290,7 @@ impl Db {
         Ok(Db {
             inner: Arc::new(Inner {
                 shards,
+                events,
                 executors: Mutex::new(executors),
                 _data_dir: opened,
             }),
@@ -355,6 +367,45 @@ impl Db {
     fn shard_for_text(&self, routing_text: &str) -> usize {
         let h = xxhash_rust::xxh3::xxh3_64(routing_text.as_bytes());
         (h % self.inner.shards.len() as u64) as usize
+    }
+
+    // ---- events ----------------------------------------------------------------
+
+    /// `on(filter, handler)`: runs `handler` for every committed change that `filter`
+    /// (one filter, or a list: `"created"`, `["created", "updated:ns:*"]`) picks, from
+    /// now on. Handlers of one event run in the order they were registered; the events
+    /// of one namespace reach a handler in commit order, one at a time; a handler that
+    /// fails is retried ([`Config::event_retry`]) and then dead-lettered. Handlers run on
+    /// the engine's `ampd-events` thread (an `ampd-rt` runtime): a handler that needs
+    /// another runtime's I/O spawns it there and awaits its handle. A malformed filter
+    /// is `invalid_query`.
+    pub fn on<F, Fut, E>(
+        &self,
+        filter: impl TryInto<Filters, Error = Error>,
+        handler: F,
+    ) -> Result<HandlerId, Error>
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + 'static,
+        E: std::fmt::Display,
+    {
+        self.inner.events.register(filter.try_into()?, handler)
+    }
+
+    /// Removes a handler registered by [`Db::on`]; false if there was none.
+    pub fn off(&self, handler: HandlerId) -> bool {
+        self.inner.events.unregister(handler)
+    }
+
+    /// The events handlers kept failing on past the retry horizon, oldest first.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.inner.events.dead_letters()
+    }
+
+    /// Delivers every dead letter again, each to the handler it failed in; returns how
+    /// many.
+    pub fn replay_dead_letters(&self) -> usize {
+        self.inner.events.replay_dead_letters()
     }
 
     // ---- writes ----------------------------------------------------------------

@@ -10,6 +10,8 @@
 //! - [`shard`]: one shard: its indexes, its inbox, its writer (group commit to its WAL,
 //!   snapshots) and its reaper; its recovery.
 //! - [`write`]: what a `set` or `add` makes of a stored item (merge, `$add`, counters).
+//! - [`events`]: change events and `on` handlers (lanes per namespace, retries, dead
+//!   letters).
 //! - [`key`]: keys (what `set` accepts) and the store-key encoding.
 //! - [`query`]: patterns (on the grammar of [`ampd_wire::pattern`]), ranges, `start`,
 //!   options and label cursors.
@@ -31,6 +33,7 @@
 
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod failpoint;
 pub mod item;
 pub mod key;
@@ -43,11 +46,13 @@ mod ttl;
 pub mod wal;
 mod write;
 
+pub use ampd_wire::events::{EventName, Filters};
 pub use ampd_wire::value::Given;
 pub use ampd_wire::{BatchItem, QueryOptions, SetOptions};
 pub use ampd_wire::{Error, ErrorCode, Value};
 pub use db::{Config, Db, FsyncPolicy, Got, Page};
 pub use error::OpenError;
+pub use events::{DeadLetter, Event, HandlerId, Retry};
 pub use item::Item;
 pub use key::Key;
 pub use wal::log::{Cut, CutReason};

@@ -30,6 +30,7 @@
 //! snapshot and replays the WAL after it on this executor.
 
 use crate::error::OpenError;
+use crate::events::{Event, Hub};
 use crate::item::{now_ms, Item, Slot};
 use crate::key::{self, Key};
 use crate::storage::Storage;
@@ -201,6 +202,8 @@ pub(crate) struct Shard {
     pub wal_records: AtomicU64,
     pub wal_syncs: AtomicU64,
     inbox: Inbox,
+    /// Where the shard's committed changes go as events.
+    events: Arc<Hub>,
 }
 
 /// Ops queued for the owner, who takes every queued op in one go (the batch). The
@@ -213,8 +216,9 @@ struct Inbox {
 }
 
 impl Shard {
-    pub fn new(id: usize) -> Shard {
+    pub fn new(id: usize, events: Arc<Hub>) -> Shard {
         Shard {
+            events,
             id,
             disk_id: crate::layout::disk_id(id),
             exact: papaya::HashMap::builder()
@@ -328,6 +332,8 @@ pub(crate) struct Staged {
     /// [`ShardLocal::removals`] when the batch was staged: if it is the same at install,
     /// no slot left the shard meanwhile and every [`Change::slot`] is still the key's.
     removals: u64,
+    /// The batch's clock (epoch seconds): what the writes took for expired.
+    now_s: i64,
     /// Past [`STAGED_SCAN_MAX`] changes: the position in `changes` of each key's newest
     /// change, hashed by the key it points at (so no key is copied into the index).
     /// Smaller batches (nearly all unpipelined ones) find a key by scanning `changes`
@@ -345,6 +351,8 @@ pub(crate) struct Change {
     /// install then updates it without a second lookup. `None` for a key the batch had
     /// already changed (its slot may come or go before this change is installed).
     slot: Option<Arc<Slot>>,
+    /// What the key held before this change (expired or not), for its events.
+    replaced: Option<Item>,
 }
 
 /// Changes a staged batch scans before it indexes them (see [`Staged::index`]).
@@ -677,7 +685,9 @@ impl ShardLocal {
                     let sk = key::store_key(item.key().contains(':'), item.key());
                     self.install(sk, item, None);
                 }
-                Entry::Remove { key } => self.remove(&key::store_key(key.contains(':'), &key)),
+                Entry::Remove { key } => {
+                    self.remove(&key::store_key(key.contains(':'), &key));
+                }
             }
         }
     }
@@ -713,7 +723,10 @@ impl ShardLocal {
         for (at, sk) in &due {
             let expires = self.shared.exact.pin().get(sk).and_then(|s| s.item().ttl());
             if expires == Some(*at) {
-                self.remove(sk);
+                let gone = self.remove(sk);
+                if let Some(item) = gone.filter(|_| self.shared.events.active()) {
+                    self.shared.events.publish(Event::deleted(item, true));
+                }
             }
         }
         due.len()
@@ -729,6 +742,7 @@ impl ShardLocal {
         now: i64,
     ) -> Result<Vec<Outcome>, Error> {
         let now_s = now.div_euclid(1000);
+        staged.now_s = now_s;
         let mut mine: Vec<Change> = Vec::with_capacity(writes.len());
         // The newest state of a key: this op's own writes, then the batch's, then the
         // shard's (with the key's slot, when the batch had not touched the key). The
@@ -748,44 +762,47 @@ impl ShardLocal {
                     (slot.as_ref().map(|s| s.item()), slot)
                 }
             };
-            let present = item.is_some();
-            (item.filter(|i| !i.is_expired(now_s)), slot, present)
+            let live = item.clone().filter(|i| !i.is_expired(now_s));
+            (live, slot, item)
         };
         let mut out = Vec::with_capacity(writes.len());
         for w in writes {
             match w {
                 Write::Set(req) => {
                     let sk = req.key.store_key();
-                    let (live, slot, _) = current(&mine, &sk);
+                    let (live, slot, replaced) = current(&mine, &sk);
                     let item = Item::new(write::apply_set(live.as_ref(), req, now)?);
                     out.push(Outcome::Item(item.clone()));
                     mine.push(Change {
                         sk,
                         item: Some(item),
                         slot,
+                        replaced,
                     });
                 }
                 Write::Add(req) => {
                     let sk = req.key.store_key();
-                    let (live, slot, _) = current(&mine, &sk);
+                    let (live, slot, replaced) = current(&mine, &sk);
                     let item = Item::new(write::apply_add(live.as_ref(), req, now)?);
                     out.push(Outcome::Item(item.clone()));
                     mine.push(Change {
                         sk,
                         item: Some(item),
                         slot,
+                        replaced,
                     });
                 }
                 Write::Remove(key) => {
                     let sk = key.store_key();
-                    let (live, slot, present) = current(&mine, &sk);
+                    let (live, slot, replaced) = current(&mine, &sk);
                     out.push(Outcome::Removed(live.is_some()));
                     // Stage a tombstone only where something (live or expired) is.
-                    if present {
+                    if replaced.is_some() {
                         mine.push(Change {
                             sk,
                             item: None,
                             slot,
+                            replaced,
                         });
                     }
                 }
@@ -802,14 +819,40 @@ impl ShardLocal {
         // A slot found at staging is still the key's unless something removed a slot
         // since (the reaper, while the batch waited for its WAL write).
         let slots_hold = self.removals.get() == staged.removals;
-        for Change { sk, item, slot } in staged.changes {
-            let slot = slot.filter(|_| slots_hold);
-            match item {
+        let events = self.shared.events.active();
+        for change in staged.changes {
+            let slot = change.slot.filter(|_| slots_hold);
+            match &change.item {
                 Some(item) => {
-                    self.install(sk, item, slot);
+                    self.install(change.sk, item.clone(), slot);
                 }
-                None => self.remove(&sk),
+                None => {
+                    self.remove(&change.sk);
+                }
             }
+            if events {
+                self.publish(change.replaced, change.item, staged.now_s);
+            }
+        }
+    }
+
+    /// The events of one installed change: a `deleted` with `expired` first when what
+    /// it replaced had expired (a write found it before the reaper did), then
+    /// `created`, `updated` or `deleted`.
+    fn publish(&self, replaced: Option<Item>, item: Option<Item>, now_s: i64) {
+        let hub = &self.shared.events;
+        let previous = match replaced {
+            Some(old) if old.is_expired(now_s) => {
+                hub.publish(Event::deleted(old, true));
+                None
+            }
+            other => other,
+        };
+        match (item, previous) {
+            (Some(item), None) => hub.publish(Event::created(item)),
+            (Some(item), Some(previous)) => hub.publish(Event::updated(item, previous)),
+            (None, Some(previous)) => hub.publish(Event::deleted(previous, false)),
+            (None, None) => {}
         }
     }
 
@@ -853,12 +896,11 @@ impl ShardLocal {
         item
     }
 
-    fn remove(&self, sk: &[u8]) {
+    /// Removes the item under `sk`; returns it, if there was one.
+    fn remove(&self, sk: &[u8]) -> Option<Item> {
         let _changing = Changing::start(&self.shared.changes);
         let exact = self.shared.exact.pin();
-        let Some(slot) = exact.remove(sk).cloned() else {
-            return;
-        };
+        let slot = exact.remove(sk).cloned()?;
         self.removals.set(self.removals.get() + 1);
         let old = slot.item();
         self.shared.items.remove(sk);
@@ -866,6 +908,7 @@ impl ShardLocal {
             self.shared.labels.remove(&label_key(label, value, &old));
         }
         self.unindex_expiry(&old, sk);
+        Some(old)
     }
 
     fn index_expiry(&self, item: &Item, sk: Box<[u8]>) {
@@ -999,6 +1042,64 @@ mod tests {
         })
     }
 
+    fn set_ttl(key: &str, v: serde_json::Value, at: i64) -> Write {
+        let Write::Set(mut req) = set(key, v) else {
+            unreachable!()
+        };
+        req.ttl = TtlChange::At(at);
+        Write::Set(req)
+    }
+
+    /// A write that finds the item it replaces already expired (the reaper had not come
+    /// by yet) reports that expiry first: `deleted` with `expired`, then `created`; a
+    /// remove of an expired item is only its expiry.
+    #[test]
+    fn a_write_over_an_expired_item_reports_the_expiry_first() {
+        let hub = Arc::new(Hub::new(Default::default()));
+        hub.activate_for_test();
+        let shared = Arc::new(Shard::new(0, hub.clone()));
+        let local = ShardLocal::new(shared.clone(), true);
+        let events = || {
+            hub.take_published()
+                .into_iter()
+                .map(|e| {
+                    let previous = e.previous.map(|p| p.value());
+                    (e.name.as_str(), e.item.value(), previous, e.expired)
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut batch = local.stage(true);
+        let writes = vec![
+            set_ttl("ns:a", json!(1), 100),
+            set_ttl("ns:b", json!(1), 100),
+        ];
+        local.apply(writes, &mut batch, 50_000).unwrap();
+        local.install_all(batch);
+        assert_eq!(
+            events(),
+            [
+                ("created", json!(1), None, false),
+                ("created", json!(1), None, false)
+            ]
+        );
+        // At 200 s both have expired.
+        let mut batch = local.stage(true);
+        let writes = vec![
+            set("ns:a", json!(2)),
+            Write::Remove(Key::parse("ns:b").unwrap()),
+        ];
+        local.apply(writes, &mut batch, 200_000).unwrap();
+        local.install_all(batch);
+        assert_eq!(
+            events(),
+            [
+                ("deleted", json!(1), Some(json!(1)), true),
+                ("created", json!(2), None, false),
+                ("deleted", json!(1), Some(json!(1)), true),
+            ]
+        );
+    }
+
     fn value_of(shard: &Shard, key: &str) -> Option<serde_json::Value> {
         let sk = Key::parse(key).unwrap().store_key();
         shard.get(&sk, 0).map(|i| i.value())
@@ -1010,7 +1111,7 @@ mod tests {
     /// install must look the key up again, or the write would vanish.
     #[test]
     fn a_slot_removed_while_a_batch_waits_is_not_written_into() {
-        let shared = Arc::new(Shard::new(0));
+        let shared = Arc::new(Shard::new(0, Arc::new(Hub::new(Default::default()))));
         let local = ShardLocal::new(shared.clone(), true);
         let mut first = local.stage(true);
         local

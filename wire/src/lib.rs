@@ -7,6 +7,7 @@
 //! - [`client`] (feature `client`): the Rust client, on tokio.
 //! - [`error_code`]: the stable error codes of SPEC.md, `#[repr(u16)]`, never reused.
 //! - [`error`]: [`Error`], a code plus a message that names what was wrong.
+//! - [`events`]: change events' names and the filters that pick them.
 //! - [`limits`]: every size and count limit, as named constants related by
 //!   compile-time assertions.
 //! - [`frame`]: the binary frames of the protocol (header, opcodes, request and
@@ -33,6 +34,7 @@
 pub mod client;
 pub mod error;
 pub mod error_code;
+pub mod events;
 pub mod frame;
 pub mod limits;
 pub mod options;

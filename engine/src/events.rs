@@ -1,0 +1,416 @@
+//! Change events in the embedded engine (SPEC.md "Events"): `db.on(filter, handler)`.
+//!
+//! # Where events come from
+//! A shard makes an item's events when it installs the change, after the change is
+//! committed (with a WAL: written and, per the fsync policy, synced), so an event exists
+//! exactly when its change does: `created`, `updated` with the item it replaced,
+//! `deleted` with the item as it was, and a `deleted` with `expired` when an item's ttl
+//! passes (from the reaper, or from the write that finds the item expired first). A
+//! shard builds no event while no handler is registered.
+//!
+//! # How they are delivered
+//! Shards push events onto the [`Hub`]'s lock-free queue; one thread of the engine's own
+//! (`ampd-events`, an `ampd-rt` runtime, started by the first `on`) runs the handlers.
+//! Each namespace has a lane: its events go through the handlers one at a time, in
+//! commit order (a namespace lives on one shard, and a shard publishes in commit
+//! order), while lanes of different namespaces run side by side. Simple keys share the
+//! global namespace's lane. An event goes to the handlers whose filters match it, in
+//! the order they were registered.
+//!
+//! # Failures
+//! A handler that returns an error (or panics) is retried, after the first delay,
+//! doubling up to the longest delay, until the retry horizon has passed since its first
+//! failure; then the event moves to the dead-letter list for that handler and the lane
+//! goes on. While a handler retries, the later events of its namespace wait; other
+//! namespaces do not. Dead letters can be listed and replayed.
+//!
+//! Embedded events are not durable: a handler sees the changes committed while it is
+//! registered, and closing the database drops what is still queued or retrying. The
+//! server's subscriptions are the durable kind.
+
+use crate::item::Item;
+use ampd_rt::thread::Thread;
+use ampd_wire::events::{EventName, Filters};
+use ampd_wire::{Error, ErrorCode, Value};
+use crossbeam_queue::SegQueue;
+use futures::future::LocalBoxFuture;
+use futures::task::AtomicWaker;
+use futures::FutureExt;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::future::{poll_fn, Future};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+/// One change of one item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub name: EventName,
+    /// The item as written; for `deleted`, the item as it was when removed.
+    pub item: Item,
+    /// The item before the change: for `updated` and `deleted`.
+    pub previous: Option<Item>,
+    /// A `deleted` because the item's ttl passed.
+    pub expired: bool,
+}
+
+impl Event {
+    pub(crate) fn created(item: Item) -> Event {
+        Event {
+            name: EventName::Created,
+            item,
+            previous: None,
+            expired: false,
+        }
+    }
+
+    pub(crate) fn updated(item: Item, previous: Item) -> Event {
+        Event {
+            name: EventName::Updated,
+            item,
+            previous: Some(previous),
+            expired: false,
+        }
+    }
+
+    pub(crate) fn deleted(item: Item, expired: bool) -> Event {
+        Event {
+            name: EventName::Deleted,
+            previous: Some(item.clone()),
+            item,
+            expired,
+        }
+    }
+
+    /// The item's namespace; `None` for a simple key.
+    pub fn namespace(&self) -> Option<&str> {
+        self.item.key().split_once(':').map(|(ns, _)| ns)
+    }
+
+    /// `{"name", "item", "previous"?, "expired"?: true}`, items with their metadata.
+    pub fn to_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("name".into(), Value::from(self.name.as_str()));
+        m.insert("item".into(), self.item.to_meta_json());
+        if let Some(p) = &self.previous {
+            m.insert("previous".into(), p.to_meta_json());
+        }
+        if self.expired {
+            m.insert("expired".into(), Value::Bool(true));
+        }
+        Value::Object(m)
+    }
+}
+
+/// How a failing handler is retried (SPEC.md: 1 s doubling to 5 min, for 24 h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// The delay before the first retry.
+    pub first: Duration,
+    /// The longest delay between retries.
+    pub max: Duration,
+    /// How long after its first failure an event is retried before it is dead-lettered.
+    pub give_up_after: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Retry {
+        Retry {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(5 * 60),
+            give_up_after: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+/// A registered handler, for `off` and the dead-letter list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HandlerId(u64);
+
+/// An event a handler kept failing on past the retry horizon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub handler: HandlerId,
+    pub event: Event,
+    /// The last failure.
+    pub error: String,
+    pub attempts: u32,
+}
+
+type Handler = Box<dyn Fn(Event) -> LocalBoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+struct Registered {
+    id: HandlerId,
+    filters: Filters,
+    handler: Handler,
+}
+
+/// An event on its way, to every matching handler or (a replayed dead letter) to one.
+struct Delivery {
+    event: Event,
+    only: Option<HandlerId>,
+}
+
+/// Events between the shards and the handlers, and the thread that runs the handlers.
+pub(crate) struct Hub {
+    /// Whether any handler is registered: shards build no events otherwise.
+    active: AtomicBool,
+    queue: SegQueue<Delivery>,
+    waker: AtomicWaker,
+    closed: AtomicBool,
+    /// In registration order.
+    handlers: RwLock<Vec<Arc<Registered>>>,
+    next_id: AtomicU64,
+    dead: Mutex<Vec<DeadLetter>>,
+    retry: Retry,
+    thread: Mutex<Option<Thread<()>>>,
+}
+
+impl Hub {
+    pub fn new(retry: Retry) -> Hub {
+        Hub {
+            active: AtomicBool::new(false),
+            queue: SegQueue::new(),
+            waker: AtomicWaker::new(),
+            closed: AtomicBool::new(false),
+            handlers: RwLock::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+            dead: Mutex::new(Vec::new()),
+            retry,
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// Whether shards should make events.
+    pub fn active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Tests: makes shards publish, with no handler thread to take the events.
+    #[cfg(test)]
+    pub fn activate_for_test(&self) {
+        self.active.store(true, Ordering::Release);
+    }
+
+    /// Tests: what was published and not yet taken, in order.
+    #[cfg(test)]
+    pub fn take_published(&self) -> Vec<Event> {
+        std::iter::from_fn(|| self.queue.pop())
+            .map(|d| d.event)
+            .collect()
+    }
+
+    /// Hands a committed change's event to the handlers.
+    pub fn publish(&self, event: Event) {
+        self.queue.push(Delivery { event, only: None });
+        self.waker.wake();
+    }
+
+    pub fn register<F, Fut, E>(
+        self: &Arc<Hub>,
+        filters: Filters,
+        handler: F,
+    ) -> Result<HandlerId, Error>
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + 'static,
+        E: std::fmt::Display,
+    {
+        self.start()?;
+        let id = HandlerId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let handler: Handler = Box::new(move |event| {
+            let run = handler(event);
+            async move { run.await.map_err(|e| e.to_string()) }.boxed_local()
+        });
+        let mut handlers = self.handlers.write().unwrap_or_else(|p| p.into_inner());
+        handlers.push(Arc::new(Registered {
+            id,
+            filters,
+            handler,
+        }));
+        self.active.store(true, Ordering::Release);
+        Ok(id)
+    }
+
+    /// Removes a handler; false if it was not registered.
+    pub fn unregister(&self, id: HandlerId) -> bool {
+        let mut handlers = self.handlers.write().unwrap_or_else(|p| p.into_inner());
+        let before = handlers.len();
+        handlers.retain(|h| h.id != id);
+        self.active.store(!handlers.is_empty(), Ordering::Release);
+        handlers.len() != before
+    }
+
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.dead.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Queues every dead letter again, each for the handler it failed in (behind the
+    /// events already queued for its namespace); returns how many.
+    pub fn replay_dead_letters(&self) -> usize {
+        let dead = std::mem::take(&mut *self.dead.lock().unwrap_or_else(|p| p.into_inner()));
+        let n = dead.len();
+        for d in dead {
+            self.queue.push(Delivery {
+                event: d.event,
+                only: Some(d.handler),
+            });
+        }
+        self.waker.wake();
+        n
+    }
+
+    /// Starts the handlers' thread, once.
+    fn start(self: &Arc<Hub>) -> Result<(), Error> {
+        let mut thread = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+        if thread.is_some() {
+            return Ok(());
+        }
+        let hub = self.clone();
+        let started = ampd_rt::thread::Builder::new()
+            .name("ampd-events")
+            .spawn(move || dispatch(hub))
+            .map_err(|e| {
+                Error::new(
+                    ErrorCode::Internal,
+                    format!("cannot start the event handlers' thread: {e}"),
+                )
+            })?;
+        *thread = Some(started);
+        Ok(())
+    }
+
+    /// Stops the handlers' thread: what is queued or retrying is dropped.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.waker.wake();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread {
+            // A handler that closes the database runs on this very thread.
+            if std::thread::current().name() != Some("ampd-events") {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// The lanes with events in them: namespace (`""` for simple keys) to its queue.
+type Lanes = Rc<RefCell<HashMap<String, Rc<RefCell<VecDeque<Delivery>>>>>>;
+
+/// The handlers' thread: takes what the shards publish and starts a lane for each
+/// namespace that has events and no lane yet.
+async fn dispatch(hub: Arc<Hub>) {
+    let lanes: Lanes = Rc::default();
+    let mut batch = Vec::new();
+    loop {
+        let open = poll_fn(|cx| {
+            hub.waker.register(cx.waker());
+            while let Some(d) = hub.queue.pop() {
+                batch.push(d);
+            }
+            if !batch.is_empty() {
+                Poll::Ready(true)
+            } else if hub.closed.load(Ordering::Acquire) {
+                Poll::Ready(false)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        if !open {
+            return;
+        }
+        for delivery in batch.drain(..) {
+            let lane = delivery.event.namespace().unwrap_or_default().to_owned();
+            let mut all = lanes.borrow_mut();
+            if let Some(queue) = all.get(&lane) {
+                queue.borrow_mut().push_back(delivery);
+                continue;
+            }
+            let queue = Rc::new(RefCell::new(VecDeque::from([delivery])));
+            all.insert(lane.clone(), queue.clone());
+            ampd_rt::spawn(run_lane(hub.clone(), lanes.clone(), lane, queue)).detach();
+        }
+    }
+}
+
+/// Delivers one namespace's events in order until its queue is empty, then ends (the
+/// next event of the namespace starts a new lane).
+async fn run_lane(
+    hub: Arc<Hub>,
+    lanes: Lanes,
+    lane: String,
+    queue: Rc<RefCell<VecDeque<Delivery>>>,
+) {
+    loop {
+        let next = queue.borrow_mut().pop_front();
+        let Some(delivery) = next else {
+            lanes.borrow_mut().remove(&lane);
+            return;
+        };
+        deliver(&hub, delivery).await;
+    }
+}
+
+/// Runs one event through its handlers, in registration order, each retried until it
+/// succeeds or is dead-lettered.
+async fn deliver(hub: &Hub, delivery: Delivery) {
+    let handlers = hub
+        .handlers
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let event = &delivery.event;
+    let chosen = handlers.iter().filter(|h| {
+        delivery.only.is_none_or(|id| id == h.id) && h.filters.matches(event.name, event.item.key())
+    });
+    for h in chosen {
+        let mut delay = hub.retry.first;
+        let mut first_failure = None;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            // A panic, whether in the call or in the future it returns, is a failure
+            // like any other: the thread and the other lanes go on.
+            let call = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                (h.handler)(event.clone())
+            }));
+            let outcome = match call {
+                Ok(run) => std::panic::AssertUnwindSafe(run).catch_unwind().await,
+                Err(panic) => Err(panic),
+            };
+            let error = match outcome {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => e,
+                Err(_) => "the handler panicked".to_owned(),
+            };
+            let since = *first_failure.get_or_insert_with(Instant::now);
+            let left = hub.retry.give_up_after.saturating_sub(since.elapsed());
+            if left.is_zero() {
+                tracing::warn!(
+                    "event {} of {:?}: handler {:?} failed {attempts} times over {:?}, \
+                     dead-lettered: {error}",
+                    event.name,
+                    event.item.key(),
+                    h.id,
+                    hub.retry.give_up_after
+                );
+                hub.dead
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(DeadLetter {
+                        handler: h.id,
+                        event: event.clone(),
+                        error,
+                        attempts,
+                    });
+                break;
+            }
+            ampd_rt::time::sleep(delay.min(left)).await;
+            delay = (delay * 2).min(hub.retry.max);
+        }
+    }
+}
