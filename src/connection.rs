@@ -21,6 +21,7 @@
 //! pending, so a peer that sends without reading meets TCP's back-pressure.
 
 use crate::command::{self, Reply};
+use crate::events::{Member, Subscriptions};
 use crate::latency;
 use crate::server::{ConnectionSlot, Control, Server, Stop, Sweeper};
 use ampd_engine::{Db, Error, ErrorCode};
@@ -50,11 +51,25 @@ pub struct Session {
     latencies: latency::Shared,
     /// The environment's database, once the handshake has admitted the client.
     db: Option<Db>,
+    /// The environment's subscriptions, once admitted.
+    subscriptions: Option<Arc<Subscriptions>>,
+    /// This connection in its subscriptions, once it has subscribed.
+    member: Option<Member>,
     input: BytesMut,
     output: BytesMut,
     in_flight: FuturesUnordered<LocalBoxFuture<'static, Answer>>,
     /// An error frame was queued: close after writing the output.
     closing: bool,
+}
+
+impl Drop for Session {
+    /// A closed connection leaves its subscriptions; what it had not acknowledged is
+    /// delivered again.
+    fn drop(&mut self) {
+        if let (Some(subs), Some(member)) = (&self.subscriptions, &self.member) {
+            subs.leave(member.id);
+        }
+    }
 }
 
 /// A finished write's result, encoded into the output when it is collected (not into
@@ -85,6 +100,8 @@ impl Session {
             server,
             latencies,
             db: None,
+            subscriptions: None,
+            member: None,
             input: BytesMut::new(),
             output: BytesMut::new(),
             in_flight: FuturesUnordered::new(),
@@ -179,6 +196,11 @@ impl Session {
         if let Request::Hello(_) = request {
             return self.refuse(id, kind, "the handshake was already made");
         }
+        if let Request::Subscribe(_) | Request::Ack(_) = request {
+            let reply = self.events(id, request).map(|()| Reply::Empty);
+            encode_reply(id, kind, reply, &mut self.output);
+            return latency::record(&self.latencies, op, started.elapsed());
+        }
         if command::is_write(op) {
             // Removes free memory, so they are always let through.
             if self.server.memory_over() && !matches!(request, Request::Remove(_)) {
@@ -210,6 +232,29 @@ impl Session {
         }
     }
 
+    /// `subscribe` (the connection joins the subscription) and `ack`.
+    fn events(&mut self, id: u32, request: Request) -> Result<(), Error> {
+        let Some(subs) = &self.subscriptions else {
+            return Err(Error::new(ErrorCode::Internal, "no environment"));
+        };
+        match request {
+            Request::Subscribe(s) => {
+                let member = self.member.get_or_insert_with(|| subs.member());
+                subs.subscribe(&s.name, s.filter.as_slice().to_vec(), member, id)
+            }
+            Request::Ack(a) => {
+                if let Some(member) = &self.member {
+                    subs.ack(member.id, a.delivery, a.error);
+                }
+                Ok(())
+            }
+            other => Err(Error::new(
+                ErrorCode::Internal,
+                format!("{} is not an events call", other.opcode()),
+            )),
+        }
+    }
+
     /// The first frame: a `hello` that names a known environment and its token, in the
     /// protocol version spoken here.
     fn handshake(&mut self, id: u32, request: Request) {
@@ -232,6 +277,7 @@ impl Session {
         {
             Ok(env) => {
                 self.db = Some(env.db.clone());
+                self.subscriptions = Some(env.subscriptions.clone());
                 encode_reply(id, kind, Ok(command::welcome()), &mut self.output);
             }
             Err(e) => {
@@ -264,6 +310,8 @@ fn encode_reply(id: u32, kind: u16, reply: Result<Reply, Error>, out: &mut Bytes
 enum Event {
     /// A write in flight finished, with its answer.
     Answer(Answer),
+    /// A subscription's event, as a push frame.
+    Push(BytesMut),
     /// Bytes arrived.
     Read,
     /// The peer left (end of stream) or broke the connection.
@@ -335,6 +383,7 @@ impl Connection {
             // once shutdown began.
             match self.next_event(!self.shutting_down && !whole_frame).await {
                 Event::Answer(answer) => self.session.answer(answer),
+                Event::Push(frame) => self.session.output.extend_from_slice(&frame),
                 Event::Read => {}
                 // The peer left or broke the connection: its writes still stand.
                 Event::Gone => return,
@@ -397,6 +446,7 @@ impl Connection {
     /// flight on the stream, and its bytes come with the next one.
     async fn next_event(&mut self, may_read: bool) -> Event {
         let in_flight = &mut self.session.in_flight;
+        let pushes = self.session.member.as_mut().map(|m| &mut m.pushes);
         let stream = &mut self.stream;
         let input = &mut self.session.input;
         let read = async {
@@ -413,11 +463,27 @@ impl Connection {
                 None => futures::future::pending().await,
             }
         };
-        let (finished, read, stopped) =
-            (finished.fuse(), read.fuse(), self.control.stopped().fuse());
-        futures::pin_mut!(finished, read, stopped);
+        // Pushes wait while the connection is closing down.
+        let shutting_down = self.shutting_down;
+        let push = async {
+            match pushes.filter(|_| !shutting_down) {
+                Some(pushes) => match pushes.next().await {
+                    Some(frame) => frame,
+                    None => futures::future::pending().await,
+                },
+                None => futures::future::pending().await,
+            }
+        };
+        let (finished, read, stopped, push) = (
+            finished.fuse(),
+            read.fuse(),
+            self.control.stopped().fuse(),
+            push.fuse(),
+        );
+        futures::pin_mut!(finished, read, stopped, push);
         futures::select_biased! {
             answer = finished => Event::Answer(answer),
+            frame = push => Event::Push(frame),
             read = read => match read {
                 Ok(0) | Err(_) => Event::Gone,
                 Ok(_) => Event::Read,

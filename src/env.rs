@@ -6,8 +6,11 @@
 //! token's length tells an attacker anything. Tokens never reach a log line: [`Token`]
 //! has no `Debug` or `Display` that shows it.
 
+use crate::events::Subscriptions;
 use ampd_engine::{layout, Config, Db, Error, ErrorCode};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 /// Bytes of an environment name: `[A-Za-z0-9_-]`, 1 to this many.
@@ -73,12 +76,14 @@ pub struct Env {
     pub name: String,
     token: Option<Token>,
     pub db: Db,
+    /// Its named event subscriptions.
+    pub subscriptions: Arc<Subscriptions>,
 }
 
 impl Env {
     /// Opens environment `spec` with `config` (its `data_dir`, if any, is the server's
     /// data directory; the environment lives in a folder of its own below it).
-    pub fn open(spec: EnvSpec, mut config: Config) -> Result<Env, Error> {
+    pub fn open(spec: EnvSpec, mut config: Config, ack_timeout: Duration) -> Result<Env, Error> {
         config.data_dir = config
             .data_dir
             .map(|root| layout::env_dir(&root, &spec.name));
@@ -91,6 +96,7 @@ impl Env {
         Ok(Env {
             name: spec.name,
             token: spec.token,
+            subscriptions: Arc::new(Subscriptions::new(db.clone(), ack_timeout)),
             db,
         })
     }

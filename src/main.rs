@@ -19,6 +19,7 @@ mod cli;
 mod command;
 mod connection;
 mod env;
+mod events;
 mod latency;
 mod memory;
 mod server;
@@ -161,6 +162,20 @@ struct Serve {
     /// given.
     #[arg(long, value_parser = humantime::parse_duration)]
     coalesce: Option<Duration>,
+    /// An event handler (an `on` subscription's client) that fails is retried first
+    /// after this long...
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    event_retry_first: Duration,
+    /// ...the delay doubling up to this...
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    event_retry_max: Duration,
+    /// ...for this long after its first failure, when the event moves to the
+    /// subscription's dead letters.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    event_retry_for: Duration,
+    /// A pushed event not acknowledged within this long is delivered again.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    event_ack_timeout: Duration,
 }
 
 fn main() -> ExitCode {
@@ -262,11 +277,17 @@ fn serve_until_signalled(serve: Serve, connect: Connect) -> Result<(), String> {
     }
     let config = Config {
         coalesce: serve.coalesce,
+        event_retry: ampd_engine::Retry {
+            first: serve.event_retry_first,
+            max: serve.event_retry_max,
+            give_up_after: serve.event_retry_for,
+        },
         ..serve.storage.config()
     };
     let mut envs = Vec::new();
     for spec in specs {
-        envs.push(env::Env::open(spec, config.clone()).map_err(|e| e.to_string())?);
+        let env = env::Env::open(spec, config.clone(), serve.event_ack_timeout);
+        envs.push(env.map_err(|e| e.to_string())?);
     }
     let limits = server::Limits {
         max_connections: serve.max_connections,

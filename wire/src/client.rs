@@ -13,7 +13,8 @@
 //! - [`Got`] and [`Page`]: the results of `get`, with [`Page::next`] for the next page.
 
 use crate::frame::{
-    self, Add, Get, Hello, Patterns, Remove, Request, Set, SetBatch, PROTOCOL_VERSION,
+    self, Ack, Add, Get, Hello, Patterns, Remove, Request, Set, SetBatch, Subscribe,
+    PROTOCOL_VERSION,
 };
 use crate::value::Given;
 use crate::{page, pattern, BatchItem, Error, ErrorCode, QueryOptions, SetOptions, Value};
@@ -98,6 +99,8 @@ struct Connection {
 #[derive(Default)]
 struct Waiting {
     calls: HashMap<u32, oneshot::Sender<Result<Value, Error>>>,
+    /// Open subscriptions, by the id of their `subscribe`: where their pushes go.
+    subscriptions: HashMap<u32, mpsc::UnboundedSender<Value>>,
     broken: Option<Error>,
 }
 
@@ -112,6 +115,8 @@ impl Connection {
             for (_, call) in w.calls.drain() {
                 let _ = call.send(Err(error.clone()));
             }
+            // Their `on` calls see the end of their pushes and return the error.
+            w.subscriptions.clear();
             w.broken.get_or_insert(error);
         }
     }
@@ -166,8 +171,18 @@ impl Client {
         }
         let connection = self.connection().await?;
         let id = self.inner.ids.fetch_add(1, Ordering::Relaxed);
+        self.send(&connection, id, &request).await
+    }
+
+    /// Sends `request` as `id` on `connection` and waits for its answer.
+    async fn send(
+        &self,
+        connection: &Connection,
+        id: u32,
+        request: &Request,
+    ) -> Result<Value, Error> {
         let mut frame = BytesMut::new();
-        frame::encode_request(id, &request, &mut frame)?;
+        frame::encode_request(id, request, &mut frame)?;
         let (done, answer) = oneshot::channel();
         {
             let mut w = connection.waiting.lock().map_err(|_| lost("poisoned"))?;
@@ -180,6 +195,59 @@ impl Client {
             connection.break_with(lost("the writer stopped"));
         }
         answer.await.map_err(|_| lost("the reader stopped"))?
+    }
+
+    /// `on(name, filter, handler)`: opens (or joins) the server's subscription `name`
+    /// and runs `handler` on each of its events (`{"name", "item", "previous"?,
+    /// "expired"?}`, as PROTOCOL.md shows them), acknowledging each once the handler
+    /// has finished: `Ok` as handled, `Err` as failed (the server retries it with its
+    /// backoff). Events of one namespace come one at a time, in commit order; others
+    /// run side by side. Runs until the connection is lost, and returns why: call it
+    /// again to resume the subscription where it stands on the server.
+    pub async fn on<F, Fut>(&self, name: &str, filter: &[&str], handler: F) -> Result<(), Error>
+    where
+        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        crate::events::Filters::parse(filter)?;
+        let connection = self.connection().await?;
+        let id = self.inner.ids.fetch_add(1, Ordering::Relaxed);
+        let (to, mut pushes) = mpsc::unbounded_channel();
+        connection
+            .waiting
+            .lock()
+            .map_err(|_| lost("poisoned"))?
+            .subscriptions
+            .insert(id, to);
+        let subscribe = Request::Subscribe(Subscribe {
+            name: name.to_owned(),
+            filter: Patterns::Many(filter.iter().map(|f| (*f).to_owned()).collect()),
+        });
+        if let Err(e) = self.send(&connection, id, &subscribe).await {
+            if let Ok(mut w) = connection.waiting.lock() {
+                w.subscriptions.remove(&id);
+            }
+            return Err(e);
+        }
+        let handler = Arc::new(handler);
+        while let Some(push) = pushes.recv().await {
+            let Some(delivery) = push.get("delivery").and_then(Value::as_u64) else {
+                continue;
+            };
+            let event = push.get("event").cloned().unwrap_or(Value::Null);
+            let (client, handler) = (self.clone(), handler.clone());
+            tokio::spawn(async move {
+                let error = handler(event).await.err();
+                // A lost ack is a lost connection: the server delivers the event again.
+                let _ = client.request(Request::Ack(Ack { delivery, error })).await;
+            });
+        }
+        let broken = connection
+            .waiting
+            .lock()
+            .ok()
+            .and_then(|w| w.broken.clone());
+        Err(broken.unwrap_or_else(|| lost("the subscription ended")))
     }
 
     /// `set(key, value, options)`: the stored value, or the item with `meta`.
@@ -442,6 +510,17 @@ async fn read_responses(
 ) {
     loop {
         match frame::decode_response(&mut input) {
+            Ok(Some(response)) if response.push => {
+                let to = connection
+                    .waiting
+                    .lock()
+                    .ok()
+                    .and_then(|w| w.subscriptions.get(&response.id).cloned());
+                if let (Some(to), Ok(payload)) = (to, response.result) {
+                    let _ = to.send(payload);
+                }
+                continue;
+            }
             Ok(Some(response)) => {
                 let call = connection
                     .waiting

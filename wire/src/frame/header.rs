@@ -23,7 +23,11 @@ const _: () = assert!(LEN_OFFSET == 0, "a reader finds the length first");
 pub const FLAG_RESPONSE: u16 = 1 << 0;
 /// Set, with [`FLAG_RESPONSE`], on a response whose payload is an error.
 pub const FLAG_ERROR: u16 = 1 << 1;
-const FLAGS_KNOWN: u16 = FLAG_RESPONSE | FLAG_ERROR;
+/// Set, with [`FLAG_RESPONSE`], on a frame the server sends of its own accord: an event
+/// of a subscription, carrying the id and kind of the `subscribe` that opened it. Never
+/// with [`FLAG_ERROR`].
+pub const FLAG_PUSH: u16 = 1 << 2;
+const FLAGS_KNOWN: u16 = FLAG_RESPONSE | FLAG_ERROR | FLAG_PUSH;
 
 /// A frame header, as it is on the wire: no field is checked until
 /// [`check_request`](Header::check_request) or [`check_response`](Header::check_response).
@@ -35,7 +39,7 @@ pub struct Header {
     pub id: u32,
     /// The [`Opcode`] of the request (a response carries its request's).
     pub kind: u16,
-    /// [`FLAG_RESPONSE`] and [`FLAG_ERROR`].
+    /// [`FLAG_RESPONSE`], [`FLAG_ERROR`] and [`FLAG_PUSH`].
     pub flags: u16,
 }
 
@@ -106,6 +110,12 @@ impl Header {
             return Err(FrameError::BadFlags {
                 flags: self.flags,
                 why: "a response carries the RESPONSE flag",
+            });
+        }
+        if self.flags & FLAG_PUSH != 0 && self.flags & FLAG_ERROR != 0 {
+            return Err(FrameError::BadFlags {
+                flags: self.flags,
+                why: "a push is never an error",
             });
         }
         Ok(())

@@ -24,7 +24,7 @@
 //! | 0      | u32  | `len`   | payload bytes after the header, at most `FRAME_PAYLOAD_MAX` |
 //! | 4      | u32  | `id`    | chosen by the client, echoed by the response               |
 //! | 8      | u16  | `kind`  | the [`Opcode`]; a response carries its request's           |
-//! | 10     | u16  | `flags` | [`FLAG_RESPONSE`], [`FLAG_ERROR`]; other bits are refused   |
+//! | 10     | u16  | `flags` | [`FLAG_RESPONSE`], [`FLAG_ERROR`], [`FLAG_PUSH`]; others refused |
 //!
 //! A payload is one MessagePack value (or nothing, for `Ping` and `Stats`): a request's
 //! is a map with string keys, an OK response's is the operation's result, an error
@@ -69,15 +69,15 @@ mod response;
 mod tests;
 
 pub use error::FrameError;
-pub use header::{Header, FLAG_ERROR, FLAG_RESPONSE, HEADER_LEN};
+pub use header::{Header, FLAG_ERROR, FLAG_PUSH, FLAG_RESPONSE, HEADER_LEN};
 pub use opcode::{Opcode, Request};
 pub use request::{
-    decode_request, decode_request_payload, encode_request, Add, BatchItem, Get, Hello, Patterns,
-    Remove, Set, SetBatch,
+    decode_request, decode_request_payload, encode_request, Ack, Add, BatchItem, Get, Hello,
+    Patterns, Remove, Set, SetBatch, Subscribe,
 };
 pub use response::{
     begin_ok, decode_response, decode_response_payload, encode_error, encode_ok, encode_ok_value,
-    Response, ResponseStart,
+    encode_push, Response, ResponseStart,
 };
 
 /// The protocol version this crate speaks, sent in [`Hello`] and in the server's answer.

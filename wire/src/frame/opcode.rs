@@ -5,7 +5,7 @@
 //! handling in the server and the client.
 
 use super::payload::write_payload;
-use super::request::{Add, Get, Hello, Remove, Set, SetBatch};
+use super::request::{Ack, Add, Get, Hello, Remove, Set, SetBatch, Subscribe};
 use crate::limits::PAYLOAD_DEPTH_MAX;
 use bytes::BytesMut;
 use std::fmt;
@@ -23,6 +23,8 @@ impl Payload for Set {}
 impl Payload for SetBatch {}
 impl Payload for Add {}
 impl Payload for Remove {}
+impl Payload for Subscribe {}
+impl Payload for Ack {}
 
 /// Declares the calls: `Name = number, "wire_name";` for a call without a payload,
 /// `Name = number, "wire_name", PayloadType;` for one with.
@@ -33,7 +35,7 @@ macro_rules! calls {
     ) => {
         /// What a request asks for. The numbers are part of the protocol: never
         /// changed, never reused. They are grouped by range: 1.. connection, 16..
-        /// reads, 32.. writes, 48.. administration.
+        /// reads, 32.. writes, 48.. administration, 64.. events.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[repr(u16)]
         pub enum Opcode {
@@ -128,6 +130,10 @@ calls! {
         Add = 34, "add", Add;
         /// `remove` of one key or a batch of keys.
         Remove = 35, "remove", Remove;
+        /// Opens or joins a named subscription; its events follow as pushes.
+        Subscribe = 64, "subscribe", Subscribe;
+        /// The client's word on one pushed event.
+        Ack = 65, "ack", Ack;
     }
 }
 

@@ -205,6 +205,37 @@ payload_map!(Remove, "a Remove map", Refuse, {
     "keys" => keys: Required<Patterns>,
 });
 
+/// `Subscribe`: `{"name": str, "filter": str | [str]}`. Opens the named subscription
+/// (or joins it: several connections may share one name) on this connection; answered
+/// with an empty payload, after which the subscription's events arrive as push frames
+/// carrying this request's id, each to be acknowledged with an [`Ack`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subscribe {
+    pub name: String,
+    /// One event filter or a list (SPEC.md "Events"; [`crate::events`]).
+    pub filter: Patterns,
+}
+
+payload_map!(Subscribe, "a Subscribe map", Refuse, {
+    "name" => name: Text,
+    "filter" => filter: Required<Patterns>,
+});
+
+/// `Ack`: `{"delivery": int, "error"?: str}`. The client's word on one pushed event:
+/// handled, or (with `error`) failed, to be retried by the server's backoff.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ack {
+    /// The `delivery` number of the pushed event.
+    pub delivery: u64,
+    /// Why the handler failed; absent when it succeeded.
+    pub error: Option<String>,
+}
+
+payload_map!(Ack, "an Ack map", Refuse, {
+    "delivery" => delivery: Required<u64>,
+    "error" => error: OptText,
+});
+
 impl Serialize for Patterns {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {

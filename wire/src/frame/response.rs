@@ -1,7 +1,9 @@
 //! Response frames: OK (the operation's result, as one MessagePack value) and error
 //! (`{"code", "message"}`).
 
-use super::header::{patch_header, peek_header, Header, FLAG_ERROR, FLAG_RESPONSE, HEADER_LEN};
+use super::header::{
+    patch_header, peek_header, Header, FLAG_ERROR, FLAG_PUSH, FLAG_RESPONSE, HEADER_LEN,
+};
 use super::header::{ID_OFFSET, LEN_OFFSET};
 use super::payload::{read_payload, write_payload, Required, Text};
 use super::FrameError;
@@ -18,6 +20,9 @@ pub struct Response {
     pub kind: u16,
     /// The result (an empty OK payload is `Value::Null`), or the refusal.
     pub result: Result<Value, Error>,
+    /// A push ([`FLAG_PUSH`]): not the answer to `id` but one of the frames that
+    /// request opened (an event of a subscription).
+    pub push: bool,
 }
 
 /// Appends an OK response whose payload is `payload`, bytes already encoded as one
@@ -28,6 +33,14 @@ pub struct Response {
 pub fn encode_ok(id: u32, kind: u16, payload: &[u8], out: &mut BytesMut) {
     let start = begin_ok(id, kind, out);
     out.put_slice(payload);
+    start.finish(out);
+}
+
+/// Appends a push frame (flags `RESPONSE | PUSH`) for the request `id` of `kind` that
+/// opened it, whose payload is `value`. Panics like [`encode_ok`].
+pub fn encode_push(id: u32, kind: u16, value: &Value, out: &mut BytesMut) {
+    let start = begin(id, kind, FLAG_RESPONSE | FLAG_PUSH, out);
+    write_payload(out, value);
     start.finish(out);
 }
 
@@ -52,12 +65,16 @@ pub struct ResponseStart {
 /// (or nothing) to `out`, then call [`ResponseStart::finish`]. Nothing else may be
 /// written to or removed from `out` in between.
 pub fn begin_ok(id: u32, kind: u16, out: &mut BytesMut) -> ResponseStart {
+    begin(id, kind, FLAG_RESPONSE, out)
+}
+
+fn begin(id: u32, kind: u16, flags: u16, out: &mut BytesMut) -> ResponseStart {
     let at = out.len();
     let header = Header {
         len: 0,
         id,
         kind,
-        flags: FLAG_RESPONSE,
+        flags,
     };
     out.put_slice(&header.encode());
     ResponseStart { at }
@@ -165,6 +182,7 @@ pub fn decode_response_payload(header: &Header, payload: &[u8]) -> Result<Respon
         id: header.id,
         kind: header.kind,
         result,
+        push: header.flags & FLAG_PUSH != 0,
     })
 }
 

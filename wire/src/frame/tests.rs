@@ -317,7 +317,8 @@ fn bad_flags_are_refused() {
         FLAG_RESPONSE,
         FLAG_ERROR,
         FLAG_RESPONSE | FLAG_ERROR,
-        1 << 2,
+        FLAG_PUSH,
+        1 << 3,
         1 << 15,
     ] {
         let frame = raw_frame(1, Opcode::Ping as u16, flags, &[]);
@@ -329,7 +330,9 @@ fn bad_flags_are_refused() {
     for flags in [
         0,
         FLAG_ERROR,
-        FLAG_RESPONSE | 1 << 2,
+        FLAG_PUSH,
+        FLAG_RESPONSE | FLAG_PUSH | FLAG_ERROR,
+        FLAG_RESPONSE | 1 << 3,
         FLAG_RESPONSE | 1 << 15,
     ] {
         let frame = raw_frame(1, Opcode::Ping as u16, flags, &[]);
@@ -751,7 +754,8 @@ fn responses_round_trip() {
             Response {
                 id,
                 kind: op as u16,
-                result: Ok(value)
+                result: Ok(value),
+                push: false,
             }
         );
     }
@@ -770,7 +774,8 @@ fn every_error_code_round_trips() {
             Response {
                 id: i as u32,
                 kind: Opcode::Set as u16,
-                result: Err(e)
+                result: Err(e),
+                push: false,
             }
         );
     }
@@ -1167,7 +1172,7 @@ proptest! {
     fn ok_responses_round_trip(id in any::<u32>(), kind in any::<u16>(), value in arb_value()) {
         let mut buf = BytesMut::new();
         encode_ok_value(id, kind, &value, &mut buf);
-        let expect = Response { id, kind, result: Ok(value) };
+        let expect = Response { id, kind, result: Ok(value), push: false };
         prop_assert_eq!(decode_response(&mut buf).unwrap(), Some(expect));
     }
 
@@ -1180,7 +1185,7 @@ proptest! {
         let mut buf = BytesMut::new();
         let e = Error::new(code, message);
         encode_error(id, Opcode::Get as u16, &e, &mut buf);
-        let expect = Response { id, kind: Opcode::Get as u16, result: Err(e) };
+        let expect = Response { id, kind: Opcode::Get as u16, result: Err(e), push: false };
         prop_assert_eq!(decode_response(&mut buf).unwrap(), Some(expect));
     }
 
@@ -1218,5 +1223,67 @@ proptest! {
         let mut as_response = frame.clone();
         as_response[FLAGS_OFFSET] = FLAG_RESPONSE as u8;
         drain_responses(&as_response);
+    }
+}
+
+#[test]
+fn a_push_carries_its_subscribe_request_and_is_never_an_error() {
+    let mut buf = BytesMut::new();
+    let payload = json!({"delivery": 7, "event": {"name": "created"}});
+    encode_push(9, Opcode::Subscribe as u16, &payload, &mut buf);
+    assert_eq!(
+        buf[8..12],
+        [64, 0, (FLAG_RESPONSE | FLAG_PUSH) as u8, 0],
+        "kind 64, flags RESPONSE | PUSH"
+    );
+    let r = decode_response(&mut buf).unwrap().unwrap();
+    assert_eq!(
+        r,
+        Response {
+            id: 9,
+            kind: Opcode::Subscribe as u16,
+            result: Ok(payload),
+            push: true,
+        }
+    );
+    let mut bad =
+        BytesMut::from(&raw_frame(1, 64, FLAG_RESPONSE | FLAG_PUSH | FLAG_ERROR, b"")[..]);
+    assert!(matches!(
+        decode_response(&mut bad),
+        Err(FrameError::BadFlags {
+            why: "a push is never an error",
+            ..
+        })
+    ));
+    let mut request = BytesMut::from(&raw_frame(1, 64, FLAG_PUSH, b"")[..]);
+    assert!(matches!(
+        decode_request(&mut request),
+        Err(FrameError::BadFlags { .. })
+    ));
+}
+
+#[test]
+fn subscribe_and_ack_round_trip() {
+    for request in [
+        Request::Subscribe(Subscribe {
+            name: "mailer".into(),
+            filter: Patterns::One("created:users:*".into()),
+        }),
+        Request::Subscribe(Subscribe {
+            name: "audit".into(),
+            filter: Patterns::Many(vec!["created".into(), "deleted:*".into()]),
+        }),
+        Request::Ack(Ack {
+            delivery: u64::MAX,
+            error: None,
+        }),
+        Request::Ack(Ack {
+            delivery: 3,
+            error: Some("smtp down".into()),
+        }),
+    ] {
+        let mut buf = BytesMut::new();
+        encode_request(5, &request, &mut buf).unwrap();
+        assert_eq!(decode_request(&mut buf).unwrap(), Some((5, request)));
     }
 }

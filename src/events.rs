@@ -1,0 +1,246 @@
+//! Named subscriptions over the wire (PROTOCOL.md "Events"), one registry per
+//! environment.
+//!
+//! A subscription is one `Db::on` handler of the environment's database, so it gets the
+//! engine's guarantees as they are: the changes its filters pick, each namespace's in
+//! commit order and one at a time, retries with backoff, dead letters. What the handler
+//! does is hand the event to one of the subscription's connections (a push frame, round
+//! robin) and wait for that connection's `ack`: the ack's error, the connection closing
+//! first, or no ack within the ack timeout is a failure, which the engine retries, so
+//! an event unacknowledged for any reason is delivered again (at least once). With no
+//! connection subscribed the handler waits for one: the events queue in the engine's
+//! lanes meanwhile.
+//!
+//! The handler runs on the engine's `ampd-events` thread; connections live on the shard
+//! threads. Pushes cross by an unbounded channel per connection (bounded in practice:
+//! one event per namespace and subscription is out at a time), acks by a oneshot per
+//! delivery.
+
+use ampd_engine::{Db, Error, ErrorCode, Event};
+use ampd_wire::frame::{self, Opcode};
+use bytes::BytesMut;
+use futures::channel::{mpsc, oneshot};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+/// The subscriptions of one environment.
+pub struct Subscriptions {
+    db: Db,
+    ack_timeout: Duration,
+    state: Mutex<State>,
+    next_delivery: AtomicU64,
+    next_consumer: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    by_name: HashMap<String, Arc<Subscription>>,
+    /// Deliveries waiting for their ack: the consumer they went to, and the handler
+    /// waiting.
+    waiting: HashMap<u64, (u64, oneshot::Sender<Result<(), String>>)>,
+}
+
+struct Subscription {
+    filters: Vec<String>,
+    consumers: Mutex<Vec<Consumer>>,
+    /// Round robin over `consumers`.
+    turn: AtomicUsize,
+    /// Lanes waiting for a consumer to subscribe.
+    idle: Mutex<Vec<Waker>>,
+}
+
+#[derive(Clone)]
+struct Consumer {
+    id: u64,
+    /// The id of the `subscribe` request: every push of this subscription on this
+    /// connection carries it.
+    request: u32,
+    pushes: mpsc::UnboundedSender<BytesMut>,
+}
+
+/// One connection's side: where its pushes arrive, and its identity for leaving.
+pub struct Member {
+    pub id: u64,
+    pub pushes: mpsc::UnboundedReceiver<BytesMut>,
+    sender: mpsc::UnboundedSender<BytesMut>,
+}
+
+impl Subscriptions {
+    pub fn new(db: Db, ack_timeout: Duration) -> Subscriptions {
+        Subscriptions {
+            db,
+            ack_timeout,
+            state: Mutex::new(State::default()),
+            next_delivery: AtomicU64::new(1),
+            next_consumer: AtomicU64::new(1),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection's membership, made when it first subscribes.
+    pub fn member(&self) -> Member {
+        let (sender, pushes) = mpsc::unbounded();
+        Member {
+            id: self.next_consumer.fetch_add(1, Ordering::Relaxed),
+            pushes,
+            sender,
+        }
+    }
+
+    /// `subscribe`: opens subscription `name` with `filters`, or joins it (with the
+    /// same filters), for `member`'s connection, whose pushes carry `request`.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        name: &str,
+        filters: Vec<String>,
+        member: &Member,
+        request: u32,
+    ) -> Result<(), Error> {
+        let sub = {
+            let mut state = self.state();
+            match state.by_name.get(name) {
+                Some(sub) if sub.filters == filters => sub.clone(),
+                Some(sub) => {
+                    return Err(Error::new(
+                        ErrorCode::InvalidQuery,
+                        format!(
+                            "subscription {name:?} exists with filter {:?}, not {filters:?}",
+                            sub.filters
+                        ),
+                    ))
+                }
+                None => {
+                    let sub = self.open(name, filters)?;
+                    state.by_name.insert(name.to_owned(), sub.clone());
+                    sub
+                }
+            }
+        };
+        lock(&sub.consumers).push(Consumer {
+            id: member.id,
+            request,
+            pushes: member.sender.clone(),
+        });
+        for waker in lock(&sub.idle).drain(..) {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Registers the subscription's handler with the database.
+    fn open(
+        self: &Arc<Self>,
+        name: &str,
+        filters: Vec<String>,
+    ) -> Result<Arc<Subscription>, Error> {
+        // The handler finds its subscription by name. `open` runs under the registry's
+        // lock, which the handler takes to look it up, so by then it is there.
+        let subs = Arc::downgrade(self);
+        let key = name.to_owned();
+        self.db.on(filters.clone(), move |event: Event| {
+            let subs = subs.clone();
+            let key = key.clone();
+            async move {
+                let subs = subs
+                    .upgrade()
+                    .ok_or_else(|| "the server is stopping".to_owned())?;
+                let sub = subs.state().by_name.get(&key).cloned();
+                let sub = sub.ok_or_else(|| "the subscription is gone".to_owned())?;
+                subs.deliver(&sub, &event).await
+            }
+        })?;
+        Ok(Arc::new(Subscription {
+            filters,
+            consumers: Mutex::new(Vec::new()),
+            turn: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Pushes `event` to a consumer of `sub` and waits for its ack.
+    async fn deliver(&self, sub: &Subscription, event: &Event) -> Result<(), String> {
+        let consumer = sub.next_consumer().await;
+        let delivery = self.next_delivery.fetch_add(1, Ordering::Relaxed);
+        let (done, acked) = oneshot::channel();
+        self.state().waiting.insert(delivery, (consumer.id, done));
+        let payload = serde_json::json!({"delivery": delivery, "event": event.to_json()});
+        let mut frame = BytesMut::new();
+        frame::encode_push(
+            consumer.request,
+            Opcode::Subscribe as u16,
+            &payload,
+            &mut frame,
+        );
+        if consumer.pushes.unbounded_send(frame).is_err() {
+            self.state().waiting.remove(&delivery);
+            return Err("the connection closed before the event was sent".into());
+        }
+        let timeout = std::pin::pin!(ampd_rt::time::sleep(self.ack_timeout));
+        match futures::future::select(acked, timeout).await {
+            futures::future::Either::Left((Ok(result), _)) => result,
+            futures::future::Either::Left((Err(_), _)) => {
+                Err("the connection closed before acknowledging the event".into())
+            }
+            futures::future::Either::Right(_) => {
+                self.state().waiting.remove(&delivery);
+                Err(format!("no ack within {:?}", self.ack_timeout))
+            }
+        }
+    }
+
+    /// `ack`: the client's word on `delivery` (ignored if nobody waits for it).
+    pub fn ack(&self, member: u64, delivery: u64, error: Option<String>) {
+        let mut state = self.state();
+        if state
+            .waiting
+            .get(&delivery)
+            .is_some_and(|(m, _)| *m == member)
+        {
+            if let Some((_, done)) = state.waiting.remove(&delivery) {
+                let _ = done.send(error.map_or(Ok(()), Err));
+            }
+        }
+    }
+
+    /// A connection closed: it leaves every subscription, and the events it had not
+    /// acknowledged fail (to be delivered again).
+    pub fn leave(&self, member: u64) {
+        let mut state = self.state();
+        for sub in state.by_name.values() {
+            lock(&sub.consumers).retain(|c| c.id != member);
+        }
+        // Dropping the senders fails the waiting handlers at once.
+        state.waiting.retain(|_, (m, _)| *m != member);
+    }
+}
+
+impl Subscription {
+    /// The next consumer in turn, once there is one.
+    async fn next_consumer(&self) -> Consumer {
+        std::future::poll_fn(|cx| {
+            // Held while the waker is registered, so a consumer joining in between
+            // cannot be missed.
+            let consumers = lock(&self.consumers);
+            let n = consumers.len();
+            let turn = (n > 0).then(|| self.turn.fetch_add(1, Ordering::Relaxed) % n);
+            match turn.and_then(|t| consumers.get(t)) {
+                Some(c) => Poll::Ready(c.clone()),
+                None => {
+                    lock(&self.idle).push(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
