@@ -30,7 +30,7 @@ mod server;
 #[global_allocator]
 static ALLOCATOR: memory::Counted = memory::Counted(mimalloc::MiMalloc);
 
-use ampd_engine::{layout, Config, Db, Error, ErrorCode, FsyncPolicy};
+use ampd_engine::{layout, Config, Db, Error, ErrorCode, FsyncPolicy, Value};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -88,6 +88,21 @@ enum Command {
     Repl {
         #[command(flatten)]
         storage: Storage,
+    },
+    /// Subscribe: open (or join) the server's subscription NAME with one or more event
+    /// filters (`created`, `updated:users:*`, `*:order_*`...) and print each event as a
+    /// line of JSON, acknowledging it once printed. Keeps running: it reconnects (with
+    /// backoff) when the server restarts or the connection drops, and resumes the
+    /// subscription.
+    On {
+        name: String,
+        #[arg(required = true)]
+        filters: Vec<String>,
+        /// Run this command (through `sh -c`) for each event instead of printing it,
+        /// the event's JSON on its standard input; a non-zero exit is a failure, which
+        /// the server retries with its backoff and in the end dead-letters.
+        #[arg(long)]
+        exec: Option<String>,
     },
 }
 
@@ -186,6 +201,11 @@ fn main() -> ExitCode {
         Command::Data(command) => run_cli(command, main.connect),
         Command::Repair { data_dir } => repair(&data_dir),
         Command::Repl { storage } => repl(storage, main.connect),
+        Command::On {
+            name,
+            filters,
+            exec,
+        } => run_on(&name, &filters, exec, main.connect),
     }
 }
 
@@ -381,6 +401,95 @@ fn run_cli(command: cli::Command, connect: Connect) -> ExitCode {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `ampd on`: subscribes and handles events until killed, reconnecting whenever the
+/// connection is lost. Exits (with the error) only on a refusal no retry can mend: a
+/// malformed filter, a name taken with other filters, a wrong token.
+fn run_on(name: &str, filters: &[String], exec: Option<String>, connect: Connect) -> ExitCode {
+    const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+    const BACKOFF_MAX: Duration = Duration::from_secs(5);
+    let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
+    let fatal = |e: &Error| {
+        matches!(
+            e.code(),
+            ErrorCode::InvalidQuery | ErrorCode::Unauthorized | ErrorCode::UnknownEnvironment
+        )
+    };
+    if let Err(e) = ampd_engine::Filters::parse(&filters) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("internal: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let exec = exec.map(Arc::new);
+    runtime.block_on(async {
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            let client = ampd_wire::client::Client::builder(&connect.addr)
+                .env(connect.env.first().map(String::as_str))
+                .token(connect.token.as_deref())
+                .connect()
+                .await;
+            let ended = match client {
+                Ok(client) => {
+                    backoff = BACKOFF_FIRST;
+                    let exec = exec.clone();
+                    client
+                        .on(name, &filters, move |event| {
+                            handle_event(event, exec.clone())
+                        })
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = ended {
+                if fatal(&e) {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+                eprintln!("ampd on: {e}; reconnecting in {backoff:?}");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    })
+}
+
+/// One event of `ampd on`: printed as a JSON line, or handed to `exec` on its stdin.
+async fn handle_event(event: Value, exec: Option<Arc<String>>) -> Result<(), String> {
+    let Some(command) = exec else {
+        println!("{event}");
+        return Ok(());
+    };
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command.as_str())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        // A command that does not read its input is not a failure.
+        let _ = stdin.write_all(format!("{event}\n").as_bytes()).await;
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("{command:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} exited with {status}"))
     }
 }
 
