@@ -196,8 +196,8 @@ impl Session {
         if let Request::Hello(_) = request {
             return self.refuse(id, kind, "the handshake was already made");
         }
-        if let Request::Subscribe(_) | Request::Ack(_) = request {
-            let reply = self.events(id, request).map(|()| Reply::Empty);
+        if let Request::Subscribe(_) | Request::Ack(_) | Request::DeadLetters(_) = request {
+            let reply = self.events(id, request);
             encode_reply(id, kind, reply, &mut self.output);
             return latency::record(&self.latencies, op, started.elapsed());
         }
@@ -233,21 +233,23 @@ impl Session {
     }
 
     /// `subscribe` (the connection joins the subscription) and `ack`.
-    fn events(&mut self, id: u32, request: Request) -> Result<(), Error> {
+    fn events(&mut self, id: u32, request: Request) -> Result<Reply, Error> {
         let Some(subs) = &self.subscriptions else {
             return Err(Error::new(ErrorCode::Internal, "no environment"));
         };
         match request {
             Request::Subscribe(s) => {
                 let member = self.member.get_or_insert_with(|| subs.member());
-                subs.subscribe(&s.name, s.filter.as_slice().to_vec(), member, id)
+                subs.subscribe(&s.name, s.filter.as_slice().to_vec(), member, id)?;
+                Ok(Reply::Empty)
             }
             Request::Ack(a) => {
                 if let Some(member) = &self.member {
                     subs.ack(member.id, a.delivery, a.error);
                 }
-                Ok(())
+                Ok(Reply::Empty)
             }
+            Request::DeadLetters(d) => Ok(Reply::Json(subs.dead_letters(&d.name, d.replay)?)),
             other => Err(Error::new(
                 ErrorCode::Internal,
                 format!("{} is not an events call", other.opcode()),

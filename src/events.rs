@@ -16,7 +16,7 @@
 //! one event per namespace and subscription is out at a time), acks by a oneshot per
 //! delivery.
 
-use ampd_engine::{Db, Error, ErrorCode, Event};
+use ampd_engine::{Db, Error, ErrorCode, Event, HandlerId, Value};
 use ampd_wire::frame::{self, Opcode};
 use bytes::BytesMut;
 use futures::channel::{mpsc, oneshot};
@@ -45,6 +45,7 @@ struct State {
 
 struct Subscription {
     filters: Vec<String>,
+    handler: HandlerId,
     consumers: Mutex<Vec<Consumer>>,
     /// Round robin over `consumers`.
     turn: AtomicUsize,
@@ -143,7 +144,7 @@ impl Subscriptions {
         // lock, which the handler takes to look it up, so by then it is there.
         let subs = Arc::downgrade(self);
         let key = name.to_owned();
-        self.db.on(filters.clone(), move |event: Event| {
+        let handler = self.db.on(filters.clone(), move |event: Event| {
             let subs = subs.clone();
             let key = key.clone();
             async move {
@@ -157,6 +158,7 @@ impl Subscriptions {
         })?;
         Ok(Arc::new(Subscription {
             filters,
+            handler,
             consumers: Mutex::new(Vec::new()),
             turn: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
@@ -217,6 +219,42 @@ impl Subscriptions {
         }
         // Dropping the senders fails the waiting handlers at once.
         state.waiting.retain(|_, (m, _)| *m != member);
+    }
+}
+
+impl Subscriptions {
+    /// `dead_letters`: subscription `name`'s dead letters, as JSON; with `replay`,
+    /// delivered again.
+    pub fn dead_letters(&self, name: &str, replay: bool) -> Result<Value, Error> {
+        let handler = self
+            .state()
+            .by_name
+            .get(name)
+            .map(|s| s.handler)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::InvalidQuery,
+                    format!("no subscription named {name:?}"),
+                )
+            })?;
+        let letters = if replay {
+            self.db.replay_dead_letters(Some(handler))
+        } else {
+            let all = self.db.dead_letters();
+            all.into_iter().filter(|d| d.handler == handler).collect()
+        };
+        Ok(Value::Array(
+            letters
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "event": d.event.to_json(),
+                        "error": d.error,
+                        "attempts": d.attempts,
+                    })
+                })
+                .collect(),
+        ))
     }
 }
 

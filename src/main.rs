@@ -104,6 +104,23 @@ enum Command {
         #[arg(long)]
         exec: Option<String>,
     },
+    /// The server's event subscriptions.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+}
+
+/// `ampd events ...`
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// List subscription NAME's dead letters (one JSON array: event, last error,
+    /// attempts), or with --replay deliver them again.
+    DeadLetters {
+        name: String,
+        #[arg(long)]
+        replay: bool,
+    },
 }
 
 /// Where and how the data is kept.
@@ -198,7 +215,15 @@ fn main() -> ExitCode {
     let main = Main::parse();
     match main.command {
         Command::Serve(serve) => run_serve(serve, main.connect),
-        Command::Data(command) => run_cli(command, main.connect),
+        Command::Data(command) => run_cli(command.into_request(cli::Input::Stdin), main.connect),
+        Command::Events {
+            command: EventsCommand::DeadLetters { name, replay },
+        } => run_cli(
+            Ok(ampd_wire::frame::Request::DeadLetters(
+                ampd_wire::frame::DeadLetters { name, replay },
+            )),
+            main.connect,
+        ),
         Command::Repair { data_dir } => repair(&data_dir),
         Command::Repl { storage } => repl(storage, main.connect),
         Command::On {
@@ -373,9 +398,10 @@ fn serve_until_signalled(serve: Serve, connect: Connect) -> Result<(), String> {
 
 /// `ampd set|get|add|remove`: one request to a server; the result as one line of JSON
 /// on stdout, or `CODE: message` on stderr and exit code 1.
-fn run_cli(command: cli::Command, connect: Connect) -> ExitCode {
+/// Sends one request (a CLI form, made into its request) and prints the result.
+fn run_cli(request: Result<ampd_wire::frame::Request, Error>, connect: Connect) -> ExitCode {
     let result = (|| {
-        let request = command.into_request(cli::Input::Stdin)?;
+        let request = request?;
         if connect.env.len() > 1 {
             return Err(Error::new(ErrorCode::InvalidQuery, "give one --env"));
         }

@@ -402,10 +402,10 @@ impl Db {
         self.inner.events.dead_letters()
     }
 
-    /// Delivers every dead letter again, each to the handler it failed in; returns how
-    /// many.
-    pub fn replay_dead_letters(&self) -> usize {
-        self.inner.events.replay_dead_letters()
+    /// Delivers the dead letters of `handler` (every handler's: `None`) again, each to
+    /// the handler it failed in; returns them.
+    pub fn replay_dead_letters(&self, handler: Option<HandlerId>) -> Vec<DeadLetter> {
+        self.inner.events.replay_dead_letters(handler)
     }
 
     // ---- writes ----------------------------------------------------------------

@@ -248,19 +248,26 @@ impl Hub {
         self.dead.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Queues every dead letter again, each for the handler it failed in (behind the
-    /// events already queued for its namespace); returns how many.
-    pub fn replay_dead_letters(&self) -> usize {
-        let dead = std::mem::take(&mut *self.dead.lock().unwrap_or_else(|p| p.into_inner()));
-        let n = dead.len();
-        for d in dead {
+    /// Queues the dead letters of `handler` (all of them: `None`) again, each for the
+    /// handler it failed in (behind the events already queued for its namespace);
+    /// returns them.
+    pub fn replay_dead_letters(&self, handler: Option<HandlerId>) -> Vec<DeadLetter> {
+        let dead = {
+            let mut all = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+            let (chosen, kept) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|d: &DeadLetter| handler.is_none_or(|h| h == d.handler));
+            *all = kept;
+            chosen
+        };
+        for d in dead.iter().cloned() {
             self.queue.push(Delivery {
                 event: d.event,
                 only: Some(d.handler),
             });
         }
         self.waker.wake();
-        n
+        dead
     }
 
     /// Starts the handlers' thread, once.

@@ -33,7 +33,8 @@ fn serve(addr: &str) -> ServerProcess {
     ServerProcess::start(BIN, &args)
 }
 
-fn cli(addr: &str, args: &[&str]) {
+/// Runs one CLI command, which must succeed; its stdout.
+fn cli(addr: &str, args: &[&str]) -> String {
     let out = Command::new(BIN)
         .args(args)
         .env("AMPD_ADDR", addr)
@@ -44,6 +45,7 @@ fn cli(addr: &str, args: &[&str]) {
         "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `ampd on ...` in the background, its stdout lines arriving on the channel.
@@ -187,4 +189,70 @@ fn a_malformed_filter_exits_with_invalid_query() {
         stderr.starts_with("invalid_query: event filter \"made:up\""),
         "{stderr}"
     );
+}
+
+/// A command that always fails: the event is retried until the horizon, then
+/// dead-lettered; `ampd events dead-letters` lists it, and `--replay` delivers it to the
+/// subscription's next client.
+#[test]
+fn dead_letters_are_listed_and_replayed_from_the_cli() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _server = ServerProcess::start(
+        BIN,
+        &[
+            "--addr",
+            &addr,
+            "--in-memory",
+            "--shards",
+            "1",
+            "--event-retry-first",
+            "20ms",
+            "--event-retry-max",
+            "40ms",
+            "--event-retry-for",
+            "300ms",
+        ],
+    );
+    let failing = On::start(&addr, &["hook", "created", "--exec", "exit 3"]);
+    std::thread::sleep(Duration::from_millis(300));
+    cli(&addr, &["set", "ns:k", "1"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let dead = loop {
+        let listed: Value =
+            serde_json::from_str(&cli(&addr, &["events", "dead-letters", "hook"])).unwrap();
+        if listed.as_array().is_some_and(|a| !a.is_empty()) {
+            break listed;
+        }
+        assert!(std::time::Instant::now() < deadline, "never dead-lettered");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(dead.as_array().unwrap().len(), 1);
+    assert_eq!(
+        shape(&dead[0]["event"]),
+        json!(["created", "ns:k", 1, null])
+    );
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("exit status: 3"),
+        "{dead}"
+    );
+    assert!(dead[0]["attempts"].as_u64().unwrap() >= 4, "{dead}");
+    drop(failing);
+
+    let printing = On::start(&addr, &["hook", "created"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let replayed: Value =
+        serde_json::from_str(&cli(&addr, &["events", "dead-letters", "hook", "--replay"])).unwrap();
+    assert_eq!(replayed.as_array().unwrap().len(), 1);
+    assert_eq!(shape(&printing.next()), json!(["created", "ns:k", 1, null]));
+    assert_eq!(cli(&addr, &["events", "dead-letters", "hook"]).trim(), "[]");
+    let out = Command::new(BIN)
+        .args(["events", "dead-letters", "nobody"])
+        .env("AMPD_ADDR", &addr)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .starts_with("invalid_query: no subscription named \"nobody\""));
 }

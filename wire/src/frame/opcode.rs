@@ -5,7 +5,7 @@
 //! handling in the server and the client.
 
 use super::payload::write_payload;
-use super::request::{Ack, Add, Get, Hello, Remove, Set, SetBatch, Subscribe};
+use super::request::{Ack, Add, DeadLetters, Get, Hello, Remove, Set, SetBatch, Subscribe};
 use crate::limits::PAYLOAD_DEPTH_MAX;
 use bytes::BytesMut;
 use std::fmt;
@@ -25,6 +25,7 @@ impl Payload for Add {}
 impl Payload for Remove {}
 impl Payload for Subscribe {}
 impl Payload for Ack {}
+impl Payload for DeadLetters {}
 
 /// Declares the calls: `Name = number, "wire_name";` for a call without a payload,
 /// `Name = number, "wire_name", PayloadType;` for one with.
@@ -134,6 +135,8 @@ calls! {
         Subscribe = 64, "subscribe", Subscribe;
         /// The client's word on one pushed event.
         Ack = 65, "ack", Ack;
+        /// A subscription's dead letters, listed or replayed.
+        DeadLetters = 66, "dead_letters", DeadLetters;
     }
 }
 

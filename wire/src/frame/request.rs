@@ -236,6 +236,19 @@ payload_map!(Ack, "an Ack map", Refuse, {
     "error" => error: OptText,
 });
 
+/// `DeadLetters`: `{"name": str, "replay"?: bool}`. Lists subscription `name`'s dead
+/// letters; with `replay`, delivers them again (and lists what was replayed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetters {
+    pub name: String,
+    pub replay: bool,
+}
+
+payload_map!(DeadLetters, "a DeadLetters map", Refuse, {
+    "name" => name: Text,
+    "replay" => replay: Flag,
+});
+
 impl Serialize for Patterns {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
