@@ -150,7 +150,6 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.events.close();
         for s in &self.shards {
             s.close();
         }
@@ -376,9 +375,9 @@ impl Db {
     /// now on. Handlers of one event run in the order they were registered; the events
     /// of one namespace reach a handler in commit order, one at a time; a handler that
     /// fails is retried ([`Config::event_retry`]) and then dead-lettered. Handlers run on
-    /// the engine's `ampd-events` thread (an `ampd-rt` runtime): a handler that needs
-    /// another runtime's I/O spawns it there and awaits its handle. A malformed filter
-    /// is `invalid_query`.
+    /// the thread of the shard that made the event (an `ampd-rt` runtime), so they must
+    /// not block it; a handler that needs another runtime's I/O spawns it there and
+    /// awaits its handle. A malformed filter is `invalid_query`.
     pub fn on<F, Fut, E>(
         &self,
         filter: impl TryInto<Filters, Error = Error>,
@@ -389,7 +388,7 @@ impl Db {
         Fut: Future<Output = Result<(), E>> + 'static,
         E: std::fmt::Display,
     {
-        self.inner.events.register(filter.try_into()?, handler)
+        Ok(self.inner.events.register(filter.try_into()?, handler))
     }
 
     /// Removes a handler registered by [`Db::on`]; false if there was none.
@@ -405,7 +404,14 @@ impl Db {
     /// Delivers the dead letters of `handler` (every handler's: `None`) again, each to
     /// the handler it failed in; returns them.
     pub fn replay_dead_letters(&self, handler: Option<HandlerId>) -> Vec<DeadLetter> {
-        self.inner.events.replay_dead_letters(handler)
+        let (deliveries, letters) = self.inner.events.take_dead_letters(handler);
+        for delivery in deliveries {
+            // An item's key always parses; its namespace's shard replays it.
+            if let Ok(key) = Key::parse(delivery.key()) {
+                self.inner.shards[self.shard_for(&key)].submit(Op::Deliver(delivery));
+            }
+        }
+        letters
     }
 
     // ---- writes ----------------------------------------------------------------

@@ -30,7 +30,7 @@
 //! snapshot and replays the WAL after it on this executor.
 
 use crate::error::OpenError;
-use crate::events::{Event, Hub};
+use crate::events::{Delivery, Event, Hub, Lanes};
 use crate::item::{now_ms, Item, Slot};
 use crate::key::{self, Key};
 use crate::storage::Storage;
@@ -107,6 +107,8 @@ pub(crate) enum Op {
     /// Posted by the snapshot task when it has finished, so the writer wakes to drop the
     /// segments the snapshot covers and answer who asked for it.
     SnapshotDone,
+    /// An event to deliver again (a replayed dead letter) on this shard's lanes.
+    Deliver(Delivery),
 }
 
 /// What the writer needs to make a shard durable.
@@ -317,6 +319,8 @@ pub(crate) struct ShardLocal {
     durable: bool,
     /// Slots removed from the shard so far (see [`Staged::removals`]).
     removals: std::cell::Cell<u64>,
+    /// The event lanes of this shard's namespaces.
+    lanes: Lanes,
 }
 
 /// The writes of one batch, computed but not yet visible. With a WAL they become
@@ -443,6 +447,7 @@ impl ShardLocal {
             expiry: RefCell::new(BTreeSet::new()),
             durable,
             removals: std::cell::Cell::new(0),
+            lanes: Lanes::default(),
         }
     }
 
@@ -528,6 +533,7 @@ impl ShardLocal {
                         }
                     },
                     Op::SnapshotDone => {}
+                    Op::Deliver(delivery) => self.lanes.deliver(&self.shared.events, delivery),
                 }
             }
             let durable = match log.as_mut() {
@@ -725,7 +731,8 @@ impl ShardLocal {
             if expires == Some(*at) {
                 let gone = self.remove(sk);
                 if let Some(item) = gone.filter(|_| self.shared.events.active()) {
-                    self.shared.events.publish(Event::deleted(item, true));
+                    self.lanes
+                        .publish(&self.shared.events, Event::deleted(item, true));
                 }
             }
         }
@@ -840,18 +847,18 @@ impl ShardLocal {
     /// it replaced had expired (a write found it before the reaper did), then
     /// `created`, `updated` or `deleted`.
     fn publish(&self, replaced: Option<Item>, item: Option<Item>, now_s: i64) {
-        let hub = &self.shared.events;
+        let publish = |event| self.lanes.publish(&self.shared.events, event);
         let previous = match replaced {
             Some(old) if old.is_expired(now_s) => {
-                hub.publish(Event::deleted(old, true));
+                publish(Event::deleted(old, true));
                 None
             }
             other => other,
         };
         match (item, previous) {
-            (Some(item), None) => hub.publish(Event::created(item)),
-            (Some(item), Some(previous)) => hub.publish(Event::updated(item, previous)),
-            (None, Some(previous)) => hub.publish(Event::deleted(previous, false)),
+            (Some(item), None) => publish(Event::created(item)),
+            (Some(item), Some(previous)) => publish(Event::updated(item, previous)),
+            (None, Some(previous)) => publish(Event::deleted(previous, false)),
             (None, None) => {}
         }
     }
@@ -1055,44 +1062,55 @@ mod tests {
     /// remove of an expired item is only its expiry.
     #[test]
     fn a_write_over_an_expired_item_reports_the_expiry_first() {
+        type Seen = (
+            &'static str,
+            serde_json::Value,
+            Option<serde_json::Value>,
+            bool,
+        );
         let hub = Arc::new(Hub::new(Default::default()));
-        hub.activate_for_test();
+        let log: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
+        let sink = log.clone();
+        let filters = ampd_wire::events::Filters::parse(["*"]).unwrap();
+        hub.register(filters, move |e: Event| {
+            let previous = e.previous.map(|p| p.value());
+            let seen = (e.name.as_str(), e.item.value(), previous, e.expired);
+            sink.lock().unwrap().push(seen);
+            std::future::ready(Ok::<(), String>(()))
+        });
         let shared = Arc::new(Shard::new(0, hub.clone()));
-        let local = ShardLocal::new(shared.clone(), true);
-        let events = || {
-            hub.take_published()
-                .into_iter()
-                .map(|e| {
-                    let previous = e.previous.map(|p| p.value());
-                    (e.name.as_str(), e.item.value(), previous, e.expired)
-                })
-                .collect::<Vec<_>>()
-        };
-        let mut batch = local.stage(true);
-        let writes = vec![
-            set_ttl("ns:a", json!(1), 100),
-            set_ttl("ns:b", json!(1), 100),
-        ];
-        local.apply(writes, &mut batch, 50_000).unwrap();
-        local.install_all(batch);
+        // Lanes run as tasks of the shard's executor.
+        let thread = ampd_rt::thread::Builder::new().spawn(move || async move {
+            let local = ShardLocal::new(shared.clone(), true);
+            let settle = || async {
+                for _ in 0..10 {
+                    ampd_rt::yield_now().await;
+                }
+            };
+            let mut batch = local.stage(true);
+            let writes = vec![
+                set_ttl("ns:a", json!(1), 100),
+                set_ttl("ns:b", json!(1), 100),
+            ];
+            local.apply(writes, &mut batch, 50_000).unwrap();
+            local.install_all(batch);
+            settle().await;
+            // At 200 s both have expired.
+            let mut batch = local.stage(true);
+            let writes = vec![
+                set("ns:a", json!(2)),
+                Write::Remove(Key::parse("ns:b").unwrap()),
+            ];
+            local.apply(writes, &mut batch, 200_000).unwrap();
+            local.install_all(batch);
+            settle().await;
+        });
+        thread.unwrap().join().unwrap();
         assert_eq!(
-            events(),
+            *log.lock().unwrap(),
             [
                 ("created", json!(1), None, false),
-                ("created", json!(1), None, false)
-            ]
-        );
-        // At 200 s both have expired.
-        let mut batch = local.stage(true);
-        let writes = vec![
-            set("ns:a", json!(2)),
-            Write::Remove(Key::parse("ns:b").unwrap()),
-        ];
-        local.apply(writes, &mut batch, 200_000).unwrap();
-        local.install_all(batch);
-        assert_eq!(
-            events(),
-            [
+                ("created", json!(1), None, false),
                 ("deleted", json!(1), Some(json!(1)), true),
                 ("created", json!(2), None, false),
                 ("deleted", json!(1), Some(json!(1)), true),
