@@ -246,7 +246,10 @@ impl Hub {
 /// One shard's lanes: namespace (`""` for simple keys) to the events waiting in it.
 /// A lane's task runs while its queue has events and removes the lane when it empties.
 #[derive(Default)]
-pub(crate) struct Lanes(Rc<RefCell<HashMap<String, Rc<RefCell<VecDeque<Delivery>>>>>>);
+pub(crate) struct Lanes(Rc<RefCell<HashMap<String, Lane>>>);
+
+/// The events waiting in one namespace's lane.
+type Lane = Rc<RefCell<VecDeque<Delivery>>>;
 
 impl Lanes {
     /// Queues a committed change's event on its namespace's lane (on the calling
@@ -274,9 +277,9 @@ impl Lanes {
 /// next event of the namespace starts a new lane).
 async fn run_lane(
     hub: Arc<Hub>,
-    lanes: Rc<RefCell<HashMap<String, Rc<RefCell<VecDeque<Delivery>>>>>>,
+    lanes: Rc<RefCell<HashMap<String, Lane>>>,
     lane: String,
-    queue: Rc<RefCell<VecDeque<Delivery>>>,
+    queue: Lane,
 ) {
     loop {
         let next = queue.borrow_mut().pop_front();
