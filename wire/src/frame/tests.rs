@@ -998,6 +998,9 @@ fn replay(target: &str, data: &[u8]) {
             while let Ok(Some(response)) = decode_response(&mut buf) {
                 let mut again = BytesMut::new();
                 match &response.result {
+                    Ok(v) if response.push => {
+                        encode_push(response.id, response.kind, v, &mut again)
+                    }
                     Ok(v) => encode_ok_value(response.id, response.kind, v, &mut again),
                     Err(e) if e.message().len() > ERROR_MESSAGE_LEN_MAX => continue,
                     Err(e) => encode_error(response.id, response.kind, e, &mut again),
