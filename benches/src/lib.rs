@@ -8,6 +8,7 @@
 //! - [`Rng`]: a small deterministic random source (the benches need no `rand`).
 //! - [`is_bench_run`]: whether the binary runs as a benchmark or as a smoke test
 //!   (`cargo test --benches`), which must stay quick.
+//! - [`Spawned`]: a server process a benchmark binary started, stopped when dropped.
 //!
 //! # The data set
 //! Item `i` lives in namespace `ns{i % 1000}` as `ns{n}:k{i:07}`, except about 1% that
@@ -173,4 +174,22 @@ impl Rng {
 pub fn random_keys(items: u64, count: usize, seed: u64) -> Vec<String> {
     let mut rng = Rng::new(seed);
     (0..count).map(|_| key(rng.below(items))).collect()
+}
+
+/// A server process a benchmark binary started, with its scratch folder: stopped
+/// (SIGTERM, so it syncs and exits as in production), reaped, and the folder removed
+/// when dropped.
+pub struct Spawned {
+    pub child: std::process::Child,
+    pub dir: std::path::PathBuf,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -56,10 +56,11 @@
 //! Usage: `compare-redis [--quick] [--ampd BIN] [--loadgen BIN]` (`--quick`: one run per
 //! figure and 1 s windows, for a smoke run). It stops only what it starts.
 
+use ampd_benches::Spawned;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const CONNECTIONS: u32 = 50;
@@ -166,29 +167,18 @@ const DURABLE_SET: Workload = Workload {
     targeted: true,
 };
 
-/// A server this run started; killed and reaped when dropped.
+/// A server this run started; stopped and reaped when dropped.
 struct Server {
-    child: Child,
+    process: Spawned,
     name: String,
     port: u16,
     /// It speaks RESP (the generator's `--redis`).
     redis: bool,
-    dir: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 impl Server {
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.child.id()
     }
 }
 
@@ -252,11 +242,10 @@ fn start_ampd(
         ));
     }
     Ok(Server {
-        child,
+        process: Spawned { child, dir },
         name,
         port,
         redis: false,
-        dir,
     })
 }
 
@@ -284,11 +273,10 @@ fn start_redis(appendfsync: &str) -> Server {
         std::thread::sleep(Duration::from_millis(50));
     }
     Server {
-        child,
+        process: Spawned { child, dir },
         name: format!("Redis (appendfsync {appendfsync})"),
         port: REDIS_PORT,
         redis: true,
-        dir,
     }
 }
 

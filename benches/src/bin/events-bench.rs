@@ -19,10 +19,11 @@
 //! Usage: `events-bench [--quick] [--ampd BIN] [--loadgen BIN]`. Prints one line per
 //! figure and a summary; stops only what it starts.
 
+use ampd_benches::Spawned;
 use ampd_wire::client::Client;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,23 +38,7 @@ struct Settings {
     window: Duration,
 }
 
-/// The server, stopped (SIGTERM) and its folder removed on drop.
-struct Server {
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start(s: &Settings) -> Server {
+fn start(s: &Settings) -> Spawned {
     let dir = std::env::temp_dir().join(format!("ampd-events-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut child = Command::new("taskset")
@@ -70,7 +55,7 @@ fn start(s: &Settings) -> Server {
     let mut line = String::new();
     let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
     assert!(line.contains("listening"), "ampd did not start: {line:?}");
-    Server { child, dir }
+    Spawned { child, dir }
 }
 
 /// Runs the generator against the server; its `--json` line.
@@ -161,6 +146,49 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted.get(i).copied().unwrap_or(-1)
 }
 
+/// A fresh server with the key space written once.
+fn fresh(s: &Settings) -> Spawned {
+    let server = start(s);
+    let preload = [
+        "--preload",
+        "--max",
+        "--duration",
+        "100ms",
+        "--warmup",
+        "0s",
+    ];
+    loadgen(s, &preload);
+    server
+}
+
+/// Sets from 16 connections, pipeline 8, for the window: closed loop (`rate` `None`) or
+/// open loop at `rate`.
+fn writes(s: &Settings, rate: Option<&str>, warmup: &str) -> Value {
+    let window = format!("{}s", s.window.as_secs());
+    let mut args = vec![
+        "--connections",
+        "16",
+        "--pipeline",
+        "8",
+        "--duration",
+        &window,
+    ];
+    args.extend(["--warmup", warmup]);
+    match rate {
+        Some(rate) => args.extend(["--rate", rate]),
+        None => args.push("--max"),
+    }
+    loadgen(s, &args)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "missed"
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut s = Settings {
@@ -176,41 +204,16 @@ fn main() {
             other => panic!("unknown argument {other:?}"),
         }
     }
-    let window = format!("{}s", s.window.as_secs());
     let warmup = "1s";
     let mut summary = Vec::new();
 
     // 1. Throughput of one subscription while writes go on.
-    let server = start(&s);
-    loadgen(
-        &s,
-        &[
-            "--preload",
-            "--max",
-            "--duration",
-            "100ms",
-            "--warmup",
-            "0s",
-        ],
-    );
+    let server = fresh(&s);
     let seen = Arc::new(Seen::default());
     subscribe("throughput", seen.clone());
     let before = seen.events.load(Ordering::Relaxed);
     let started = Instant::now();
-    let run = loadgen(
-        &s,
-        &[
-            "--max",
-            "--connections",
-            "16",
-            "--pipeline",
-            "8",
-            "--duration",
-            &window,
-            "--warmup",
-            warmup,
-        ],
-    );
+    let run = writes(&s, None, warmup);
     // Events of the run's writes may still be on their way: count until they stop.
     let mut last = seen.events.load(Ordering::Relaxed);
     loop {
@@ -223,64 +226,23 @@ fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64() - 0.2;
     let events = (last - before) as f64;
-    let writes = f(&run, "achieved_rate");
+    let written = f(&run, "achieved_rate");
     let events_rate = events / elapsed;
     println!(
         "throughput: {events_rate:.0} events/s delivered to one subscription ({events:.0} in {elapsed:.1} s) \
-         while the generator wrote {writes:.0} sets/s"
+         while the generator wrote {written:.0} sets/s"
     );
     summary.push(format!(
         "one subscription: {events_rate:.0} events/s (target ≥ 100000): {}",
-        if events_rate >= 100_000.0 {
-            "met"
-        } else {
-            "missed"
-        }
+        verdict(events_rate >= 100_000.0)
     ));
     drop(server);
 
     // 2. set latency at a fixed rate, without and with three subscriptions.
-    let server = start(&s);
-    loadgen(
-        &s,
-        &[
-            "--preload",
-            "--max",
-            "--duration",
-            "100ms",
-            "--warmup",
-            "0s",
-        ],
-    );
-    let peak = loadgen(
-        &s,
-        &[
-            "--max",
-            "--connections",
-            "16",
-            "--pipeline",
-            "8",
-            "--duration",
-            &window,
-            "--warmup",
-            warmup,
-        ],
-    );
-    let peak = f(&peak, "achieved_rate");
+    let server = fresh(&s);
+    let peak = f(&writes(&s, None, warmup), "achieved_rate");
     let rate = format!("{:.0}", peak / 3.0);
-    let fixed = [
-        "--rate",
-        &rate,
-        "--connections",
-        "16",
-        "--pipeline",
-        "8",
-        "--duration",
-        &window,
-        "--warmup",
-        warmup,
-    ];
-    let quiet = loadgen(&s, &fixed);
+    let quiet = writes(&s, Some(&rate), warmup);
     let subscribers: Vec<Arc<Seen>> = (0..3)
         .map(|i| {
             let seen = Arc::new(Seen::default());
@@ -288,7 +250,7 @@ fn main() {
             seen
         })
         .collect();
-    let busy = loadgen(&s, &fixed);
+    let busy = writes(&s, Some(&rate), warmup);
     let delivered: u64 = subscribers
         .iter()
         .map(|x| x.events.load(Ordering::Relaxed))
@@ -303,45 +265,16 @@ fn main() {
     summary.push(format!(
         "set p99 with three subscriptions: {:.2}× the p99 with none (target ≤ 1.10×): {}",
         p99_3 / p99_0,
-        if p99_3 <= 1.10 * p99_0 {
-            "met"
-        } else {
-            "missed"
-        }
+        verdict(p99_3 <= 1.10 * p99_0)
     ));
     drop(server);
 
     // 3. Commit to handler at half the peak write rate.
-    let server = start(&s);
-    loadgen(
-        &s,
-        &[
-            "--preload",
-            "--max",
-            "--duration",
-            "100ms",
-            "--warmup",
-            "0s",
-        ],
-    );
+    let server = fresh(&s);
     let seen = Arc::new(Seen::default());
     subscribe("latency", seen.clone());
     let half = format!("{:.0}", peak / 2.0);
-    loadgen(
-        &s,
-        &[
-            "--rate",
-            &half,
-            "--connections",
-            "16",
-            "--pipeline",
-            "8",
-            "--duration",
-            &window,
-            "--warmup",
-            "0s",
-        ],
-    );
+    writes(&s, Some(&half), "0s");
     std::thread::sleep(Duration::from_millis(500));
     let mut lat = seen
         .latency_ms
@@ -361,7 +294,7 @@ fn main() {
     );
     summary.push(format!(
         "commit-to-handler p99 at half the peak write rate: {p99} ms (target < 5 ms): {}",
-        if p99 < 5 { "met" } else { "missed" }
+        verdict(p99 < 5)
     ));
     drop(server);
 
