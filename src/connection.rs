@@ -21,7 +21,7 @@
 //! pending, so a peer that sends without reading meets TCP's back-pressure.
 
 use crate::command::{self, Reply};
-use crate::events::{Member, Subscriptions};
+use crate::events::{Member, Push, Subscriptions};
 use crate::latency;
 use crate::server::{ConnectionSlot, Control, Server, Stop, Sweeper};
 use ampd_engine::{Db, Error, ErrorCode};
@@ -232,7 +232,7 @@ impl Session {
         }
     }
 
-    /// `subscribe` (the connection joins the subscription) and `ack`.
+    /// `subscribe` (the connection joins the subscription), `ack` and `dead_letters`.
     fn events(&mut self, id: u32, request: Request) -> Result<Reply, Error> {
         let Some(subs) = &self.subscriptions else {
             return Err(Error::new(ErrorCode::Internal, "no environment"));
@@ -312,8 +312,8 @@ fn encode_reply(id: u32, kind: u16, reply: Result<Reply, Error>, out: &mut Bytes
 enum Event {
     /// A write in flight finished, with its answer.
     Answer(Answer),
-    /// A subscription's event, as a push frame.
-    Push(BytesMut),
+    /// A subscription's event, to push.
+    Push(Push),
     /// Bytes arrived.
     Read,
     /// The peer left (end of stream) or broke the connection.
@@ -385,7 +385,12 @@ impl Connection {
             // once shutdown began.
             match self.next_event(!self.shutting_down && !whole_frame).await {
                 Event::Answer(answer) => self.session.answer(answer),
-                Event::Push(frame) => self.session.output.extend_from_slice(&frame),
+                Event::Push(push) => frame::encode_push(
+                    push.request,
+                    Opcode::Subscribe as u16,
+                    &push.payload,
+                    &mut self.session.output,
+                ),
                 Event::Read => {}
                 // The peer left or broke the connection: its writes still stand.
                 Event::Gone => return,
@@ -470,7 +475,7 @@ impl Connection {
         let push = async {
             match pushes.filter(|_| !shutting_down) {
                 Some(pushes) => match pushes.next().await {
-                    Some(frame) => frame,
+                    Some(push) => push,
                     None => futures::future::pending().await,
                 },
                 None => futures::future::pending().await,
@@ -485,7 +490,7 @@ impl Connection {
         futures::pin_mut!(finished, read, stopped, push);
         futures::select_biased! {
             answer = finished => Event::Answer(answer),
-            frame = push => Event::Push(frame),
+            push = push => Event::Push(push),
             read = read => match read {
                 Ok(0) | Err(_) => Event::Gone,
                 Ok(_) => Event::Read,

@@ -17,8 +17,6 @@
 //! delivery.
 
 use ampd_engine::{Db, Error, ErrorCode, Event, HandlerId, Value};
-use ampd_wire::frame::{self, Opcode};
-use bytes::BytesMut;
 use futures::channel::{mpsc, oneshot};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -59,14 +57,21 @@ struct Consumer {
     /// The id of the `subscribe` request: every push of this subscription on this
     /// connection carries it.
     request: u32,
-    pushes: mpsc::UnboundedSender<BytesMut>,
+    pushes: mpsc::UnboundedSender<Push>,
+}
+
+/// An event on its way to a connection, which encodes it into its output as a push
+/// frame answering `request` (its `subscribe`).
+pub struct Push {
+    pub request: u32,
+    pub payload: Value,
 }
 
 /// One connection's side: where its pushes arrive, and its identity for leaving.
 pub struct Member {
     pub id: u64,
-    pub pushes: mpsc::UnboundedReceiver<BytesMut>,
-    sender: mpsc::UnboundedSender<BytesMut>,
+    pub pushes: mpsc::UnboundedReceiver<Push>,
+    sender: mpsc::UnboundedSender<Push>,
 }
 
 impl Subscriptions {
@@ -171,15 +176,11 @@ impl Subscriptions {
         let delivery = self.next_delivery.fetch_add(1, Ordering::Relaxed);
         let (done, acked) = oneshot::channel();
         self.state().waiting.insert(delivery, (consumer.id, done));
-        let payload = serde_json::json!({"delivery": delivery, "event": event.to_json()});
-        let mut frame = BytesMut::new();
-        frame::encode_push(
-            consumer.request,
-            Opcode::Subscribe as u16,
-            &payload,
-            &mut frame,
-        );
-        if consumer.pushes.unbounded_send(frame).is_err() {
+        let push = Push {
+            request: consumer.request,
+            payload: serde_json::json!({"delivery": delivery, "event": event.to_json()}),
+        };
+        if consumer.pushes.unbounded_send(push).is_err() {
             self.state().waiting.remove(&delivery);
             return Err("the connection closed before the event was sent".into());
         }

@@ -404,10 +404,11 @@ impl Db {
     /// Delivers the dead letters of `handler` (every handler's: `None`) again, each to
     /// the handler it failed in; returns them.
     pub fn replay_dead_letters(&self, handler: Option<HandlerId>) -> Vec<DeadLetter> {
-        let (deliveries, letters) = self.inner.events.take_dead_letters(handler);
-        for delivery in deliveries {
+        let letters = self.inner.events.take_dead_letters(handler);
+        for letter in &letters {
             // An item's key always parses; its namespace's shard replays it.
-            if let Ok(key) = Key::parse(delivery.key()) {
+            if let Ok(key) = Key::parse(letter.event.item.key()) {
+                let delivery = crate::events::Delivery::retry(letter);
                 self.inner.shards[self.shard_for(&key)].submit(Op::Deliver(delivery));
             }
         }

@@ -154,9 +154,12 @@ pub(crate) struct Delivery {
 }
 
 impl Delivery {
-    /// The item whose event this is (for routing a replay to its shard).
-    pub fn key(&self) -> &str {
-        self.event.item.key()
+    /// A dead letter delivered again, to the handler it failed in.
+    pub fn retry(letter: &DeadLetter) -> Delivery {
+        Delivery {
+            event: letter.event.clone(),
+            only: Some(letter.handler),
+        }
     }
 }
 
@@ -221,25 +224,14 @@ impl Hub {
         self.dead.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Takes the dead letters of `handler` (all of them: `None`) off the list, as the
-    /// deliveries that replay them (each to the handler it failed in) and the letters.
-    pub fn take_dead_letters(
-        &self,
-        handler: Option<HandlerId>,
-    ) -> (Vec<Delivery>, Vec<DeadLetter>) {
+    /// Takes the dead letters of `handler` (all of them: `None`) off the list.
+    pub fn take_dead_letters(&self, handler: Option<HandlerId>) -> Vec<DeadLetter> {
         let mut all = self.dead.lock().unwrap_or_else(|p| p.into_inner());
-        let (chosen, kept): (Vec<DeadLetter>, Vec<DeadLetter>) = std::mem::take(&mut *all)
+        let (chosen, kept) = std::mem::take(&mut *all)
             .into_iter()
             .partition(|d| handler.is_none_or(|h| h == d.handler));
         *all = kept;
-        let deliveries = chosen
-            .iter()
-            .map(|d| Delivery {
-                event: d.event.clone(),
-                only: Some(d.handler),
-            })
-            .collect();
-        (deliveries, chosen)
+        chosen
     }
 }
 
@@ -260,12 +252,13 @@ impl Lanes {
 
     /// Queues a delivery, starting its lane's task if the lane was idle.
     pub fn deliver(&self, hub: &Arc<Hub>, delivery: Delivery) {
-        let lane = delivery.event.namespace().unwrap_or_default().to_owned();
         let mut all = self.0.borrow_mut();
-        if let Some(queue) = all.get(&lane) {
+        let namespace = delivery.event.namespace().unwrap_or_default();
+        if let Some(queue) = all.get(namespace) {
             queue.borrow_mut().push_back(delivery);
             return;
         }
+        let lane = namespace.to_owned();
         let queue = Rc::new(RefCell::new(VecDeque::from([delivery])));
         all.insert(lane.clone(), queue.clone());
         let lanes = self.0.clone();

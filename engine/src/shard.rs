@@ -730,9 +730,8 @@ impl ShardLocal {
             let expires = self.shared.exact.pin().get(sk).and_then(|s| s.item().ttl());
             if expires == Some(*at) {
                 let gone = self.remove(sk);
-                if let Some(item) = gone.filter(|_| self.shared.events.active()) {
-                    self.lanes
-                        .publish(&self.shared.events, Event::deleted(item, true));
+                if self.shared.events.active() {
+                    self.publish(gone, None, now_s);
                 }
             }
         }
@@ -751,10 +750,9 @@ impl ShardLocal {
         let now_s = now.div_euclid(1000);
         staged.now_s = now_s;
         let mut mine: Vec<Change> = Vec::with_capacity(writes.len());
-        // The newest state of a key: this op's own writes, then the batch's, then the
-        // shard's (with the key's slot, when the batch had not touched the key). The
-        // item is live or `None`; `present` says whether anything, even expired, is
-        // there.
+        // What a key holds now (expired or not): this op's own writes, then the
+        // batch's, then the shard's (with the key's slot, when the batch had not
+        // touched the key).
         let current = |mine: &[Change], sk: &[u8]| {
             let staged = mine
                 .iter()
@@ -762,23 +760,25 @@ impl ShardLocal {
                 .find(|c| *c.sk == *sk)
                 .map(|c| &c.item)
                 .or_else(|| staged.latest(sk));
-            let (item, slot) = match staged {
+            match staged {
                 Some(item) => (item.clone(), None),
                 None => {
                     let slot = self.shared.slot(sk);
                     (slot.as_ref().map(|s| s.item()), slot)
                 }
-            };
-            let live = item.clone().filter(|i| !i.is_expired(now_s));
-            (live, slot, item)
+            }
         };
+        // Of what a key holds, what a write sees: the item unless it has expired.
+        fn live(held: &Option<Item>, now_s: i64) -> Option<&Item> {
+            held.as_ref().filter(|i| !i.is_expired(now_s))
+        }
         let mut out = Vec::with_capacity(writes.len());
         for w in writes {
             match w {
                 Write::Set(req) => {
                     let sk = req.key.store_key();
-                    let (live, slot, replaced) = current(&mine, &sk);
-                    let item = Item::new(write::apply_set(live.as_ref(), req, now)?);
+                    let (replaced, slot) = current(&mine, &sk);
+                    let item = Item::new(write::apply_set(live(&replaced, now_s), req, now)?);
                     out.push(Outcome::Item(item.clone()));
                     mine.push(Change {
                         sk,
@@ -789,8 +789,8 @@ impl ShardLocal {
                 }
                 Write::Add(req) => {
                     let sk = req.key.store_key();
-                    let (live, slot, replaced) = current(&mine, &sk);
-                    let item = Item::new(write::apply_add(live.as_ref(), req, now)?);
+                    let (replaced, slot) = current(&mine, &sk);
+                    let item = Item::new(write::apply_add(live(&replaced, now_s), req, now)?);
                     out.push(Outcome::Item(item.clone()));
                     mine.push(Change {
                         sk,
@@ -801,8 +801,8 @@ impl ShardLocal {
                 }
                 Write::Remove(key) => {
                     let sk = key.store_key();
-                    let (live, slot, replaced) = current(&mine, &sk);
-                    out.push(Outcome::Removed(live.is_some()));
+                    let (replaced, slot) = current(&mine, &sk);
+                    out.push(Outcome::Removed(live(&replaced, now_s).is_some()));
                     // Stage a tombstone only where something (live or expired) is.
                     if replaced.is_some() {
                         mine.push(Change {
@@ -829,23 +829,22 @@ impl ShardLocal {
         let events = self.shared.events.active();
         for change in staged.changes {
             let slot = change.slot.filter(|_| slots_hold);
-            match &change.item {
-                Some(item) => {
-                    self.install(change.sk, item.clone(), slot);
-                }
+            let installed = match change.item {
+                Some(item) => Some(self.install(change.sk, item, slot)),
                 None => {
                     self.remove(&change.sk);
+                    None
                 }
-            }
+            };
             if events {
-                self.publish(change.replaced, change.item, staged.now_s);
+                self.publish(change.replaced, installed, staged.now_s);
             }
         }
     }
 
     /// The events of one installed change: a `deleted` with `expired` first when what
-    /// it replaced had expired (a write found it before the reaper did), then
-    /// `created`, `updated` or `deleted`.
+    /// it replaced had expired (a write found it before the reaper did, or the reaper
+    /// itself removed it), then `created`, `updated` or `deleted`.
     fn publish(&self, replaced: Option<Item>, item: Option<Item>, now_s: i64) {
         let publish = |event| self.lanes.publish(&self.shared.events, event);
         let previous = match replaced {

@@ -235,11 +235,15 @@ impl Client {
                 continue;
             };
             let event = push.get("event").cloned().unwrap_or(Value::Null);
-            let (client, handler) = (self.clone(), handler.clone());
+            let (client, handler, connection) = (self.clone(), handler.clone(), connection.clone());
             tokio::spawn(async move {
                 let error = handler(event).await.err();
-                // A lost ack is a lost connection: the server delivers the event again.
-                let _ = client.request(Request::Ack(Ack { delivery, error })).await;
+                // On the connection the event came by: the server takes an ack only
+                // from there. A lost ack is a lost connection, and the server delivers
+                // the event again.
+                let id = client.inner.ids.fetch_add(1, Ordering::Relaxed);
+                let ack = Request::Ack(Ack { delivery, error });
+                let _ = client.send(&connection, id, &ack).await;
             });
         }
         let broken = connection
