@@ -284,8 +284,8 @@ pub async fn listen(server: Arc<Server>, mut listener: TcpListener, shutdown: Sh
     sweep_task.cancel();
 }
 
-/// Serves on every shard executor of `front`, all on `addr` (a port of 0 picks one:
-/// the first executor binds it, the others join it). Returns the bound address and the
+/// Serves on every shard executor of `front`, all on `addr` once it is claimed
+/// ([`ampd_rt::net::claim`]: no other server listens there; a port of 0 picks one). Returns the bound address and the
 /// listeners' completions.
 pub fn start(
     server: Arc<Server>,
@@ -299,7 +299,8 @@ pub fn start(
     ),
     Error,
 > {
-    let mut bound = addr;
+    let mut bound = ampd_rt::net::claim(addr)
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("cannot listen on {addr}: {e}")))?;
     let mut listeners = Vec::new();
     for shard in 0..front.shard_count() {
         let (ready, is_ready) = std::sync::mpsc::channel();
