@@ -694,6 +694,14 @@ impl ShardLocal {
                 Entry::Remove { key } => {
                     self.remove(&key::store_key(key.contains(':'), &key));
                 }
+                Entry::Change(change) => match change.after {
+                    Some(image) => self.replay(vec![Entry::Put(image)]),
+                    None => {
+                        if let Some(before) = change.before {
+                            self.replay(vec![Entry::Remove { key: before.key }]);
+                        }
+                    }
+                },
             }
         }
     }

@@ -45,8 +45,12 @@ use std::mem::size_of;
 
 /// Magic of a segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"\x89AMPDWAL";
-/// The version this build writes. A reader refuses versions it does not know.
-pub const FORMAT_VERSION: u16 = 1;
+/// The version this build writes. Version 2 added [`Entry::Change`]; version 1
+/// segments (which hold none) read as before. A reader refuses versions it does not
+/// know.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest version this build reads.
+pub const FORMAT_VERSION_MIN: u16 = 1;
 /// The largest body a record may declare: one item at its size limit plus room for the
 /// archive's own fields. A length above it is corruption, and nothing is allocated for
 /// it.
@@ -104,6 +108,38 @@ pub enum Entry {
     Put(ItemImage),
     /// The key holds nothing.
     Remove { key: String },
+    /// A change with what it replaced (format version 2): written instead of `Put` and
+    /// `Remove` while the database has durable subscriptions, whose events are derived
+    /// from it again after a restart. Boxed, so the archived `Entry` keeps the size
+    /// it had in version 1 and version 1 records read unchanged.
+    Change(Box<Change>),
+}
+
+/// A change of one key with the item it replaced ([`Entry::Change`]).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Change {
+    /// The item as written; `None`: the key holds nothing now.
+    pub after: Option<ItemImage>,
+    /// What the key held before, expired or not; `None` for a create.
+    pub before: Option<ItemImage>,
+    /// `before` had expired: the change also removed an expired item.
+    pub before_expired: bool,
+}
+
+impl Entry {
+    /// The key's item after the change (`None`: removed), and its key.
+    pub fn key(&self) -> &str {
+        match self {
+            Entry::Put(image) => &image.key,
+            Entry::Remove { key } => key,
+            Entry::Change(c) => match (&c.after, &c.before) {
+                (Some(image), _) | (None, Some(image)) => &image.key,
+                // A change records at least one side (the writer never logs a
+                // change of nothing).
+                (None, None) => "",
+            },
+        }
+    }
 }
 
 /// An [`ItemImage`] borrowed from the item it describes: it archives to the same bytes
@@ -140,20 +176,49 @@ pub enum EntryRef<'a> {
         #[rkyv(with = StrAsString, omit_bounds)]
         key: &'a str,
     },
+    Change(#[rkyv(with = rkyv::with::AsBox, omit_bounds)] ChangeRef<'a>),
+}
+
+/// A [`Change`] borrowed from the writer's staged change; archives as
+/// [`ArchivedChange`].
+#[derive(Debug, Clone, Copy, rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedChange)]
+#[rkyv(serialize_bounds(
+    __S: rkyv::ser::Writer + rkyv::ser::Allocator,
+    <__S as rancor::Fallible>::Error: rancor::Source,
+))]
+pub struct ChangeRef<'a> {
+    #[rkyv(omit_bounds)]
+    pub after: Option<ItemImageRef<'a>>,
+    #[rkyv(omit_bounds)]
+    pub before: Option<ItemImageRef<'a>>,
+    pub before_expired: bool,
+}
+
+impl ItemImage {
+    /// The image borrowed, for [`EntryRef`].
+    pub fn as_ref(&self) -> ItemImageRef<'_> {
+        ItemImageRef {
+            key: &self.key,
+            value: &self.value,
+            created_ms: self.created_ms,
+            modified_ms: self.modified_ms,
+            expires_s: self.expires_s,
+            labels: &self.labels,
+        }
+    }
 }
 
 impl<'a> From<&'a Entry> for EntryRef<'a> {
     fn from(entry: &'a Entry) -> EntryRef<'a> {
         match entry {
-            Entry::Put(image) => EntryRef::Put(ItemImageRef {
-                key: &image.key,
-                value: &image.value,
-                created_ms: image.created_ms,
-                modified_ms: image.modified_ms,
-                expires_s: image.expires_s,
-                labels: &image.labels,
-            }),
+            Entry::Put(image) => EntryRef::Put(image.as_ref()),
             Entry::Remove { key } => EntryRef::Remove { key },
+            Entry::Change(c) => EntryRef::Change(ChangeRef {
+                after: c.after.as_ref().map(ItemImage::as_ref),
+                before: c.before.as_ref().map(ItemImage::as_ref),
+                before_expired: c.before_expired,
+            }),
         }
     }
 }
@@ -258,7 +323,8 @@ impl std::fmt::Display for FormatError {
             FormatError::UnknownVersion(v) => {
                 write!(
                     f,
-                    "WAL format version {v}, this build reads {FORMAT_VERSION}"
+                    "WAL format version {v}, this build reads \
+                     {FORMAT_VERSION_MIN} to {FORMAT_VERSION}"
                 )
             }
             FormatError::BadLength { body_len } => {
@@ -357,7 +423,7 @@ impl SegmentHeader {
             return Err(FormatError::BadChecksum { stored, computed });
         }
         let version = le_u16(h, VERSION_OFFSET);
-        if version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
             return Err(FormatError::UnknownVersion(version));
         }
         Ok(Some(SegmentHeader {
@@ -542,6 +608,63 @@ mod tests {
                 None,
             ],
         })
+    }
+
+    /// A `Put` of `put("ns:k", 3)` at [`AT`] and a `Remove` of `gone` after it, as
+    /// format version 1 wrote them (captured from the build before version 2).
+    const VERSION_1_RECORDS: &str = "88000000ba1a59b4030000000000000007000000000000002a00000000000000a5a5a54f524445522d3933323100000000000000000000006e733a6bffffffffe0ffffff030000000068e5cf8b0100000168e5cf8b010000010000000000000000d2496b00000000010000008a000000b7ffffff00000000000000000000000000000000000000000000000001000000673a78ffffffffff00000000000000000000000000000000780000000cf1252e030000000000000007000000000000002b0000000000000001000000676f6e65ffffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";
+
+    #[test]
+    fn version_1_records_read_and_write_unchanged() {
+        let bytes: Vec<u8> = (0..VERSION_1_RECORDS.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&VERSION_1_RECORDS[i..i + 2], 16).unwrap())
+            .collect();
+        let put_v1 = put("ns:k", 3);
+        let remove = Entry::Remove { key: "gone".into() };
+        let (first, used) = decode_record(&bytes, AT).unwrap().unwrap();
+        assert_eq!(first, put_v1);
+        let next = Position { seq: 43, ..AT };
+        let (second, rest) = decode_record(&bytes[used..], next).unwrap().unwrap();
+        assert_eq!(second, remove);
+        assert_eq!(used + rest, bytes.len());
+        let mut again = record(&put_v1, AT);
+        again.extend(record(&remove, next));
+        assert_eq!(
+            again, bytes,
+            "Put and Remove records are encoded as in version 1"
+        );
+    }
+
+    #[test]
+    fn change_records_round_trip() {
+        let image = |e: Entry| match e {
+            Entry::Put(image) => image,
+            _ => unreachable!(),
+        };
+        let cases = [
+            Change {
+                after: Some(image(put("ns:k", 3))),
+                before: None,
+                before_expired: false,
+            },
+            Change {
+                after: Some(image(put("ns:k", 300))),
+                before: Some(image(put("ns:k", 2))),
+                before_expired: true,
+            },
+            Change {
+                after: None,
+                before: Some(image(put("k", 0))),
+                before_expired: false,
+            },
+        ];
+        for change in cases {
+            let entry = Entry::Change(Box::new(change));
+            let bytes = record(&entry, AT);
+            let (back, used) = decode_record(&bytes, AT).unwrap().unwrap();
+            assert_eq!((back, used), (entry, bytes.len()));
+        }
     }
 
     fn record(entry: &Entry, at: Position) -> Vec<u8> {
