@@ -7,7 +7,7 @@
 //! typed [`OpenError`]; [`Db::repair`] cuts a damaged log for an operator.
 
 use crate::error::OpenError;
-use crate::events::{DeadLetter, Event, HandlerId, Hub};
+use crate::events::{DeadLetter, Durable, Event, HandlerId, Hub, NOT_STARTED};
 use crate::item::{now_ms, Item, Slot};
 use crate::key::{Key, PAST_TEXT};
 use crate::layout;
@@ -15,6 +15,7 @@ use crate::query::{self, Pattern, QueryOptions, Range};
 pub use crate::shard::FsyncPolicy;
 use crate::shard::{self, label_store_key, LabelKey, Op, Outcome, Shard, Write};
 use crate::storage::UringStorage;
+use crate::subscriptions::{self, Saver};
 use crate::ttl::{self, TtlChange};
 use crate::wal::log::{Cut, Log, LogConfig};
 use crate::write::{self, AddRequest, LabelChange, NewValue, SetRequest};
@@ -55,6 +56,10 @@ pub struct Config {
     pub wal_segment_bytes: u64,
     /// How a failing event handler is retried before its event is dead-lettered.
     pub event_retry: crate::events::Retry,
+    /// WAL bytes each shard may keep, beyond what recovery needs, for durable
+    /// subscriptions that have not handled them; a subscription further behind is
+    /// reported and cannot resume after a restart.
+    pub event_backlog_max: u64,
     /// Each shard's thread waits up to this long for more I/O completions before it
     /// wakes (io_uring's minimum wait, Linux 6.12+): fewer wake-ups and less CPU per
     /// request under moderate load, for up to this much latency. `None`: wake at once.
@@ -78,6 +83,7 @@ impl Default for Config {
             wal_segment_bytes: 64 << 20,
             coalesce: None,
             event_retry: crate::events::Retry::default(),
+            event_backlog_max: 1 << 30,
             simulated_disks: None,
         }
     }
@@ -131,6 +137,23 @@ impl Page {
     }
 }
 
+/// A durable subscription as [`Db::subscriptions`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub name: String,
+    pub filters: Vec<String>,
+    pub handler: HandlerId,
+    /// Per shard: every event of a WAL record numbered below it is handled (`None`:
+    /// the shard has not started, or keeps no WAL).
+    pub positions: Vec<Option<u64>>,
+    /// Why it cannot go on, if it lost its position.
+    pub lost: Option<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The embedded database: cheap to clone, `Send + Sync`, usable from any thread and
 /// any async runtime.
 #[derive(Clone)]
@@ -143,9 +166,14 @@ struct Inner {
     /// Committed changes on their way to the `on` handlers.
     events: Arc<Hub>,
     executors: Mutex<Vec<ampd_rt::thread::Thread<()>>>,
+    /// Saves the durable subscriptions' positions (with a data directory).
+    saver: Mutex<Option<Saver>>,
+    /// Held while a subscription is looked up and registered, so two `subscribe`s of
+    /// one new name make one subscription.
+    subscribing: Mutex<()>,
     /// The data directory, locked while it is open; released after the shards have
     /// stopped.
-    _data_dir: Option<layout::Opened>,
+    data_dir: Option<layout::Opened>,
 }
 
 impl Drop for Inner {
@@ -155,13 +183,16 @@ impl Drop for Inner {
         }
         let executors =
             std::mem::take(&mut *self.executors.lock().unwrap_or_else(|p| p.into_inner()));
-        if shard::on_thread_of(&self.shards) {
-            // Joining would wait for this very thread; the closed shards end by
-            // themselves.
-            return;
+        if !shard::on_thread_of(&self.shards) {
+            // (Joining on a shard's own thread would wait for this very thread; the
+            // closed shards end by themselves.)
+            for e in executors {
+                let _ = e.join();
+            }
         }
-        for e in executors {
-            let _ = e.join();
+        // The positions the stopped shards reached.
+        if let Some(mut saver) = lock(&self.saver).take() {
+            saver.stop();
         }
     }
 }
@@ -200,7 +231,20 @@ impl Db {
             }
             None => None,
         };
-        let events = Arc::new(Hub::new(config.event_retry));
+        let events = Arc::new(Hub::new(config.event_retry, config.event_backlog_max));
+        // Durable subscriptions are registered before the shards recover: each shard
+        // queues their events from their saved positions on.
+        if let Some(opened) = &opened {
+            for saved in subscriptions::load_all(&opened.dir, count)? {
+                let filters = Filters::parse(&saved.filters).map_err(|e| OpenError::Io {
+                    op: "read the filters of subscription",
+                    path: layout::subscriptions_dir(&opened.dir).join(&saved.name),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+                })?;
+                let durable = Durable::new(saved.name, saved.filters, &saved.next);
+                events.register_durable(filters, None, Arc::new(durable));
+            }
+        }
         let shards: Vec<Arc<Shard>> = (0..count)
             .map(|i| Arc::new(Shard::new(i, events.clone())))
             .collect();
@@ -286,12 +330,21 @@ impl Db {
             }
             return Err(why);
         }
+        let saver = match &opened {
+            Some(opened) => Some(
+                Saver::start(opened.dir.clone(), events.clone())
+                    .map_err(|e| executor_error(0, None, format!("the positions saver: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(Db {
             inner: Arc::new(Inner {
                 shards,
                 events,
                 executors: Mutex::new(executors),
-                _data_dir: opened,
+                saver: Mutex::new(saver),
+                subscribing: Mutex::new(()),
+                data_dir: opened,
             }),
         })
     }
@@ -389,6 +442,160 @@ impl Db {
         E: std::fmt::Display,
     {
         Ok(self.inner.events.register(filter.try_into()?, handler))
+    }
+
+    /// `subscribe(name, filters, handler)`: a named, durable subscription (SPEC.md
+    /// "Events"). The first call with a name creates it: it receives the changes
+    /// committed from then on. With a data directory it outlives the process: its
+    /// position on each shard (what its handler has finished with, succeeded or
+    /// dead-lettered) is saved, the WAL keeps what it has not handled (up to
+    /// [`Config::event_backlog_max`]), and after a restart the same call gives it its
+    /// handler again and it resumes where it stood: the events of changes it had not
+    /// finished with are delivered again (at least once), in commit order per
+    /// namespace, before the newer ones. Without a data directory it lives as long as
+    /// the database. Delivery is as for [`Db::on`].
+    ///
+    /// Errors: `invalid_query` for a malformed name or filter, for filters other than
+    /// the subscription's, and for a subscription that has its handler already;
+    /// `internal` for one that fell behind the backlog cap and lost its position
+    /// ([`Db::unsubscribe`] it and subscribe again).
+    pub async fn subscribe<I, S, F, Fut, E>(
+        &self,
+        name: &str,
+        filters: I,
+        handler: F,
+    ) -> Result<HandlerId, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + 'static,
+        E: std::fmt::Display,
+    {
+        subscriptions::check_name(name)?;
+        let texts: Vec<String> = filters.into_iter().map(|f| f.as_ref().to_owned()).collect();
+        let parsed = Filters::parse(&texts)?;
+        let hub = &self.inner.events;
+        let (id, durable) = {
+            let _one_at_a_time = lock(&self.inner.subscribing);
+            match hub.durable(name) {
+                Some((id, durable, has_handler)) => {
+                    if durable.filters != texts {
+                        return Err(Error::new(
+                            ErrorCode::InvalidQuery,
+                            format!(
+                                "subscription {name:?} exists with filter {:?}, not {texts:?}",
+                                durable.filters
+                            ),
+                        ));
+                    }
+                    if let Some(why) = durable.lost() {
+                        return Err(Error::new(ErrorCode::Internal, why));
+                    }
+                    if has_handler || !hub.attach(id, handler) {
+                        return Err(Error::new(
+                            ErrorCode::InvalidQuery,
+                            format!("subscription {name:?} has its handler already"),
+                        ));
+                    }
+                    return Ok(id);
+                }
+                None => {
+                    let shards = vec![NOT_STARTED; self.inner.shards.len()];
+                    let durable = Arc::new(Durable::new(name.to_owned(), texts, &shards));
+                    let handler = crate::events::boxed(handler);
+                    let id = hub.register_durable(parsed.clone(), Some(handler), durable.clone());
+                    (id, durable)
+                }
+            }
+        };
+        // Each shard starts its position at its next record.
+        let mut tracked = Vec::with_capacity(self.inner.shards.len());
+        for shard in &self.inner.shards {
+            let (reply, done) = oneshot::channel();
+            shard.submit(Op::Track {
+                id,
+                durable: durable.clone(),
+                filters: parsed.clone(),
+                reply,
+            });
+            tracked.push(done);
+        }
+        for done in tracked {
+            done.await.map_err(|_| {
+                Error::new(
+                    ErrorCode::Internal,
+                    "a shard stopped before the subscription started",
+                )
+            })?;
+        }
+        if let Some(opened) = &self.inner.data_dir {
+            subscriptions::save_if_moved(&opened.dir, &durable);
+            if durable
+                .saved
+                .iter()
+                .any(|n| n.load(std::sync::atomic::Ordering::Acquire) == NOT_STARTED)
+            {
+                hub.unregister(id);
+                return Err(Error::new(
+                    ErrorCode::Internal,
+                    format!("subscription {name:?} could not be saved (the log says why)"),
+                ));
+            }
+        }
+        Ok(id)
+    }
+
+    /// Removes durable subscription `name`: its handler, its positions and what the
+    /// WAL kept for it. False if there was none.
+    pub fn unsubscribe(&self, name: &str) -> Result<bool, Error> {
+        let _one_at_a_time = lock(&self.inner.subscribing);
+        let Some((id, _, _)) = self.inner.events.durable(name) else {
+            return Ok(false);
+        };
+        if let Some(opened) = &self.inner.data_dir {
+            subscriptions::remove(&opened.dir, name).map_err(|e| {
+                Error::new(
+                    ErrorCode::Internal,
+                    format!("cannot remove subscription {name:?}: {e}"),
+                )
+            })?;
+        }
+        self.inner.events.unregister(id);
+        for shard in &self.inner.shards {
+            shard.submit(Op::Untrack(id));
+        }
+        Ok(true)
+    }
+
+    /// The durable subscriptions, by name.
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        let mut all: Vec<Subscription> = self
+            .inner
+            .events
+            .durables()
+            .into_iter()
+            .map(|(id, d, _)| Subscription {
+                name: d.name.clone(),
+                filters: d.filters.clone(),
+                handler: id,
+                positions: d
+                    .next
+                    .iter()
+                    .map(|n| n.load(std::sync::atomic::Ordering::Acquire))
+                    .map(|n| (n != NOT_STARTED).then_some(n))
+                    .collect(),
+                lost: d.lost(),
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// How many times a snapshot dropped WAL records a durable subscription still
+    /// needed (it fell behind [`Config::event_backlog_max`]).
+    pub fn subscriptions_fallen_behind(&self) -> u64 {
+        self.inner.events.fell_behind_count()
     }
 
     /// Removes a handler registered by [`Db::on`]; false if there was none.
@@ -583,7 +790,8 @@ impl Db {
         if let Some(local) = shard::local_for(target) {
             let mut staged = local.stage(false);
             let out = local.apply(writes, &mut staged, now_ms())?;
-            local.install_all(staged);
+            // Only a shard without a WAL applies in place: no record numbers.
+            local.install_all(staged, None);
             return Ok(out);
         }
         let (reply, answer) = oneshot::channel();

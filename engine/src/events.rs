@@ -28,8 +28,20 @@
 //! goes on. While a handler retries, the later events of its namespace wait; other
 //! namespaces do not. Dead letters can be listed and replayed.
 //!
-//! Embedded events are not durable: a handler sees the changes committed while it is
-//! registered, and closing the database drops what is still queued or retrying.
+//! # Durable subscriptions
+//! A handler registered with `on` sees the changes committed while it is registered,
+//! and closing the database drops what is still queued or retrying. A named
+//! subscription (`Db::subscribe`) of a database with a data folder is durable: while
+//! one exists, shards log each change with what it replaced
+//! ([`crate::wal::record::Entry::Change`]), each event carries its record's sequence
+//! number, and each shard keeps, per subscription, the sequence numbers it has
+//! published and the handler has not finished with ([`Track`]). Every record numbered
+//! below the smallest of them (or below the shard's next record, when none is
+//! pending) is handled: that is the subscription's position on the shard
+//! ([`Durable::next`]), saved to disk by the database and kept in the WAL by the
+//! snapshots. After a restart, recovery derives the events from the position on
+//! again from the WAL and queues them before anything new is committed; they wait for
+//! the subscription's handler to be attached.
 
 use crate::item::Item;
 use ampd_wire::events::{EventName, Filters};
@@ -82,6 +94,29 @@ impl Event {
             item,
             expired,
         }
+    }
+
+    /// The events of one committed change of a key: from what it held (`replaced`,
+    /// which had `replaced_expired`) to `item` (`None`: nothing). A `deleted` with
+    /// `expired` comes first when what it replaced had expired (a write found it
+    /// before the reaper did, or the reaper removed it), then `created`, `updated`
+    /// or `deleted`.
+    pub(crate) fn of_change(
+        item: Option<Item>,
+        replaced: Option<Item>,
+        replaced_expired: bool,
+    ) -> impl Iterator<Item = Event> {
+        let (expiry, previous) = match replaced {
+            Some(old) if replaced_expired => (Some(Event::deleted(old, true)), None),
+            other => (None, other),
+        };
+        let change = match (item, previous) {
+            (Some(item), None) => Some(Event::created(item)),
+            (Some(item), Some(previous)) => Some(Event::updated(item, previous)),
+            (None, Some(previous)) => Some(Event::deleted(previous, false)),
+            (None, None) => None,
+        };
+        expiry.into_iter().chain(change)
     }
 
     /// The item's namespace; `None` for a simple key.
@@ -141,24 +176,102 @@ pub struct DeadLetter {
 
 type Handler = Box<dyn Fn(Event) -> LocalBoxFuture<'static, Result<(), String>> + Send + Sync>;
 
+/// Makes a [`Handler`] of an async function.
+pub(crate) fn boxed<F, Fut, E>(handler: F) -> Handler
+where
+    F: Fn(Event) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + 'static,
+    E: std::fmt::Display,
+{
+    Box::new(move |event| {
+        let run = handler(event);
+        async move { run.await.map_err(|e| e.to_string()) }.boxed_local()
+    })
+}
+
 struct Registered {
     id: HandlerId,
     filters: Filters,
-    handler: Handler,
+    /// `None` until a durable subscription found on disk is given its handler: its
+    /// events wait meanwhile.
+    handler: Mutex<Option<Arc<Handler>>>,
+    /// Lanes waiting for the handler.
+    waiting: Mutex<Vec<std::task::Waker>>,
+    durable: Option<Arc<Durable>>,
 }
 
-/// An event on its way, to every matching handler or (a replayed dead letter) to one.
+impl Registered {
+    /// The handler, once there is one.
+    async fn handler(&self) -> Arc<Handler> {
+        std::future::poll_fn(|cx| {
+            // Held while the waker is registered, so an attach in between is seen.
+            let handler = lock(&self.handler);
+            match &*handler {
+                Some(h) => std::task::Poll::Ready(h.clone()),
+                None => {
+                    lock(&self.waiting).push(cx.waker().clone());
+                    std::task::Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A durable subscription's state shared by its shards, the database and the saver.
+pub(crate) struct Durable {
+    pub name: String,
+    /// The filters as given (saved with the positions).
+    pub filters: Vec<String>,
+    /// Per shard: every event numbered below it is handled (acknowledged, or
+    /// dead-lettered); [`NOT_STARTED`] until the shard tracks the subscription.
+    pub next: Vec<AtomicU64>,
+    /// Per shard: `next` as last saved to disk. Snapshots keep the WAL from it on.
+    pub saved: Vec<AtomicU64>,
+    /// Why the subscription cannot go on: the WAL no longer holds its position.
+    pub lost: Mutex<Option<String>>,
+}
+
+/// A shard's position before the shard has started tracking a subscription.
+pub(crate) const NOT_STARTED: u64 = u64::MAX;
+
+impl Durable {
+    pub fn new(name: String, filters: Vec<String>, next: &[u64]) -> Durable {
+        Durable {
+            name,
+            filters,
+            next: next.iter().map(|n| AtomicU64::new(*n)).collect(),
+            saved: next.iter().map(|n| AtomicU64::new(*n)).collect(),
+            lost: Mutex::new(None),
+        }
+    }
+
+    pub fn lost(&self) -> Option<String> {
+        lock(&self.lost).clone()
+    }
+}
+
+/// An event on its way, to every matching handler or (a replayed dead letter, a
+/// durable subscription's backlog) to one.
 pub(crate) struct Delivery {
     event: Event,
     only: Option<HandlerId>,
+    /// The sequence number of the event's WAL record, when the shard has a WAL.
+    seq: Option<u64>,
 }
 
 impl Delivery {
-    /// A dead letter delivered again, to the handler it failed in.
+    /// A dead letter delivered again, to the handler it failed in (its position is
+    /// already handled).
     pub fn retry(letter: &DeadLetter) -> Delivery {
         Delivery {
             event: letter.event.clone(),
             only: Some(letter.handler),
+            seq: None,
         }
     }
 }
@@ -167,27 +280,65 @@ impl Delivery {
 pub(crate) struct Hub {
     /// Whether any handler is registered: shards build no events otherwise.
     active: AtomicBool,
+    /// Durable subscriptions registered: while there are any, shards with a WAL log
+    /// changes with what they replaced.
+    durable: std::sync::atomic::AtomicUsize,
+    /// `on` handlers registered: while there are none, events go only to the
+    /// durable subscriptions' lanes.
+    plain: std::sync::atomic::AtomicUsize,
     /// In registration order.
     handlers: RwLock<Vec<Arc<Registered>>>,
     next_id: AtomicU64,
     dead: Mutex<Vec<DeadLetter>>,
     retry: Retry,
+    /// WAL bytes a shard keeps before a snapshot's start for durable subscriptions.
+    backlog_max: u64,
+    /// Times a snapshot dropped records a durable subscription still needed.
+    fell_behind: AtomicU64,
 }
 
 impl Hub {
-    pub fn new(retry: Retry) -> Hub {
+    pub fn new(retry: Retry, backlog_max: u64) -> Hub {
         Hub {
             active: AtomicBool::new(false),
+            durable: std::sync::atomic::AtomicUsize::new(0),
+            plain: std::sync::atomic::AtomicUsize::new(0),
             handlers: RwLock::new(Vec::new()),
             next_id: AtomicU64::new(1),
             dead: Mutex::new(Vec::new()),
             retry,
+            backlog_max,
+            fell_behind: AtomicU64::new(0),
         }
+    }
+
+    pub fn backlog_max(&self) -> u64 {
+        self.backlog_max
+    }
+
+    /// A snapshot dropped records a durable subscription still needed.
+    pub fn fell_behind(&self) {
+        self.fell_behind.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How often snapshots dropped records durable subscriptions still needed.
+    pub fn fell_behind_count(&self) -> u64 {
+        self.fell_behind.load(Ordering::Relaxed)
     }
 
     /// Whether shards should make events.
     pub fn active(&self) -> bool {
         self.active.load(Ordering::Acquire)
+    }
+
+    /// Whether any `on` handler is registered.
+    pub fn has_plain(&self) -> bool {
+        self.plain.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether shards with a WAL should log changes with what they replaced.
+    pub fn logs_changes(&self) -> bool {
+        self.durable.load(Ordering::Acquire) > 0
     }
 
     pub fn register<F, Fut, E>(&self, filters: Filters, handler: F) -> HandlerId
@@ -196,25 +347,106 @@ impl Hub {
         Fut: Future<Output = Result<(), E>> + 'static,
         E: std::fmt::Display,
     {
+        self.plain.fetch_add(1, Ordering::AcqRel);
+        self.add(filters, Some(boxed(handler)), None)
+    }
+
+    /// Registers a durable subscription, with its handler or (found on disk at open)
+    /// without one yet.
+    pub(crate) fn register_durable(
+        &self,
+        filters: Filters,
+        handler: Option<Handler>,
+        durable: Arc<Durable>,
+    ) -> HandlerId {
+        self.durable.fetch_add(1, Ordering::AcqRel);
+        self.add(filters, handler, Some(durable))
+    }
+
+    fn add(
+        &self,
+        filters: Filters,
+        handler: Option<Handler>,
+        durable: Option<Arc<Durable>>,
+    ) -> HandlerId {
         let id = HandlerId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let handler: Handler = Box::new(move |event| {
-            let run = handler(event);
-            async move { run.await.map_err(|e| e.to_string()) }.boxed_local()
-        });
         let mut handlers = self.handlers.write().unwrap_or_else(|p| p.into_inner());
         handlers.push(Arc::new(Registered {
             id,
             filters,
-            handler,
+            handler: Mutex::new(handler.map(Arc::new)),
+            waiting: Mutex::new(Vec::new()),
+            durable,
         }));
         self.active.store(true, Ordering::Release);
         id
     }
 
-    /// Removes a handler; false if it was not registered.
+    /// Gives a durable subscription registered without a handler its handler; false
+    /// if it has one already.
+    pub fn attach<F, Fut, E>(&self, id: HandlerId, handler: F) -> bool
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + 'static,
+        E: std::fmt::Display,
+    {
+        let handlers = self.handlers.read().unwrap_or_else(|p| p.into_inner());
+        let Some(h) = handlers.iter().find(|h| h.id == id) else {
+            return false;
+        };
+        let mut slot = lock(&h.handler);
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(Arc::new(boxed(handler)));
+        drop(slot);
+        for waker in lock(&h.waiting).drain(..) {
+            waker.wake();
+        }
+        true
+    }
+
+    /// The durable subscription named `name`: its handler id, state, filters and
+    /// whether it has its handler.
+    pub fn durable(&self, name: &str) -> Option<(HandlerId, Arc<Durable>, bool)> {
+        let handlers = self.handlers.read().unwrap_or_else(|p| p.into_inner());
+        handlers.iter().find_map(|h| {
+            let d = h.durable.as_ref().filter(|d| d.name == name)?;
+            Some((h.id, d.clone(), lock(&h.handler).is_some()))
+        })
+    }
+
+    /// Every durable subscription, with its handler id and filters.
+    pub fn durables(&self) -> Vec<(HandlerId, Arc<Durable>, Filters)> {
+        let handlers = self.handlers.read().unwrap_or_else(|p| p.into_inner());
+        handlers
+            .iter()
+            .filter_map(|h| Some((h.id, h.durable.clone()?, h.filters.clone())))
+            .collect()
+    }
+
+    /// The oldest WAL record shard `shard` must keep for the durable subscriptions
+    /// (their saved positions); `None` when none needs any.
+    pub fn retain_from(&self, shard: usize) -> Option<u64> {
+        self.durables()
+            .iter()
+            .filter_map(|(_, d, _)| d.saved.get(shard)?.load(Ordering::Acquire).into())
+            .filter(|n| *n != NOT_STARTED)
+            .min()
+    }
+
+    /// Removes a handler (or a durable subscription); false if it was not registered.
     pub fn unregister(&self, id: HandlerId) -> bool {
         let mut handlers = self.handlers.write().unwrap_or_else(|p| p.into_inner());
         let before = handlers.len();
+        if let Some(h) = handlers.iter().find(|h| h.id == id) {
+            let count = if h.durable.is_some() {
+                &self.durable
+            } else {
+                &self.plain
+            };
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
         handlers.retain(|h| h.id != id);
         self.active.store(!handlers.is_empty(), Ordering::Release);
         handlers.len() != before
@@ -235,34 +467,179 @@ impl Hub {
     }
 }
 
-/// One shard's lanes: namespace (`""` for simple keys) to the events waiting in it.
-/// A lane's task runs while its queue has events and removes the lane when it empties.
-#[derive(Default)]
-pub(crate) struct Lanes(Rc<RefCell<HashMap<String, Lane>>>);
+/// One shard's lanes, each a namespace's (`""` for simple keys) events waiting for
+/// the `on` handlers (together, in registration order) or for one durable
+/// subscription: subscriptions are independent, so one whose consumer is slow, gone
+/// or failing holds back only itself. A lane's task runs while its queue has events
+/// and removes the lane when it empties. With them, the shard's positions of its
+/// durable subscriptions.
+pub(crate) struct Lanes {
+    lanes: Rc<RefCell<LaneMap>>,
+    track: Rc<Track>,
+}
+
+/// Whose lanes (`None`: the `on` handlers'), then each namespace's.
+type LaneMap = HashMap<Option<HandlerId>, HashMap<String, Lane>>;
 
 /// The events waiting in one namespace's lane.
 type Lane = Rc<RefCell<VecDeque<Delivery>>>;
 
+/// A shard's positions of its durable subscriptions: per subscription, how many
+/// handler runs each published sequence number still waits for.
+pub(crate) struct Track {
+    shard: usize,
+    /// The sequence number the shard's next record gets.
+    next_seq: std::cell::Cell<u64>,
+    pending: RefCell<HashMap<HandlerId, Pending>>,
+}
+
+struct Pending {
+    durable: Arc<Durable>,
+    filters: Filters,
+    seqs: std::collections::BTreeMap<u64, u32>,
+}
+
+impl Track {
+    /// Publishes the subscription's position: below its oldest pending event, or the
+    /// shard's next record when nothing is pending.
+    fn publish_position(&self, p: &Pending) {
+        let next = p
+            .seqs
+            .first_key_value()
+            .map_or(self.next_seq.get(), |(seq, _)| *seq);
+        if let Some(at) = p.durable.next.get(self.shard) {
+            at.store(next, Ordering::Release);
+        }
+    }
+
+    /// A handler run of `seq` finished (acknowledged or dead-lettered).
+    fn done(&self, id: HandlerId, seq: u64) {
+        let mut pending = self.pending.borrow_mut();
+        let Some(p) = pending.get_mut(&id) else {
+            return;
+        };
+        if let std::collections::btree_map::Entry::Occupied(mut waits) = p.seqs.entry(seq) {
+            *waits.get_mut() -= 1;
+            if *waits.get() == 0 {
+                waits.remove();
+            }
+        }
+        self.publish_position(p);
+    }
+}
+
 impl Lanes {
-    /// Queues a committed change's event on its namespace's lane (on the calling
-    /// shard's executor).
-    pub fn publish(&self, hub: &Arc<Hub>, event: Event) {
-        self.deliver(hub, Delivery { event, only: None });
+    pub fn new(shard: usize) -> Lanes {
+        Lanes {
+            lanes: Rc::default(),
+            track: Rc::new(Track {
+                shard,
+                next_seq: std::cell::Cell::new(0),
+                pending: RefCell::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Starts tracking durable subscription `id` on this shard from sequence number
+    /// `next` (every record below it is handled).
+    pub fn track(&self, id: HandlerId, durable: Arc<Durable>, filters: Filters, next: u64) {
+        if let Some(at) = durable.next.get(self.track.shard) {
+            at.store(next, Ordering::Release);
+        }
+        self.track.pending.borrow_mut().insert(
+            id,
+            Pending {
+                durable,
+                filters,
+                seqs: Default::default(),
+            },
+        );
+    }
+
+    /// Stops tracking a removed subscription.
+    pub fn untrack(&self, id: HandlerId) {
+        self.track.pending.borrow_mut().remove(&id);
+    }
+
+    /// The shard committed records up to `next_seq` (exclusive): subscriptions with
+    /// nothing pending are handled up to there.
+    pub fn committed(&self, next_seq: u64) {
+        self.track.next_seq.set(next_seq);
+        for p in self.track.pending.borrow().values() {
+            if p.seqs.is_empty() {
+                self.track.publish_position(p);
+            }
+        }
+    }
+
+    /// Queues a committed change's event (its WAL record `seq`, with a WAL) on its
+    /// namespace's lanes (on the calling shard's executor): the `on` handlers' and
+    /// each matching durable subscription's.
+    pub fn publish(&self, hub: &Arc<Hub>, event: Event, seq: Option<u64>) {
+        let mut chosen = Vec::new();
+        for (id, p) in self.track.pending.borrow_mut().iter_mut() {
+            if p.filters.matches(event.name, event.item.key()) {
+                if let Some(seq) = seq {
+                    *p.seqs.entry(seq).or_default() += 1;
+                }
+                chosen.push(*id);
+            }
+        }
+        for id in chosen {
+            let delivery = Delivery {
+                event: event.clone(),
+                only: Some(id),
+                seq,
+            };
+            self.deliver(hub, delivery);
+        }
+        if hub.has_plain() {
+            self.deliver(
+                hub,
+                Delivery {
+                    event,
+                    only: None,
+                    seq,
+                },
+            );
+        }
+    }
+
+    /// Queues event `seq` of a durable subscription's backlog (derived from the WAL
+    /// again at recovery) for its handler alone.
+    pub fn publish_backlog(&self, hub: &Arc<Hub>, id: HandlerId, event: Event, seq: u64) {
+        if let Some(p) = self.track.pending.borrow_mut().get_mut(&id) {
+            *p.seqs.entry(seq).or_default() += 1;
+        }
+        self.deliver(
+            hub,
+            Delivery {
+                event,
+                only: Some(id),
+                seq: Some(seq),
+            },
+        );
     }
 
     /// Queues a delivery, starting its lane's task if the lane was idle.
     pub fn deliver(&self, hub: &Arc<Hub>, delivery: Delivery) {
-        let mut all = self.0.borrow_mut();
+        let mut all = self.lanes.borrow_mut();
         let namespace = delivery.event.namespace().unwrap_or_default();
-        if let Some(queue) = all.get(namespace) {
+        // A dead letter of an `on` handler goes back to the handlers' lane.
+        let whose = delivery
+            .only
+            .filter(|id| self.track.pending.borrow().contains_key(id));
+        let theirs = all.entry(whose).or_default();
+        if let Some(queue) = theirs.get(namespace) {
             queue.borrow_mut().push_back(delivery);
             return;
         }
-        let lane = namespace.to_owned();
+        let lane = (whose, namespace.to_owned());
         let queue = Rc::new(RefCell::new(VecDeque::from([delivery])));
-        all.insert(lane.clone(), queue.clone());
-        let lanes = self.0.clone();
-        ampd_rt::spawn(run_lane(hub.clone(), lanes, lane, queue)).detach();
+        theirs.insert(lane.1.clone(), queue.clone());
+        let lanes = self.lanes.clone();
+        let track = self.track.clone();
+        ampd_rt::spawn(run_lane(hub.clone(), lanes, track, lane, queue)).detach();
     }
 }
 
@@ -270,23 +647,26 @@ impl Lanes {
 /// next event of the namespace starts a new lane).
 async fn run_lane(
     hub: Arc<Hub>,
-    lanes: Rc<RefCell<HashMap<String, Lane>>>,
-    lane: String,
+    lanes: Rc<RefCell<LaneMap>>,
+    track: Rc<Track>,
+    lane: (Option<HandlerId>, String),
     queue: Lane,
 ) {
     loop {
         let next = queue.borrow_mut().pop_front();
         let Some(delivery) = next else {
-            lanes.borrow_mut().remove(&lane);
+            if let Some(theirs) = lanes.borrow_mut().get_mut(&lane.0) {
+                theirs.remove(&lane.1);
+            }
             return;
         };
-        deliver(&hub, delivery).await;
+        deliver(&hub, &track, delivery).await;
     }
 }
 
 /// Runs one event through its handlers, in registration order, each retried until it
 /// succeeds or is dead-lettered.
-async fn deliver(hub: &Hub, delivery: Delivery) {
+async fn deliver(hub: &Hub, track: &Track, delivery: Delivery) {
     let handlers = hub
         .handlers
         .read()
@@ -294,9 +674,24 @@ async fn deliver(hub: &Hub, delivery: Delivery) {
         .clone();
     let event = &delivery.event;
     let chosen = handlers.iter().filter(|h| {
-        delivery.only.is_none_or(|id| id == h.id) && h.filters.matches(event.name, event.item.key())
+        let whose = match delivery.only {
+            Some(id) => id == h.id,
+            None => h.durable.is_none(),
+        };
+        whose && h.filters.matches(event.name, event.item.key())
     });
     for h in chosen {
+        let handler = h.handler().await;
+        run_handler(hub, h, &handler, event).await;
+        if let (Some(_), Some(seq)) = (&h.durable, delivery.seq) {
+            track.done(h.id, seq);
+        }
+    }
+}
+
+/// Runs `handler` (`h`'s) on `event` until it succeeds or is dead-lettered.
+async fn run_handler(hub: &Hub, h: &Registered, handler: &Handler, event: &Event) {
+    {
         let mut delay = hub.retry.first;
         let mut first_failure = None;
         let mut attempts = 0;
@@ -304,9 +699,8 @@ async fn deliver(hub: &Hub, delivery: Delivery) {
             attempts += 1;
             // A panic, whether in the call or in the future it returns, is a failure
             // like any other: the thread and the other lanes go on.
-            let call = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                (h.handler)(event.clone())
-            }));
+            let call =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(event.clone())));
             let outcome = match call {
                 Ok(run) => std::panic::AssertUnwindSafe(run).catch_unwind().await,
                 Err(panic) => Err(panic),

@@ -10,6 +10,7 @@
 //!       00000000000000000000.wal
 //!       snap-00000000000000001234.snap
 //!     shard-0001/
+//!     subscriptions/         durable event subscriptions: NAME.json, filters and positions
 //! ```
 //!
 //! Inside a shard folder, the file names belong to [`crate::wal::log`] (segments) and
@@ -36,6 +37,8 @@ const ENV_FOLDER: &str = "env";
 const LOCK_FILE: &str = "LOCK";
 /// The file that records a database's shard count.
 const SHARDS_FILE: &str = "shards";
+/// The folder of a database's durable subscriptions.
+const SUBSCRIPTIONS_FOLDER: &str = "subscriptions";
 
 /// The database folder of environment `name` under the server's data folder `root`.
 pub fn env_dir(root: &Path, name: &str) -> PathBuf {
@@ -57,6 +60,11 @@ pub fn env_dirs(root: &Path) -> io::Result<Vec<PathBuf>> {
 /// The folder of shard `id` in database folder `db`.
 pub(crate) fn shard_dir(db: &Path, id: usize) -> PathBuf {
     db.join(shard_folder(id))
+}
+
+/// The folder of database `db`'s durable subscriptions.
+pub(crate) fn subscriptions_dir(db: &Path) -> PathBuf {
+    db.join(SUBSCRIPTIONS_FOLDER)
 }
 
 /// The name of shard `id`'s folder.
@@ -136,12 +144,18 @@ pub(crate) fn open(dir: &Path, shards: usize) -> Result<Opened, OpenError> {
     })
 }
 
-/// Writes the shard count durably: a temp file, synced, renamed, the folder synced.
+/// Writes the shard count durably.
 fn record_shards(dir: &Path, shards: usize) -> io::Result<()> {
-    let tmp = dir.join(format!("{SHARDS_FILE}.tmp"));
-    std::fs::write(&tmp, format!("{shards}\n"))?;
+    write_durably(dir, SHARDS_FILE, format!("{shards}\n").as_bytes())
+}
+
+/// Replaces file `name` in `dir` with `bytes`, whole or not at all, durably: a temp
+/// file, synced, renamed over it, the folder synced.
+pub(crate) fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, bytes)?;
     File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, dir.join(SHARDS_FILE))?;
+    std::fs::rename(&tmp, dir.join(name))?;
     File::open(dir)?.sync_all()
 }
 

@@ -30,13 +30,14 @@
 //! snapshot and replays the WAL after it on this executor.
 
 use crate::error::OpenError;
-use crate::events::{Delivery, Event, Hub, Lanes};
+use crate::events::{Delivery, Durable, Event, HandlerId, Hub, Lanes};
 use crate::item::{now_ms, Item, Slot};
 use crate::key::{self, Key};
 use crate::storage::Storage;
 use crate::wal::log::{Log, LogConfig};
-use crate::wal::record::{Entry, EntryRef};
+use crate::wal::record::{ChangeRef, Entry, EntryRef};
 use crate::write::{self, AddRequest, SetRequest};
+use ampd_wire::events::Filters;
 use ampd_wire::limits::LABEL_COUNT;
 use ampd_wire::{Error, ErrorCode};
 use crossbeam_queue::SegQueue;
@@ -109,6 +110,20 @@ pub(crate) enum Op {
     SnapshotDone,
     /// An event to deliver again (a replayed dead letter) on this shard's lanes.
     Deliver(Delivery),
+    /// Start tracking a new durable subscription's position from the next record;
+    /// answered once it is tracked.
+    Track {
+        id: HandlerId,
+        durable: Arc<Durable>,
+        filters: Filters,
+        reply: oneshot::Sender<()>,
+    },
+    /// Stop tracking a removed durable subscription.
+    Untrack(HandlerId),
+    /// Expired items for the writer to remove through the WAL (the reaper's, while
+    /// durable subscriptions need expiries logged): store key and the expiry it was
+    /// indexed under.
+    Expire(Vec<(i64, Box<[u8]>)>),
 }
 
 /// What the writer needs to make a shard durable.
@@ -359,6 +374,11 @@ pub(crate) struct Change {
     replaced: Option<Item>,
 }
 
+/// The WAL records a staged batch makes: one per change.
+fn records_of(staged: &Staged) -> u64 {
+    staged.changes.len() as u64
+}
+
 /// Changes a staged batch scans before it indexes them (see [`Staged::index`]).
 const STAGED_SCAN_MAX: usize = 32;
 
@@ -414,13 +434,23 @@ impl Staged {
         }
     }
 
-    /// The WAL records of the batch, borrowed from it: after-images and tombstones.
-    fn entries(&self) -> Vec<EntryRef<'_>> {
+    /// The WAL records of the batch, borrowed from it, one per change: after-images
+    /// and tombstones, or (`with_replaced`, for durable subscriptions) changes with the
+    /// items they replaced.
+    fn entries(&self, with_replaced: bool) -> Vec<EntryRef<'_>> {
         self.changes
             .iter()
-            .map(|c| match &c.item {
-                Some(item) => EntryRef::Put(item.image()),
-                None => EntryRef::Remove {
+            .map(|c| match (&c.item, with_replaced) {
+                (item, true) => EntryRef::Change(ChangeRef {
+                    after: item.as_ref().map(Item::image),
+                    before: c.replaced.as_ref().map(Item::image),
+                    before_expired: c
+                        .replaced
+                        .as_ref()
+                        .is_some_and(|r| r.is_expired(self.now_s)),
+                }),
+                (Some(item), false) => EntryRef::Put(item.image()),
+                (None, false) => EntryRef::Remove {
                     key: key::text_of(&c.sk),
                 },
             })
@@ -442,12 +472,13 @@ pub enum FsyncPolicy {
 
 impl ShardLocal {
     pub fn new(shared: Arc<Shard>, durable: bool) -> ShardLocal {
+        let id = shared.id;
         ShardLocal {
             shared,
             expiry: RefCell::new(BTreeSet::new()),
             durable,
             removals: std::cell::Cell::new(0),
-            lanes: Lanes::default(),
+            lanes: Lanes::new(id),
         }
     }
 
@@ -513,7 +544,7 @@ impl ShardLocal {
                     Op::Writes { writes, reply } if log.is_none() => {
                         let mut single = self.stage(false);
                         let result = self.apply(writes, &mut single, now);
-                        self.install_all(single);
+                        self.install_all(single, None);
                         answers.push((reply, result));
                     }
                     Op::Writes { writes, reply } => {
@@ -534,6 +565,25 @@ impl ShardLocal {
                     },
                     Op::SnapshotDone => {}
                     Op::Deliver(delivery) => self.lanes.deliver(&self.shared.events, delivery),
+                    Op::Track {
+                        id,
+                        durable,
+                        filters,
+                        reply,
+                    } => {
+                        // Without a WAL positions are not kept, but the subscription
+                        // still gets its own lanes.
+                        let next = log.as_ref().map_or(0, |log| log.next_seq());
+                        self.lanes.track(id, durable, filters, next);
+                        let _ = reply.send(());
+                    }
+                    Op::Untrack(id) => self.lanes.untrack(id),
+                    Op::Expire(due) if log.is_none() => {
+                        let mut single = self.stage(false);
+                        self.expire(due, &mut single, now);
+                        self.install_all(single, None);
+                    }
+                    Op::Expire(due) => self.expire(due, &mut staged, now),
                 }
             }
             let durable = match log.as_mut() {
@@ -543,7 +593,7 @@ impl ShardLocal {
                             FsyncPolicy::Interval(every) => since.elapsed() >= every,
                             _ => false,
                         });
-                    let entries = staged.entries();
+                    let entries = staged.entries(self.shared.events.logs_changes());
                     let written = log.append(&entries, sync).await;
                     if written.is_ok() {
                         let records = entries.len() as u64;
@@ -560,12 +610,19 @@ impl ShardLocal {
                             _ => None,
                         };
                     }
-                    written.map(|_| ())
+                    // The batch's first record's number.
+                    written.map(|last| Some(last + 1 - records_of(&staged)))
                 }
-                _ => Ok(()),
+                _ => Ok(None),
             };
             match durable {
-                Ok(()) => self.install_all(staged),
+                Ok(first_seq) => {
+                    let n = records_of(&staged);
+                    self.install_all(staged, first_seq);
+                    if let Some(first) = first_seq {
+                        self.lanes.committed(first + n);
+                    }
+                }
                 Err(e) => {
                     // Nothing of the batch becomes visible; the log refuses every
                     // later batch too, and reads go on from what is durable.
@@ -593,6 +650,39 @@ impl ShardLocal {
                 tracing::error!("shard {}: {e}", self.shared.id);
             }
         }
+    }
+
+    /// Where a snapshot starting at `s0` may cut the log: at `s0`, or before the
+    /// oldest saved position of a durable subscription, unless that holds more than
+    /// the backlog cap (the subscriptions behind it are reported: they will be lost
+    /// at the next open).
+    fn retain<S: Storage + 'static>(&self, log: &Log<S>, s0: u64) -> u64 {
+        let hub = &self.shared.events;
+        let Some(keep) = hub.retain_from(self.shared.id).filter(|k| *k < s0) else {
+            return s0;
+        };
+        let held = log.bytes_between(keep, s0);
+        if held <= hub.backlog_max() {
+            return keep;
+        }
+        for (_, durable, _) in hub.durables() {
+            let at = durable
+                .saved
+                .get(self.shared.id)
+                .map_or(s0, |n| n.load(Ordering::Acquire));
+            if at < s0 {
+                tracing::error!(
+                    "shard {}: subscription {:?} is {held} bytes of WAL behind (more than \
+                     --event-backlog-max, {} bytes): its records before {s0} are dropped \
+                     and it cannot resume after a restart",
+                    self.shared.id,
+                    durable.name,
+                    hub.backlog_max()
+                );
+                hub.fell_behind();
+            }
+        }
+        s0
     }
 
     /// Starts a snapshot from the log's next sequence number, unless one is running.
@@ -656,7 +746,7 @@ impl ShardLocal {
         if let Some(result) = finished {
             snapshots.running = false;
             let answer = match result {
-                Ok((s0, count)) => match log.drop_segments_before(s0).await {
+                Ok((s0, count)) => match log.drop_segments_before(self.retain(log, s0)).await {
                     Ok(_) => Ok(count),
                     Err(e) => Err(e.to_string()),
                 },
@@ -680,6 +770,62 @@ impl ShardLocal {
         if written >= snapshot_wal_bytes || (written > 0 && since >= snapshot_interval) {
             self.start_snapshot(log, snapshots);
         }
+    }
+
+    /// Recovery: each durable subscription's events from its saved position on,
+    /// derived again from the WAL's change records (`entries`, numbered) and queued
+    /// for it before anything new is committed. A subscription whose position the log
+    /// no longer holds is marked lost (it fell behind the backlog cap), and one saved
+    /// past the log's end (an unsynced tail lost in a crash) resumes at the end.
+    fn requeue<S: Storage>(&self, log: &Log<S>, entries: &[(u64, Entry)]) {
+        let hub = &self.shared.events;
+        let shard = self.shared.id;
+        for (id, durable, filters) in hub.durables() {
+            let saved = durable
+                .next
+                .get(shard)
+                .map_or(0, |n| n.load(Ordering::Acquire));
+            let next = saved.min(log.next_seq());
+            if next < log.first_seq() {
+                let why = format!(
+                    "subscription {:?} lost its position: shard {shard} needs WAL records \
+                     from {next} on, and the log starts at {} (it fell behind \
+                     --event-backlog-max)",
+                    durable.name,
+                    log.first_seq()
+                );
+                tracing::error!("{why}");
+                *durable.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                continue;
+            }
+            self.lanes.track(id, durable.clone(), filters.clone(), next);
+            let mut queued = 0u64;
+            for (seq, entry) in entries.iter().filter(|(seq, _)| *seq >= next) {
+                let Entry::Change(change) = entry else {
+                    continue;
+                };
+                let item = |image: &Option<crate::wal::record::ItemImage>| {
+                    image.clone().map(Item::from_image)
+                };
+                let events = Event::of_change(
+                    item(&change.after),
+                    item(&change.before),
+                    change.before_expired,
+                );
+                for event in events.filter(|e| filters.matches(e.name, e.item.key())) {
+                    self.lanes.publish_backlog(hub, id, event, *seq);
+                    queued += 1;
+                }
+            }
+            if queued > 0 {
+                tracing::info!(
+                    "shard {shard}: subscription {:?} resumes at record {next}: {queued} \
+                     events queued again",
+                    durable.name
+                );
+            }
+        }
+        self.lanes.committed(log.next_seq());
     }
 
     /// Makes a snapshot's or the log's records the shard's state (recovery).
@@ -734,16 +880,27 @@ impl ShardLocal {
                 }
             }
         }
+        let count = due.len();
+        if self.durable && self.shared.events.logs_changes() {
+            // Durable subscriptions derive events from the WAL again: the writer
+            // removes these through it.
+            if !due.is_empty() {
+                self.shared.submit(Op::Expire(due));
+            }
+            return count;
+        }
         for (at, sk) in &due {
             let expires = self.shared.exact.pin().get(sk).and_then(|s| s.item().ttl());
             if expires == Some(*at) {
                 let gone = self.remove(sk);
                 if self.shared.events.active() {
-                    self.publish(gone, None, now_s);
+                    for event in Event::of_change(None, gone, true) {
+                        self.lanes.publish(&self.shared.events, event, None);
+                    }
                 }
             }
         }
-        due.len()
+        count
     }
 
     /// Applies one op's writes in order to `staged`; the first refusal stops the rest
@@ -829,13 +986,14 @@ impl ShardLocal {
         Ok(out)
     }
 
-    /// Makes a batch's staged writes visible, in order.
-    pub fn install_all(&self, staged: Staged) {
+    /// Makes a batch's staged writes visible, in order. `first_seq`: the WAL
+    /// record number of its first change (one record per change), with a WAL.
+    pub fn install_all(&self, staged: Staged, first_seq: Option<u64>) {
         // A slot found at staging is still the key's unless something removed a slot
         // since (the reaper, while the batch waited for its WAL write).
         let slots_hold = self.removals.get() == staged.removals;
         let events = self.shared.events.active();
-        for change in staged.changes {
+        for (i, change) in staged.changes.into_iter().enumerate() {
             let slot = change.slot.filter(|_| slots_hold);
             let installed = match change.item {
                 Some(item) => Some(self.install(change.sk, item, slot)),
@@ -845,28 +1003,41 @@ impl ShardLocal {
                 }
             };
             if events {
-                self.publish(change.replaced, installed, staged.now_s);
+                let expired = change
+                    .replaced
+                    .as_ref()
+                    .is_some_and(|r| r.is_expired(staged.now_s));
+                let seq = first_seq.map(|first| first + i as u64);
+                for event in Event::of_change(installed, change.replaced, expired) {
+                    self.lanes.publish(&self.shared.events, event, seq);
+                }
             }
         }
     }
 
-    /// The events of one installed change: a `deleted` with `expired` first when what
-    /// it replaced had expired (a write found it before the reaper did, or the reaper
-    /// itself removed it), then `created`, `updated` or `deleted`.
-    fn publish(&self, replaced: Option<Item>, item: Option<Item>, now_s: i64) {
-        let publish = |event| self.lanes.publish(&self.shared.events, event);
-        let previous = match replaced {
-            Some(old) if old.is_expired(now_s) => {
-                publish(Event::deleted(old, true));
-                None
+    /// Stages the removal of the items `due` names that still expire when they were
+    /// indexed to (the reaper's, handed to the writer so the WAL logs them).
+    fn expire(&self, due: Vec<(i64, Box<[u8]>)>, staged: &mut Staged, now: i64) {
+        staged.now_s = now.div_euclid(1000);
+        for (at, sk) in due {
+            let (held, slot) = match staged.latest(&sk) {
+                Some(item) => (item.clone(), None),
+                None => {
+                    let slot = self.shared.slot(&sk);
+                    (slot.as_ref().map(|s| s.item()), slot)
+                }
+            };
+            if held
+                .as_ref()
+                .is_some_and(|i| i.ttl() == Some(at) && i.is_expired(staged.now_s))
+            {
+                staged.push(Change {
+                    sk,
+                    item: None,
+                    slot,
+                    replaced: held,
+                });
             }
-            other => other,
-        };
-        match (item, previous) {
-            (Some(item), None) => publish(Event::created(item)),
-            (Some(item), Some(previous)) => publish(Event::updated(item, previous)),
-            (None, Some(previous)) => publish(Event::deleted(previous, false)),
-            (None, None) => {}
         }
     }
 
@@ -1009,9 +1180,20 @@ async fn recover<S: Storage>(
         }
         None => (0, 0),
     };
-    let (log, replay) = Log::open(storage, id, s0, d.log).await?;
-    let records = replay.entries.len();
-    local.replay(replay.entries.into_iter().map(|(_, e)| e).collect());
+    // Durable subscriptions may need records from before the snapshot's start.
+    let hub = &shard.events;
+    let keep_from = hub.retain_from(shard.id).map_or(s0, |k| k.min(s0));
+    let (log, replay) = Log::open_keeping(storage, id, s0, keep_from, d.log).await?;
+    local.requeue(&log, &replay.entries);
+    let records = replay.entries.iter().filter(|(seq, _)| *seq >= s0).count();
+    local.replay(
+        replay
+            .entries
+            .into_iter()
+            .filter(|(seq, _)| *seq >= s0)
+            .map(|(_, e)| e)
+            .collect(),
+    );
     tracing::info!(
         "shard {} recovered {from_snapshot} items from a snapshot and {records} WAL \
          records ({} items) from {} in {:.1?}{}",
@@ -1075,7 +1257,7 @@ mod tests {
             Option<serde_json::Value>,
             bool,
         );
-        let hub = Arc::new(Hub::new(Default::default()));
+        let hub = Arc::new(Hub::new(Default::default(), u64::MAX));
         let log: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
         let sink = log.clone();
         let filters = ampd_wire::events::Filters::parse(["*"]).unwrap();
@@ -1100,7 +1282,7 @@ mod tests {
                 set_ttl("ns:b", json!(1), 100),
             ];
             local.apply(writes, &mut batch, 50_000).unwrap();
-            local.install_all(batch);
+            local.install_all(batch, None);
             settle().await;
             // At 200 s both have expired.
             let mut batch = local.stage(true);
@@ -1109,7 +1291,7 @@ mod tests {
                 Write::Remove(Key::parse("ns:b").unwrap()),
             ];
             local.apply(writes, &mut batch, 200_000).unwrap();
-            local.install_all(batch);
+            local.install_all(batch, None);
             settle().await;
         });
         thread.unwrap().join().unwrap();
@@ -1136,13 +1318,16 @@ mod tests {
     /// install must look the key up again, or the write would vanish.
     #[test]
     fn a_slot_removed_while_a_batch_waits_is_not_written_into() {
-        let shared = Arc::new(Shard::new(0, Arc::new(Hub::new(Default::default()))));
+        let shared = Arc::new(Shard::new(
+            0,
+            Arc::new(Hub::new(Default::default(), u64::MAX)),
+        ));
         let local = ShardLocal::new(shared.clone(), true);
         let mut first = local.stage(true);
         local
             .apply(vec![set("a", json!(1)), set("b", json!(1))], &mut first, 0)
             .unwrap();
-        local.install_all(first);
+        local.install_all(first, None);
 
         let mut batch = local.stage(true);
         local
@@ -1150,7 +1335,7 @@ mod tests {
             .unwrap();
         // What the reaper does meanwhile.
         local.remove(&Key::parse("a").unwrap().store_key());
-        local.install_all(batch);
+        local.install_all(batch, None);
         assert_eq!(value_of(&shared, "a"), Some(json!(2)));
         assert_eq!(value_of(&shared, "b"), Some(json!(2)));
 
@@ -1160,7 +1345,7 @@ mod tests {
         local
             .apply(vec![remove, set("b", json!(3))], &mut batch, 0)
             .unwrap();
-        local.install_all(batch);
+        local.install_all(batch, None);
         assert_eq!(value_of(&shared, "b"), Some(json!(3)));
         assert_eq!(shared.items.len(), 2);
     }

@@ -246,6 +246,21 @@ impl<S: Storage> Log<S> {
         from_seq: u64,
         config: LogConfig,
     ) -> Result<(Log<S>, Replay), WalError> {
+        Log::open_keeping(storage, shard, from_seq, from_seq, config).await
+    }
+
+    /// [`Log::open`], keeping (and replaying) the records from `keep_from` on too
+    /// (`keep_from <= from_seq`: what durable subscriptions still need before a
+    /// snapshot's start), where the log still holds them: records below `from_seq`
+    /// that are gone are no error.
+    pub async fn open_keeping(
+        storage: S,
+        shard: u16,
+        from_seq: u64,
+        keep_from: u64,
+        config: LogConfig,
+    ) -> Result<(Log<S>, Replay), WalError> {
+        let keep_from = keep_from.min(from_seq);
         let names = storage.list().await.map_err(io_error("listing", "."))?;
         let mut spare = spare_at_open(&storage, &names, config).await?;
         let mut ids: Vec<u64> = names.iter().filter_map(|n| segment_id(n)).collect();
@@ -270,7 +285,7 @@ impl<S: Storage> Log<S> {
         }
         let covered = first_seqs
             .windows(2)
-            .take_while(|w| matches!(w, [Some(_), Some(next)] if *next <= from_seq))
+            .take_while(|w| matches!(w, [Some(_), Some(next)] if *next <= keep_from))
             .count();
         for id in ids.drain(..covered) {
             let name = segment_name(id);
@@ -288,7 +303,7 @@ impl<S: Storage> Log<S> {
         let reading = Reading {
             storage: &storage,
             shard,
-            from_seq,
+            from_seq: keep_from,
             config,
         };
         let mut replay = Replay::default();
@@ -428,6 +443,25 @@ impl<S: Storage> Log<S> {
     /// The sequence number the next record gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// The sequence number of the oldest record the log holds (or would hold).
+    pub fn first_seq(&self) -> u64 {
+        self.segments
+            .first()
+            .map_or(self.next_seq, |(_, first)| *first)
+    }
+
+    /// Bytes of the segments that hold records below `to` but not only records below
+    /// `from`: what keeping the log from `from` instead of `to` costs.
+    pub fn bytes_between(&self, from: u64, to: u64) -> u64 {
+        let covered = |seq: u64| {
+            self.segments
+                .windows(2)
+                .take_while(|w| matches!(w, [_, (_, next)] if *next <= seq))
+                .count() as u64
+        };
+        covered(to).saturating_sub(covered(from)) * self.config.segment_bytes_max
     }
 
     /// The segment being appended to, and where in it the next record goes.
