@@ -196,8 +196,21 @@ impl Session {
         if let Request::Hello(_) = request {
             return self.refuse(id, kind, "the handshake was already made");
         }
-        if let Request::Subscribe(_) | Request::Ack(_) | Request::DeadLetters(_) = request {
-            let reply = self.events(id, request);
+        if let Request::Subscribe(_) | Request::Unsubscribe(_) = request {
+            // Opening one may wait for the shards (a new subscription's positions).
+            let reply = self.subscribing(id, request);
+            self.in_flight.push(Box::pin(async move {
+                Answer {
+                    id,
+                    op,
+                    started,
+                    reply: reply.await,
+                }
+            }));
+            return;
+        }
+        if let Request::Ack(_) | Request::DeadLetters(_) = request {
+            let reply = self.events(request);
             encode_reply(id, kind, reply, &mut self.output);
             return latency::record(&self.latencies, op, started.elapsed());
         }
@@ -232,17 +245,44 @@ impl Session {
         }
     }
 
-    /// `subscribe` (the connection joins the subscription), `ack` and `dead_letters`.
-    fn events(&mut self, id: u32, request: Request) -> Result<Reply, Error> {
+    /// `subscribe` (the connection joins the subscription; its pushes answer request
+    /// `id`) and `unsubscribe`, answered once done.
+    fn subscribing(
+        &mut self,
+        id: u32,
+        request: Request,
+    ) -> futures::future::BoxFuture<'static, Result<Reply, Error>> {
+        let Some(subs) = self.subscriptions.clone() else {
+            let e = Error::new(ErrorCode::Internal, "no environment");
+            return Box::pin(std::future::ready(Err(e)));
+        };
+        match request {
+            Request::Subscribe(s) => {
+                let member = self.member.get_or_insert_with(|| subs.member()).handle();
+                let filters = s.filter.as_slice().to_vec();
+                Box::pin(async move {
+                    subs.subscribe(s.name, filters, member, id).await?;
+                    Ok(Reply::Empty)
+                })
+            }
+            Request::Unsubscribe(u) => Box::pin(async move {
+                Ok(Reply::Json(ampd_engine::Value::Bool(
+                    subs.unsubscribe(&u.name).await?,
+                )))
+            }),
+            other => Box::pin(std::future::ready(Err(Error::new(
+                ErrorCode::Internal,
+                format!("{} is not a subscription call", other.opcode()),
+            )))),
+        }
+    }
+
+    /// `ack` and `dead_letters`.
+    fn events(&mut self, request: Request) -> Result<Reply, Error> {
         let Some(subs) = &self.subscriptions else {
             return Err(Error::new(ErrorCode::Internal, "no environment"));
         };
         match request {
-            Request::Subscribe(s) => {
-                let member = self.member.get_or_insert_with(|| subs.member());
-                subs.subscribe(&s.name, s.filter.as_slice().to_vec(), member, id)?;
-                Ok(Reply::Empty)
-            }
             Request::Ack(a) => {
                 if let Some(member) = &self.member {
                     subs.ack(member.id, a.delivery, a.error);

@@ -93,10 +93,13 @@ impl Env {
                 format!("environment {}: {e}", spec.name),
             )
         })?;
+        let subscriptions = Arc::new(Subscriptions::new(db.clone(), ack_timeout));
+        // Before the server listens (on the main thread, never a shard's).
+        futures::executor::block_on(subscriptions.resume());
         Ok(Env {
             name: spec.name,
             token: spec.token,
-            subscriptions: Arc::new(Subscriptions::new(db.clone(), ack_timeout)),
+            subscriptions,
             db,
         })
     }

@@ -1,20 +1,22 @@
 //! Named subscriptions over the wire (PROTOCOL.md "Events"), one registry per
 //! environment.
 //!
-//! A subscription is one `Db::on` handler of the environment's database, so it gets the
-//! engine's guarantees as they are: the changes its filters pick, each namespace's in
-//! commit order and one at a time, retries with backoff, dead letters. What the handler
-//! does is hand the event to one of the subscription's connections (a push frame, round
-//! robin) and wait for that connection's `ack`: the ack's error, the connection closing
-//! first, or no ack within the ack timeout is a failure, which the engine retries, so
-//! an event unacknowledged for any reason is delivered again (at least once). With no
-//! connection subscribed the handler waits for one: the events queue in the engine's
-//! lanes meanwhile.
+//! A subscription is one durable subscription of the environment's database
+//! (`Db::subscribe`), so it gets the engine's guarantees as they are: the changes its
+//! filters pick, each namespace's in commit order and one at a time, retries with
+//! backoff, dead letters, and (with a data folder) a position that survives restarts.
+//! What its handler does is hand the event to one of the subscription's connections (a
+//! push frame, round robin) and wait for that connection's `ack`: the ack's error, the
+//! connection closing first, or no ack within the ack timeout is a failure, which the
+//! engine retries, so an event unacknowledged for any reason is delivered again (at
+//! least once). With no connection subscribed the handler waits for one: the events
+//! queue in the subscription's lanes meanwhile. At start the registry takes over the
+//! subscriptions the database kept ([`Subscriptions::resume`]).
 //!
-//! The handler runs on the engine's `ampd-events` thread; connections live on the shard
-//! threads. Pushes cross by an unbounded channel per connection (bounded in practice:
-//! one event per namespace and subscription is out at a time), acks by a oneshot per
-//! delivery.
+//! The handler runs on the thread of the shard that made the event; connections live
+//! on the shard threads. Pushes cross by an unbounded channel per connection (bounded
+//! in practice: one event per namespace and subscription is out at a time), acks by a
+//! oneshot per delivery.
 
 use ampd_engine::{Db, Error, ErrorCode, Event, HandlerId, Value};
 use futures::channel::{mpsc, oneshot};
@@ -29,6 +31,9 @@ pub struct Subscriptions {
     db: Db,
     ack_timeout: Duration,
     state: Mutex<State>,
+    /// Held while a subscription is opened (across the database's `subscribe`), so
+    /// two connections opening one name make one subscription.
+    opening: futures::lock::Mutex<()>,
     next_delivery: AtomicU64,
     next_consumer: AtomicU64,
 }
@@ -43,7 +48,8 @@ struct State {
 
 struct Subscription {
     filters: Vec<String>,
-    handler: HandlerId,
+    /// Set once the database has opened it.
+    handler: std::sync::OnceLock<HandlerId>,
     consumers: Mutex<Vec<Consumer>>,
     /// Round robin over `consumers`.
     turn: AtomicUsize,
@@ -74,12 +80,20 @@ pub struct Member {
     sender: mpsc::UnboundedSender<Push>,
 }
 
+impl Member {
+    /// What a subscription keeps of the member: its id and where its pushes go.
+    pub fn handle(&self) -> (u64, mpsc::UnboundedSender<Push>) {
+        (self.id, self.sender.clone())
+    }
+}
+
 impl Subscriptions {
     pub fn new(db: Db, ack_timeout: Duration) -> Subscriptions {
         Subscriptions {
             db,
             ack_timeout,
             state: Mutex::new(State::default()),
+            opening: futures::lock::Mutex::new(()),
             next_delivery: AtomicU64::new(1),
             next_consumer: AtomicU64::new(1),
         }
@@ -99,39 +113,34 @@ impl Subscriptions {
         }
     }
 
+    /// Takes over the subscriptions the database kept (a restart): each gets its
+    /// handler, and its events (those it had not finished with first) wait for a
+    /// connection. One that lost its position is left to fail its next `subscribe`.
+    pub async fn resume(self: &Arc<Self>) {
+        for kept in self.db.subscriptions() {
+            let (name, filters) = (kept.name, kept.filters);
+            match self.open(&name, filters).await {
+                Ok(_) => tracing::info!("subscription {name:?} resumed"),
+                Err(e) => tracing::error!("subscription {name:?}: {}", e.message()),
+            }
+        }
+    }
+
     /// `subscribe`: opens subscription `name` with `filters`, or joins it (with the
     /// same filters), for `member`'s connection, whose pushes carry `request`.
-    pub fn subscribe(
-        self: &Arc<Self>,
-        name: &str,
+    pub async fn subscribe(
+        self: Arc<Self>,
+        name: String,
         filters: Vec<String>,
-        member: &Member,
+        member: (u64, mpsc::UnboundedSender<Push>),
         request: u32,
     ) -> Result<(), Error> {
-        let sub = {
-            let mut state = self.state();
-            match state.by_name.get(name) {
-                Some(sub) if sub.filters == filters => sub.clone(),
-                Some(sub) => {
-                    return Err(Error::new(
-                        ErrorCode::InvalidQuery,
-                        format!(
-                            "subscription {name:?} exists with filter {:?}, not {filters:?}",
-                            sub.filters
-                        ),
-                    ))
-                }
-                None => {
-                    let sub = self.open(name, filters)?;
-                    state.by_name.insert(name.to_owned(), sub.clone());
-                    sub
-                }
-            }
-        };
+        let sub = self.open(&name, filters).await?;
+        let (id, pushes) = member;
         lock(&sub.consumers).push(Consumer {
-            id: member.id,
+            id,
             request,
-            pushes: member.sender.clone(),
+            pushes,
         });
         for waker in lock(&sub.idle).drain(..) {
             waker.wake();
@@ -139,17 +148,39 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// Registers the subscription's handler with the database.
-    fn open(
+    /// The subscription `name` of the registry, opened in the database (with its
+    /// handler) if it is not there yet.
+    async fn open(
         self: &Arc<Self>,
         name: &str,
         filters: Vec<String>,
     ) -> Result<Arc<Subscription>, Error> {
-        // The handler finds its subscription by name. `open` runs under the registry's
-        // lock, which the handler takes to look it up, so by then it is there.
+        let _one_at_a_time = self.opening.lock().await;
+        if let Some(sub) = self.state().by_name.get(name).cloned() {
+            if sub.filters != filters {
+                return Err(Error::new(
+                    ErrorCode::InvalidQuery,
+                    format!(
+                        "subscription {name:?} exists with filter {:?}, not {filters:?}",
+                        sub.filters
+                    ),
+                ));
+            }
+            return Ok(sub);
+        }
+        let sub = Arc::new(Subscription {
+            filters: filters.clone(),
+            handler: std::sync::OnceLock::new(),
+            consumers: Mutex::new(Vec::new()),
+            turn: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+        });
+        // The handler finds its subscription by name; it is in the registry before
+        // the database can call the handler.
+        self.state().by_name.insert(name.to_owned(), sub.clone());
         let subs = Arc::downgrade(self);
         let key = name.to_owned();
-        let handler = self.db.on(filters.clone(), move |event: Event| {
+        let handler = move |event: Event| {
             let subs = subs.clone();
             let key = key.clone();
             async move {
@@ -160,14 +191,31 @@ impl Subscriptions {
                 let sub = sub.ok_or_else(|| "the subscription is gone".to_owned())?;
                 subs.deliver(&sub, &event).await
             }
-        })?;
-        Ok(Arc::new(Subscription {
-            filters,
-            handler,
-            consumers: Mutex::new(Vec::new()),
-            turn: AtomicUsize::new(0),
-            idle: Mutex::new(Vec::new()),
-        }))
+        };
+        match self.db.subscribe(name, &filters, handler).await {
+            Ok(id) => {
+                let _ = sub.handler.set(id);
+                Ok(sub)
+            }
+            Err(e) => {
+                self.state().by_name.remove(name);
+                Err(e)
+            }
+        }
+    }
+
+    /// `unsubscribe`: removes subscription `name`; false if there was none.
+    pub async fn unsubscribe(&self, name: &str) -> Result<bool, Error> {
+        let _one_at_a_time = self.opening.lock().await;
+        let removed = self.db.unsubscribe(name)?;
+        let gone = self.state().by_name.remove(name);
+        if let Some(sub) = gone {
+            // Its waiting lanes end (their handler is gone from the database).
+            for waker in lock(&sub.idle).drain(..) {
+                waker.wake();
+            }
+        }
+        Ok(removed)
     }
 
     /// Pushes `event` to a consumer of `sub` and waits for its ack.
@@ -231,7 +279,7 @@ impl Subscriptions {
             .state()
             .by_name
             .get(name)
-            .map(|s| s.handler)
+            .and_then(|s| s.handler.get().copied())
             .ok_or_else(|| {
                 Error::new(
                     ErrorCode::InvalidQuery,

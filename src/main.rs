@@ -121,6 +121,9 @@ enum EventsCommand {
         #[arg(long)]
         replay: bool,
     },
+    /// Remove subscription NAME with its position and dead letters (prints true if it
+    /// existed). A later `ampd on NAME` starts it afresh.
+    Remove { name: String },
 }
 
 /// Where and how the data is kept.
@@ -208,6 +211,11 @@ struct Serve {
     /// A pushed event not acknowledged within this long is delivered again.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     event_ack_timeout: Duration,
+    /// WAL each shard keeps, beyond what recovery needs, for subscriptions that have
+    /// not finished with it (bytes, or with K/M/G/KiB/MiB/GiB); one further behind
+    /// is reported, and after a restart refused until it is unsubscribed.
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    event_backlog_max: u64,
 }
 
 fn main() -> ExitCode {
@@ -216,14 +224,20 @@ fn main() -> ExitCode {
     match main.command {
         Command::Serve(serve) => run_serve(serve, main.connect),
         Command::Data(command) => run_cli(command.into_request(cli::Input::Stdin), main.connect),
-        Command::Events {
-            command: EventsCommand::DeadLetters { name, replay },
-        } => run_cli(
-            Ok(ampd_wire::frame::Request::DeadLetters(
-                ampd_wire::frame::DeadLetters { name, replay },
-            )),
-            main.connect,
-        ),
+        Command::Events { command } => {
+            let request = match command {
+                EventsCommand::DeadLetters { name, replay } => {
+                    ampd_wire::frame::Request::DeadLetters(ampd_wire::frame::DeadLetters {
+                        name,
+                        replay,
+                    })
+                }
+                EventsCommand::Remove { name } => {
+                    ampd_wire::frame::Request::Unsubscribe(ampd_wire::frame::Unsubscribe { name })
+                }
+            };
+            run_cli(Ok(request), main.connect)
+        }
         Command::Repair { data_dir } => repair(&data_dir),
         Command::Repl { storage } => repl(storage, main.connect),
         Command::On {
@@ -327,6 +341,7 @@ fn serve_until_signalled(serve: Serve, connect: Connect) -> Result<(), String> {
             max: serve.event_retry_max,
             give_up_after: serve.event_retry_for,
         },
+        event_backlog_max: serve.event_backlog_max,
         ..serve.storage.config()
     };
     let mut envs = Vec::new();

@@ -13,7 +13,7 @@
 //! - [`Got`] and [`Page`]: the results of `get`, with [`Page::next`] for the next page.
 
 use crate::frame::{
-    self, Ack, Add, Get, Hello, Patterns, Remove, Request, Set, SetBatch, Subscribe,
+    self, Ack, Add, Get, Hello, Patterns, Remove, Request, Set, SetBatch, Subscribe, Unsubscribe,
     PROTOCOL_VERSION,
 };
 use crate::value::Given;
@@ -252,6 +252,19 @@ impl Client {
             .ok()
             .and_then(|w| w.broken.clone());
         Err(broken.unwrap_or_else(|| lost("the subscription ended")))
+    }
+
+    /// Removes the server's subscription `name` (its position, what the server kept
+    /// for it, its dead letters): whether it existed.
+    pub async fn unsubscribe(&self, name: &str) -> Result<bool, Error> {
+        let removed = self
+            .request(Request::Unsubscribe(Unsubscribe {
+                name: name.to_owned(),
+            }))
+            .await?;
+        removed
+            .as_bool()
+            .ok_or_else(|| unexpected("unsubscribe", &removed))
     }
 
     /// `set(key, value, options)`: the stored value, or the item with `meta`.

@@ -73,7 +73,7 @@ pub use header::{Header, FLAG_ERROR, FLAG_PUSH, FLAG_RESPONSE, HEADER_LEN};
 pub use opcode::{Opcode, Request};
 pub use request::{
     decode_request, decode_request_payload, encode_request, Ack, Add, BatchItem, DeadLetters, Get,
-    Hello, Patterns, Remove, Set, SetBatch, Subscribe,
+    Hello, Patterns, Remove, Set, SetBatch, Subscribe, Unsubscribe,
 };
 pub use response::{
     begin_ok, decode_response, decode_response_payload, encode_error, encode_ok, encode_ok_value,

@@ -5,7 +5,9 @@
 //! handling in the server and the client.
 
 use super::payload::write_payload;
-use super::request::{Ack, Add, DeadLetters, Get, Hello, Remove, Set, SetBatch, Subscribe};
+use super::request::{
+    Ack, Add, DeadLetters, Get, Hello, Remove, Set, SetBatch, Subscribe, Unsubscribe,
+};
 use crate::limits::PAYLOAD_DEPTH_MAX;
 use bytes::BytesMut;
 use std::fmt;
@@ -26,6 +28,7 @@ impl Payload for Remove {}
 impl Payload for Subscribe {}
 impl Payload for Ack {}
 impl Payload for DeadLetters {}
+impl Payload for Unsubscribe {}
 
 /// Declares the calls: `Name = number, "wire_name";` for a call without a payload,
 /// `Name = number, "wire_name", PayloadType;` for one with.
@@ -137,6 +140,8 @@ calls! {
         Ack = 65, "ack", Ack;
         /// A subscription's dead letters, listed or replayed.
         DeadLetters = 66, "dead_letters", DeadLetters;
+        /// Removes a named subscription, its position and its dead letters.
+        Unsubscribe = 67, "unsubscribe", Unsubscribe;
     }
 }
 

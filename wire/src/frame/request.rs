@@ -249,6 +249,17 @@ payload_map!(DeadLetters, "a DeadLetters map", Refuse, {
     "replay" => replay: Flag,
 });
 
+/// `Unsubscribe`: `{"name": str}`. Removes subscription `name`: its position, what the
+/// WAL kept for it and its dead letters; its connections get no more of its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unsubscribe {
+    pub name: String,
+}
+
+payload_map!(Unsubscribe, "an Unsubscribe map", Refuse, {
+    "name" => name: Text,
+});
+
 impl Serialize for Patterns {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
