@@ -598,7 +598,8 @@ impl Db {
         self.inner.events.fell_behind_count()
     }
 
-    /// Removes a handler registered by [`Db::on`]; false if there was none.
+    /// Removes a handler registered by [`Db::on`], with its dead letters; false if there
+    /// was none.
     pub fn off(&self, handler: HandlerId) -> bool {
         self.inner.events.unregister(handler)
     }

@@ -435,7 +435,8 @@ impl Hub {
             .min()
     }
 
-    /// Removes a handler (or a durable subscription); false if it was not registered.
+    /// Removes a handler (or a durable subscription) and its dead letters; false if it
+    /// was not registered.
     pub fn unregister(&self, id: HandlerId) -> bool {
         let mut handlers = self.handlers.write().unwrap_or_else(|p| p.into_inner());
         let before = handlers.len();
@@ -448,6 +449,8 @@ impl Hub {
             count.fetch_sub(1, Ordering::AcqRel);
         }
         handlers.retain(|h| h.id != id);
+        // Its dead letters go with it.
+        lock(&self.dead).retain(|d| d.handler != id);
         self.active.store(!handlers.is_empty(), Ordering::Release);
         handlers.len() != before
     }

@@ -1,7 +1,8 @@
 //! `ampd on NAME FILTER...` as a user runs it: each event a line of JSON on stdout,
 //! acknowledged once printed; it keeps running across a server restart (reconnects and
 //! subscribes again); `--exec CMD` hands each event to a command, whose failures the
-//! server retries; a malformed filter exits at once with `invalid_query`.
+//! server retries; a malformed filter exits at once with `invalid_query`; `ampd events
+//! remove` removes a subscription.
 
 use ampd_tests::server_process::ServerProcess;
 use serde_json::{json, Value};
@@ -255,4 +256,16 @@ fn dead_letters_are_listed_and_replayed_from_the_cli() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr)
         .starts_with("invalid_query: no subscription named \"nobody\""));
+
+    // Removed, the subscription is gone (its dead letters with it); a second remove
+    // finds nothing.
+    drop(printing);
+    assert_eq!(cli(&addr, &["events", "remove", "hook"]).trim(), "true");
+    assert_eq!(cli(&addr, &["events", "remove", "hook"]).trim(), "false");
+    let out = Command::new(BIN)
+        .args(["events", "dead-letters", "hook"])
+        .env("AMPD_ADDR", &addr)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }
