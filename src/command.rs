@@ -155,7 +155,10 @@ impl Reply {
             Reply::Item {
                 item: Some(item),
                 meta: true,
-            } => write_value(out, &item.to_meta_json()),
+            } => {
+                // Writes into a BytesMut cannot fail.
+                let _ = item.write_meta(&mut (&mut *out).writer());
+            }
             Reply::Items {
                 items,
                 last_key,
@@ -164,7 +167,7 @@ impl Reply {
                 let mut w = (&mut *out).writer();
                 page::encode(&mut w, items, last_key.as_deref(), |w, item| {
                     if *meta {
-                        write_value(w.get_mut(), &item.to_meta_json());
+                        let _ = item.write_meta(w);
                     } else {
                         // Writes into a BytesMut cannot fail.
                         let _ = rmp::encode::write_map_len(w, 2);

@@ -277,6 +277,16 @@ impl Session {
         }
     }
 
+    /// Frames a subscription's event, and every other one already waiting, into the
+    /// output: one write for all of them.
+    fn push(&mut self, first: Push) {
+        let mut next = Some(first);
+        while let Some(p) = next {
+            frame::encode_event_push(p.request, p.delivery, &p.event, &mut self.output);
+            next = self.member.as_mut().and_then(|m| m.pushes.try_recv().ok());
+        }
+    }
+
     /// `ack` and `dead_letters`.
     fn events(&mut self, request: Request) -> Result<Reply, Error> {
         let Some(subs) = &self.subscriptions else {
@@ -425,12 +435,7 @@ impl Connection {
             // once shutdown began.
             match self.next_event(!self.shutting_down && !whole_frame).await {
                 Event::Answer(answer) => self.session.answer(answer),
-                Event::Push(push) => frame::encode_push(
-                    push.request,
-                    Opcode::Subscribe as u16,
-                    &push.payload,
-                    &mut self.session.output,
-                ),
+                Event::Push(push) => self.session.push(push),
                 Event::Read => {}
                 // The peer left or broke the connection: its writes still stand.
                 Event::Gone => return,

@@ -66,11 +66,13 @@ struct Consumer {
     pushes: mpsc::UnboundedSender<Push>,
 }
 
-/// An event on its way to a connection, which encodes it into its output as a push
-/// frame answering `request` (its `subscribe`).
+/// An event on its way to a connection, which frames it into its output as a push
+/// answering `request` (its `subscribe`): `event` is the event already in the wire's
+/// value encoding.
 pub struct Push {
     pub request: u32,
-    pub payload: Value,
+    pub delivery: u64,
+    pub event: Vec<u8>,
 }
 
 /// One connection's side: where its pushes arrive, and its identity for leaving.
@@ -224,9 +226,13 @@ impl Subscriptions {
         let delivery = self.next_delivery.fetch_add(1, Ordering::Relaxed);
         let (done, acked) = oneshot::channel();
         self.state().waiting.insert(delivery, (consumer.id, done));
+        let mut encoded = Vec::with_capacity(256);
+        // Writes into a Vec cannot fail.
+        let _ = event.write_msgpack(&mut encoded);
         let push = Push {
             request: consumer.request,
-            payload: serde_json::json!({"delivery": delivery, "event": event.to_json()}),
+            delivery,
+            event: encoded,
         };
         if consumer.pushes.unbounded_send(push).is_err() {
             self.state().waiting.remove(&delivery);

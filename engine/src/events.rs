@@ -139,6 +139,28 @@ impl Event {
     }
 }
 
+impl Event {
+    /// [`Event::to_json`] written straight in the wire's value encoding (MessagePack),
+    /// the items as [`Item::write_meta`] writes them.
+    pub fn write_msgpack<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        let len = 2 + usize::from(self.previous.is_some()) + usize::from(self.expired);
+        rmp::encode::write_map_len(w, len as u32)?;
+        rmp::encode::write_str(w, "name")?;
+        rmp::encode::write_str(w, self.name.as_str())?;
+        rmp::encode::write_str(w, "item")?;
+        self.item.write_meta(w)?;
+        if let Some(p) = &self.previous {
+            rmp::encode::write_str(w, "previous")?;
+            p.write_meta(w)?;
+        }
+        if self.expired {
+            rmp::encode::write_str(w, "expired")?;
+            rmp::encode::write_bool(w, true)?;
+        }
+        Ok(())
+    }
+}
+
 /// How a failing handler is retried (SPEC.md: 1 s doubling to 5 min, for 24 h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry {

@@ -1,6 +1,6 @@
 //! Items: a key, its encoded value and its metadata (SPEC.md "Values and items").
 
-use ampd_wire::limits::LABEL_COUNT;
+use ampd_wire::limits::{LABEL_COUNT, LABEL_NAMES};
 use ampd_wire::value::{self, Value};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -199,12 +199,42 @@ impl Item {
         if let Some(t) = d.expires_s {
             m.insert("ttl".into(), json!(t));
         }
-        for (i, l) in d.labels.iter().enumerate() {
+        for (name, l) in LABEL_NAMES.iter().zip(&d.labels) {
             if let Some(l) = l {
-                m.insert(format!("label{}", i + 1), json!(l));
+                m.insert((*name).into(), json!(l));
             }
         }
         Value::Object(m)
+    }
+
+    /// [`Item::to_meta_json`] written straight in the wire's value encoding
+    /// (MessagePack), the value copied as stored: the same bytes as encoding that
+    /// JSON, without building it.
+    pub fn write_meta<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        let d = &*self.inner;
+        let labels = d.labels.iter().filter(|l| l.is_some()).count();
+        let len = 4 + usize::from(d.expires_s.is_some()) + labels;
+        rmp::encode::write_map_len(w, len as u32)?;
+        rmp::encode::write_str(w, "key")?;
+        rmp::encode::write_str(w, &d.key)?;
+        rmp::encode::write_str(w, "value")?;
+        w.write_all(&d.value)?;
+        let mut stamp = [0u8; RFC3339_MS_LEN_MAX];
+        rmp::encode::write_str(w, "created")?;
+        rmp::encode::write_str(w, rfc3339_ms_into(d.created_ms, &mut stamp))?;
+        rmp::encode::write_str(w, "modified")?;
+        rmp::encode::write_str(w, rfc3339_ms_into(d.modified_ms, &mut stamp))?;
+        if let Some(t) = d.expires_s {
+            rmp::encode::write_str(w, "ttl")?;
+            rmp::encode::write_sint(w, t)?;
+        }
+        for (name, l) in LABEL_NAMES.iter().zip(&d.labels) {
+            if let Some(l) = l {
+                rmp::encode::write_str(w, name)?;
+                rmp::encode::write_str(w, l)?;
+            }
+        }
+        Ok(())
     }
 
     /// The item inside an `items` array: `{key, value}`, or the meta object.
@@ -233,6 +263,19 @@ pub fn rfc3339_ms(ms: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// Room for [`rfc3339_ms`] of any time chrono represents.
+const RFC3339_MS_LEN_MAX: usize = 40;
+
+/// [`rfc3339_ms`] written into `buf`, without allocating.
+fn rfc3339_ms_into(ms: i64, buf: &mut [u8; RFC3339_MS_LEN_MAX]) -> &str {
+    use std::io::Write;
+    let time = DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{}", time.format("%Y-%m-%dT%H:%M:%S%.3fZ"));
+    let len = cursor.position() as usize;
+    std::str::from_utf8(&buf[..len]).unwrap_or_default()
+}
+
 /// The wall clock in milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
@@ -254,6 +297,39 @@ mod tests {
             );
             assert_eq!(&*stored, &given[..]);
             assert_eq!(stored.to_bytes(), given);
+        }
+    }
+
+    #[test]
+    fn meta_msgpack_is_the_meta_json_encoded() {
+        let items = [
+            Item::new(ItemData {
+                key: "ns:k".into(),
+                value: value::encode(&json!({"a": [1, 2.5, "x"]})).into(),
+                created_ms: 1_700_000_000_123,
+                modified_ms: 1_700_000_000_456,
+                expires_s: Some(1_800_000_000),
+                labels: [
+                    Some("a".into()),
+                    None,
+                    Some("c".into()),
+                    None,
+                    Some("e".into()),
+                ],
+            }),
+            Item::new(ItemData {
+                key: "k".into(),
+                value: value::encode(&json!(null)).into(),
+                created_ms: -5,
+                modified_ms: 0,
+                expires_s: None,
+                labels: Default::default(),
+            }),
+        ];
+        for item in items {
+            let mut direct = Vec::new();
+            item.write_meta(&mut direct).unwrap();
+            assert_eq!(direct, value::encode(&item.to_meta_json()), "{item:?}");
         }
     }
 

@@ -206,16 +206,14 @@ pub(crate) fn checked_label(options: &QueryOptions) -> Result<Option<usize>, Err
 
 /// `"label1"` ..= `"label5"` → 0..=4.
 pub(crate) fn label_index(name: &str) -> Result<usize, Error> {
-    match name {
-        "label1" => Ok(0),
-        "label2" => Ok(1),
-        "label3" => Ok(2),
-        "label4" => Ok(3),
-        "label5" => Ok(4),
-        other => Err(invalid(&format!(
-            "label is {other:?}, expected one of label1..label5"
-        ))),
-    }
+    ampd_wire::limits::LABEL_NAMES
+        .iter()
+        .position(|l| *l == name)
+        .ok_or_else(|| {
+            invalid(&format!(
+                "label is {name:?}, expected one of label1..label5"
+            ))
+        })
 }
 
 /// The `lastKey` of a label query: the label value and the key, as one string that

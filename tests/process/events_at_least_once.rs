@@ -45,8 +45,18 @@ fn serve(addr: &str, dir: &str) -> ServerProcess {
     )
 }
 
+/// A subscriber process, killed when dropped (a failing test leaves none behind).
+struct Subscriber(Child);
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `ampd on chk '*'`, its lines appended to `lines` (from every incarnation).
-fn subscriber(addr: &str, lines: &Arc<Mutex<Vec<String>>>) -> Child {
+fn subscriber(addr: &str, lines: &Arc<Mutex<Vec<String>>>) -> Subscriber {
     let mut child = Command::new(BIN)
         .args(["on", "chk", "*"])
         .env("AMPD_ADDR", addr)
@@ -61,12 +71,12 @@ fn subscriber(addr: &str, lines: &Arc<Mutex<Vec<String>>>) -> Child {
             lines.lock().unwrap().push(line);
         }
     });
-    child
+    Subscriber(child)
 }
 
-fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+fn kill(sub: &mut Subscriber) {
+    let _ = sub.0.kill();
+    let _ = sub.0.wait();
 }
 
 /// (namespace, number) of a printed event of key `nJ:I`.

@@ -8,6 +8,8 @@ pub const KEY_LEN_MAX: usize = 256;
 
 /// Labels per item: `label1` ..= `label5`.
 pub const LABEL_COUNT: usize = 5;
+/// The labels' names, `label1`..`label5`: label `i` (0-based) is `LABEL_NAMES[i]`.
+pub const LABEL_NAMES: [&str; LABEL_COUNT] = ["label1", "label2", "label3", "label4", "label5"];
 
 /// Key, encoded value and labels of one item, together.
 pub const ITEM_SIZE_MAX: usize = 400 * 1024;

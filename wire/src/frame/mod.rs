@@ -76,8 +76,8 @@ pub use request::{
     Hello, Patterns, Remove, Set, SetBatch, Subscribe, Unsubscribe,
 };
 pub use response::{
-    begin_ok, decode_response, decode_response_payload, encode_error, encode_ok, encode_ok_value,
-    encode_push, Response, ResponseStart,
+    begin_ok, decode_response, decode_response_payload, encode_error, encode_event_push, encode_ok,
+    encode_ok_value, encode_push, Response, ResponseStart,
 };
 
 /// The protocol version this crate speaks, sent in [`Hello`] and in the server's answer.

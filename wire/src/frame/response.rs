@@ -44,6 +44,26 @@ pub fn encode_push(id: u32, kind: u16, value: &Value, out: &mut BytesMut) {
     start.finish(out);
 }
 
+/// Appends the push of one subscription event (PROTOCOL.md "Events") for the
+/// `subscribe` request `id`: payload `{"delivery": delivery, "event": event}`, `event`
+/// already encoded as one MessagePack value. Panics like [`encode_ok`].
+pub fn encode_event_push(id: u32, delivery: u64, event: &[u8], out: &mut BytesMut) {
+    let start = begin(
+        id,
+        super::Opcode::Subscribe as u16,
+        FLAG_RESPONSE | FLAG_PUSH,
+        out,
+    );
+    let mut w = (&mut *out).writer();
+    // Writes into a BytesMut cannot fail.
+    let _ = rmp::encode::write_map_len(&mut w, 2);
+    let _ = rmp::encode::write_str(&mut w, "delivery");
+    let _ = rmp::encode::write_uint(&mut w, delivery);
+    let _ = rmp::encode::write_str(&mut w, "event");
+    out.put_slice(event);
+    start.finish(out);
+}
+
 /// Appends an OK response whose payload is `value`, encoded. Panics like [`encode_ok`].
 pub fn encode_ok_value(id: u32, kind: u16, value: &Value, out: &mut BytesMut) {
     let start = begin_ok(id, kind, out);
