@@ -242,7 +242,16 @@ impl Db {
                     source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
                 })?;
                 let durable = Durable::new(saved.name, saved.filters, &saved.next);
-                events.register_durable(filters, None, Arc::new(durable));
+                let id = events.register_durable(filters, None, Arc::new(durable));
+                // A letter whose event does not read is left out (and said so).
+                let letters = saved.dead_letters.iter().filter_map(|l| {
+                    let letter = l.restore(id);
+                    if letter.is_none() {
+                        tracing::error!("a dead letter does not read: {}", l.event);
+                    }
+                    letter
+                });
+                events.add_dead_letters(letters);
             }
         }
         let shards: Vec<Arc<Shard>> = (0..count)
@@ -530,7 +539,7 @@ impl Db {
             })?;
         }
         if let Some(opened) = &self.inner.data_dir {
-            subscriptions::save_if_moved(&opened.dir, &durable);
+            subscriptions::save_if_moved(&opened.dir, hub, id, &durable);
             if durable
                 .saved
                 .iter()

@@ -41,7 +41,8 @@
 //! ([`Durable::next`]), saved to disk by the database and kept in the WAL by the
 //! snapshots. After a restart, recovery derives the events from the position on
 //! again from the WAL and queues them before anything new is committed; they wait for
-//! the subscription's handler to be attached.
+//! the subscription's handler to be attached. Its dead letters are saved with its
+//! position ([`crate::subscriptions`]) and outlive restarts too.
 
 use crate::item::Item;
 use ampd_wire::events::{EventName, Filters};
@@ -140,6 +141,19 @@ impl Event {
 }
 
 impl Event {
+    /// The event [`Event::to_json`] shows; `None` if the JSON is not one.
+    pub(crate) fn from_json(v: &Value) -> Option<Event> {
+        Some(Event {
+            name: EventName::parse(v.get("name")?.as_str()?)?,
+            item: Item::from_meta_json(v.get("item")?)?,
+            previous: match v.get("previous") {
+                Some(p) => Some(Item::from_meta_json(p)?),
+                None => None,
+            },
+            expired: v.get("expired").and_then(Value::as_bool).unwrap_or(false),
+        })
+    }
+
     /// [`Event::to_json`] written straight in the wire's value encoding (MessagePack),
     /// the items as [`Item::write_meta`] writes them.
     pub fn write_msgpack<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
@@ -256,6 +270,8 @@ pub(crate) struct Durable {
     pub saved: Vec<AtomicU64>,
     /// Why the subscription cannot go on: the WAL no longer holds its position.
     pub lost: Mutex<Option<String>>,
+    /// [`Hub::dead_changes`] when its dead letters were last saved.
+    pub dead_saved: AtomicU64,
 }
 
 /// A shard's position before the shard has started tracking a subscription.
@@ -269,6 +285,7 @@ impl Durable {
             next: next.iter().map(|n| AtomicU64::new(*n)).collect(),
             saved: next.iter().map(|n| AtomicU64::new(*n)).collect(),
             lost: Mutex::new(None),
+            dead_saved: AtomicU64::new(0),
         }
     }
 
@@ -317,6 +334,8 @@ pub(crate) struct Hub {
     backlog_max: u64,
     /// Times a snapshot dropped records a durable subscription still needed.
     fell_behind: AtomicU64,
+    /// Counts changes of the dead-letter list (the saver saves them when it moved).
+    dead_changes: AtomicU64,
 }
 
 impl Hub {
@@ -331,6 +350,7 @@ impl Hub {
             retry,
             backlog_max,
             fell_behind: AtomicU64::new(0),
+            dead_changes: AtomicU64::new(0),
         }
     }
 
@@ -473,12 +493,24 @@ impl Hub {
         handlers.retain(|h| h.id != id);
         // Its dead letters go with it.
         lock(&self.dead).retain(|d| d.handler != id);
+        self.dead_changes.fetch_add(1, Ordering::AcqRel);
         self.active.store(!handlers.is_empty(), Ordering::Release);
         handlers.len() != before
     }
 
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         self.dead.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adds dead letters (a failed event, or ones saved before a restart).
+    pub fn add_dead_letters(&self, letters: impl IntoIterator<Item = DeadLetter>) {
+        lock(&self.dead).extend(letters);
+        self.dead_changes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many times the dead-letter list has changed.
+    pub fn dead_changes(&self) -> u64 {
+        self.dead_changes.load(Ordering::Acquire)
     }
 
     /// Takes the dead letters of `handler` (all of them: `None`) off the list.
@@ -488,6 +520,7 @@ impl Hub {
             .into_iter()
             .partition(|d| handler.is_none_or(|h| h == d.handler));
         *all = kept;
+        self.dead_changes.fetch_add(1, Ordering::AcqRel);
         chosen
     }
 }
@@ -746,15 +779,12 @@ async fn run_handler(hub: &Hub, h: &Registered, handler: &Handler, event: &Event
                     h.id,
                     hub.retry.give_up_after
                 );
-                hub.dead
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(DeadLetter {
-                        handler: h.id,
-                        event: event.clone(),
-                        error,
-                        attempts,
-                    });
+                hub.add_dead_letters([DeadLetter {
+                    handler: h.id,
+                    event: event.clone(),
+                    error,
+                    attempts,
+                }]);
                 break;
             }
             ampd_rt::time::sleep(delay.min(left)).await;

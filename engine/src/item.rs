@@ -237,6 +237,27 @@ impl Item {
         Ok(())
     }
 
+    /// The item [`Item::to_meta_json`] shows (a saved dead letter's); `None` if the
+    /// JSON is not one.
+    pub(crate) fn from_meta_json(v: &Value) -> Option<Item> {
+        let time = |field: &str| -> Option<i64> {
+            let text = v.get(field)?.as_str()?;
+            Some(DateTime::parse_from_rfc3339(text).ok()?.timestamp_millis())
+        };
+        let mut labels: [Option<String>; LABEL_COUNT] = Default::default();
+        for (name, label) in LABEL_NAMES.iter().zip(labels.iter_mut()) {
+            *label = v.get(*name).and_then(Value::as_str).map(str::to_owned);
+        }
+        Some(Item::new(ItemData {
+            key: v.get("key")?.as_str()?.to_owned(),
+            value: value::encode(v.get("value")?).into(),
+            created_ms: time("created")?,
+            modified_ms: time("modified")?,
+            expires_s: v.get("ttl").and_then(Value::as_i64),
+            labels,
+        }))
+    }
+
     /// The item inside an `items` array: `{key, value}`, or the meta object.
     pub fn to_entry_json(&self, meta: bool) -> Value {
         if meta {
@@ -266,14 +287,45 @@ pub fn rfc3339_ms(ms: i64) -> String {
 /// Room for [`rfc3339_ms`] of any time chrono represents.
 const RFC3339_MS_LEN_MAX: usize = 40;
 
-/// [`rfc3339_ms`] written into `buf`, without allocating.
+/// [`rfc3339_ms`] written into `buf`, without allocating: the digits placed by hand
+/// for years 0 to 9999 (chrono's formatter cost more than the rest of an event's
+/// encoding), chrono's own text otherwise.
 fn rfc3339_ms_into(ms: i64, buf: &mut [u8; RFC3339_MS_LEN_MAX]) -> &str {
-    use std::io::Write;
+    use chrono::{Datelike, Timelike};
     let time = DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cursor, "{}", time.format("%Y-%m-%dT%H:%M:%S%.3fZ"));
-    let len = cursor.position() as usize;
-    std::str::from_utf8(&buf[..len]).unwrap_or_default()
+    let year = time.year();
+    if !(0..=9999).contains(&year) {
+        let text = rfc3339_ms(ms);
+        let len = text.len().min(RFC3339_MS_LEN_MAX);
+        buf[..len].copy_from_slice(&text.as_bytes()[..len]);
+        return std::str::from_utf8(&buf[..len]).unwrap_or_default();
+    }
+    let mut put = |at: usize, n: u32, digits: usize| {
+        let mut n = n;
+        for i in (0..digits).rev() {
+            buf[at + i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, year as u32, 4);
+    put(5, time.month(), 2);
+    put(8, time.day(), 2);
+    put(11, time.hour(), 2);
+    put(14, time.minute(), 2);
+    put(17, time.second(), 2);
+    put(20, time.timestamp_subsec_millis(), 3);
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        buf[at] = c;
+    }
+    std::str::from_utf8(&buf[..24]).unwrap_or_default()
 }
 
 /// The wall clock in milliseconds since the Unix epoch.
@@ -330,6 +382,39 @@ mod tests {
             let mut direct = Vec::new();
             item.write_meta(&mut direct).unwrap();
             assert_eq!(direct, value::encode(&item.to_meta_json()), "{item:?}");
+            assert_eq!(Item::from_meta_json(&item.to_meta_json()), Some(item));
+        }
+    }
+
+    #[test]
+    fn hand_placed_timestamps_are_chronos() {
+        let mut buf = [0u8; RFC3339_MS_LEN_MAX];
+        let mut ms: i64 = -62_167_219_200_000 - 1000; // a second before year 0
+        let samples = [
+            -1,
+            0,
+            1,
+            999,
+            1000,
+            59_999,
+            951_782_400_000,
+            1_700_000_000_123,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            i64::MIN,
+            i64::MAX,
+        ];
+        for sample in samples {
+            assert_eq!(
+                rfc3339_ms_into(sample, &mut buf),
+                rfc3339_ms(sample),
+                "{sample}"
+            );
+        }
+        // A walk across the years, with odd steps to land on every kind of field.
+        while ms < 253_402_300_800_000 + 1000 {
+            assert_eq!(rfc3339_ms_into(ms, &mut buf), rfc3339_ms(ms), "{ms}");
+            ms += 86_399_997 * 37 + 1;
         }
     }
 

@@ -1,17 +1,19 @@
 //! Durable subscriptions on disk (see [`crate::events`] for what they are).
 //!
 //! Each is one file, `DB/subscriptions/NAME.json`: `{"filters": [...], "next": [n0,
-//! n1, ...]}`, where `next[i]` is the subscription's position on shard `i` (every
-//! event of a WAL record numbered below it is handled). A file is replaced whole and
-//! durably ([`crate::layout::write_durably`]). The [`Saver`] thread writes a
-//! subscription's file when its positions moved, at most every [`SAVE_EVERY`], and
+//! n1, ...], "dead_letters": [...]}`, where `next[i]` is the subscription's position on
+//! shard `i` (every event of a WAL record numbered below it is handled) and each dead
+//! letter is `{"event", "error", "attempts"}` (the event as the API shows it). A file
+//! is replaced whole and durably ([`crate::layout::write_durably`]). The [`Saver`]
+//! thread writes a subscription's file when its positions or its dead letters moved,
+//! at most every [`SAVE_EVERY`], and
 //! then publishes them as saved ([`Durable::saved`]), which is what snapshots keep
 //! the WAL for: a position is never trusted to the WAL's retention before it is on
 //! disk. A crash loses at most the last [`SAVE_EVERY`] of positions, whose events
 //! are then delivered again (at least once).
 
 use crate::error::OpenError;
-use crate::events::{Durable, Hub, NOT_STARTED};
+use crate::events::{DeadLetter, Durable, Event, HandlerId, Hub, NOT_STARTED};
 use crate::layout;
 use ampd_wire::{Error, ErrorCode};
 use std::path::{Path, PathBuf};
@@ -58,6 +60,28 @@ pub(crate) struct Saved {
     pub name: String,
     pub filters: Vec<String>,
     pub next: Vec<u64>,
+    #[serde(default)]
+    pub dead_letters: Vec<SavedLetter>,
+}
+
+/// A dead letter as a subscription's file holds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SavedLetter {
+    pub event: serde_json::Value,
+    pub error: String,
+    pub attempts: u32,
+}
+
+impl SavedLetter {
+    /// The dead letter again, for `handler`; `None` if the event does not read.
+    pub fn restore(&self, handler: HandlerId) -> Option<DeadLetter> {
+        Some(DeadLetter {
+            handler,
+            event: Event::from_json(&self.event)?,
+            error: self.error.clone(),
+            attempts: self.attempts,
+        })
+    }
 }
 
 /// Every subscription saved in database folder `db`, by name.
@@ -150,32 +174,49 @@ impl Saver {
     }
 }
 
-/// Saves the subscriptions whose positions moved since their last save.
+/// Saves the subscriptions whose positions or dead letters moved since their last
+/// save.
 fn save_moved(db: &Path, hub: &Hub) {
-    for (_, durable, _) in hub.durables() {
-        save_if_moved(db, &durable);
+    for (id, durable, _) in hub.durables() {
+        save_if_moved(db, hub, id, &durable);
     }
 }
 
-/// Saves `durable` if its positions moved (and every shard tracks it).
-pub(crate) fn save_if_moved(db: &Path, durable: &Durable) {
+/// Saves `durable` (registered as `id`) if its positions or the dead letters moved
+/// (and every shard tracks it).
+pub(crate) fn save_if_moved(db: &Path, hub: &Hub, id: HandlerId, durable: &Durable) {
     let load = |v: &[std::sync::atomic::AtomicU64]| -> Vec<u64> {
         v.iter().map(|n| n.load(Ordering::Acquire)).collect()
     };
     let next = load(&durable.next);
-    if next == load(&durable.saved) || next.contains(&NOT_STARTED) || durable.lost().is_some() {
+    let dead_changes = hub.dead_changes();
+    let moved =
+        next != load(&durable.saved) || dead_changes != durable.dead_saved.load(Ordering::Acquire);
+    if !moved || next.contains(&NOT_STARTED) || durable.lost().is_some() {
         return;
     }
+    let dead_letters = hub
+        .dead_letters()
+        .into_iter()
+        .filter(|d| d.handler == id)
+        .map(|d| SavedLetter {
+            event: d.event.to_json(),
+            error: d.error,
+            attempts: d.attempts,
+        })
+        .collect();
     let saved = Saved {
         name: durable.name.clone(),
         filters: durable.filters.clone(),
         next: next.clone(),
+        dead_letters,
     };
     match save(db, &saved) {
         Ok(()) => {
             for (at, n) in durable.saved.iter().zip(next) {
                 at.store(n, Ordering::Release);
             }
+            durable.dead_saved.store(dead_changes, Ordering::Release);
         }
         Err(e) => tracing::error!(
             "cannot save the position of subscription {:?}: {e} (retried)",

@@ -10,7 +10,7 @@
 //! expiries that leave no record to derive their events from, and against a resumed
 //! subscription that skips or repeats what it should not.
 
-use ampd_engine::{Config, Db, ErrorCode, Event, SetOptions};
+use ampd_engine::{Config, Db, ErrorCode, Event, Retry, SetOptions};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -280,4 +280,60 @@ fn names_filters_and_handlers_are_checked() {
     );
     assert!(listed[0].positions.iter().all(Option::is_some));
     assert!(!db.unsubscribe("none").unwrap());
+}
+
+#[test]
+fn dead_letters_outlive_a_restart_and_replay() {
+    let dir = ampd_tests::temp_dir("events-durable-dead");
+    let quick = |c: &mut Config| {
+        c.event_retry = Retry {
+            first: Duration::from_millis(50),
+            max: Duration::from_millis(100),
+            give_up_after: Duration::from_millis(300),
+        };
+    };
+    {
+        let db = open(&dir, quick);
+        let failing =
+            |_e: Event| std::future::ready(Err::<(), _>("the mail server said no".to_owned()));
+        subscribe(&db, "mailer", &["*"], failing).unwrap();
+        set(
+            &db,
+            "bad:1",
+            json!({"to": "ann"}),
+            SetOptions::default().label(1, "x"),
+        );
+        eventually("a dead letter", || db.dead_letters().len() == 1);
+        let_positions_save();
+    }
+    let db = open(&dir, quick);
+    let letters = db.dead_letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.handler, db.subscriptions()[0].handler);
+    assert_eq!(letter.error, "the mail server said no");
+    assert!(letter.attempts >= 3, "{}", letter.attempts);
+    assert_eq!(
+        (
+            letter.event.name.to_string(),
+            letter.event.item.key(),
+            letter.event.item.value()
+        ),
+        ("created".to_owned(), "bad:1", json!({"to": "ann"}))
+    );
+    assert_eq!(letter.event.item.label(1), Some("x"));
+    let (log, handler) = holding("");
+    subscribe(&db, "mailer", &["*"], handler).unwrap();
+    let replayed = db.replay_dead_letters(Some(letter.handler));
+    assert_eq!(replayed.len(), 1);
+    eventually("the replay", || log.lock().unwrap().len() == 1);
+    assert_eq!(
+        log.lock().unwrap()[0],
+        created("bad:1", json!({"to": "ann"}))
+    );
+    // Replayed and saved: gone after another restart.
+    let_positions_save();
+    drop(db);
+    let db = open(&dir, quick);
+    assert_eq!(db.dead_letters(), vec![]);
 }
