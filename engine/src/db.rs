@@ -462,7 +462,9 @@ impl Db {
     /// handler again and it resumes where it stood: the events of changes it had not
     /// finished with are delivered again (at least once), in commit order per
     /// namespace, before the newer ones. Without a data directory it lives as long as
-    /// the database. Delivery is as for [`Db::on`].
+    /// the database. Delivery is as for [`Db::on`]. From the opening of the database
+    /// until this call gives it its handler, a kept subscription's events wait in
+    /// memory (and its backlog in the WAL): [`Db::unsubscribe`] one no longer wanted.
     ///
     /// Errors: `invalid_query` for a malformed name or filter, for filters other than
     /// the subscription's, and for a subscription that has its handler already;
