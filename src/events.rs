@@ -159,15 +159,7 @@ impl Subscriptions {
     ) -> Result<Arc<Subscription>, Error> {
         let _one_at_a_time = self.opening.lock().await;
         if let Some(sub) = self.state().by_name.get(name).cloned() {
-            if sub.filters != filters {
-                return Err(Error::new(
-                    ErrorCode::InvalidQuery,
-                    format!(
-                        "subscription {name:?} exists with filter {:?}, not {filters:?}",
-                        sub.filters
-                    ),
-                ));
-            }
+            ampd_engine::subscriptions::check_filters(name, &sub.filters, &filters)?;
             return Ok(sub);
         }
         let sub = Arc::new(Subscription {

@@ -491,15 +491,7 @@ impl Db {
             let _one_at_a_time = lock(&self.inner.subscribing);
             match hub.durable(name) {
                 Some((id, durable, has_handler)) => {
-                    if durable.filters != texts {
-                        return Err(Error::new(
-                            ErrorCode::InvalidQuery,
-                            format!(
-                                "subscription {name:?} exists with filter {:?}, not {texts:?}",
-                                durable.filters
-                            ),
-                        ));
-                    }
+                    subscriptions::check_filters(name, &durable.filters, &texts)?;
                     if let Some(why) = durable.lost() {
                         return Err(Error::new(ErrorCode::Internal, why));
                     }

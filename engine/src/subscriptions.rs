@@ -47,6 +47,17 @@ pub fn check_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// A subscription opened again must name the filters it has.
+pub fn check_filters(name: &str, kept: &[String], asked: &[String]) -> Result<(), Error> {
+    if kept == asked {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorCode::InvalidQuery,
+        format!("subscription {name:?} exists with filter {kept:?}, not {asked:?}"),
+    ))
+}
+
 const SUFFIX: &str = ".json";
 
 fn file_name(name: &str) -> String {

@@ -40,13 +40,7 @@ const CLAIM_WAIT: Duration = Duration::from_secs(2);
 pub fn claim(addr: SocketAddr) -> io::Result<SocketAddr> {
     let deadline = Instant::now() + CLAIM_WAIT;
     loop {
-        let probe = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM.cloexec(),
-            Some(socket2::Protocol::TCP),
-        )?;
-        // A port in TIME_WAIT is free to take.
-        probe.set_reuse_address(true)?;
+        let probe = stream_socket(addr)?;
         match probe.bind(&addr.into()) {
             Ok(()) => {
                 return probe
@@ -62,6 +56,17 @@ pub fn claim(addr: SocketAddr) -> io::Result<SocketAddr> {
     }
 }
 
+/// A TCP socket for `addr`'s family that may take a port in TIME_WAIT.
+fn stream_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.cloexec(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    Ok(socket)
+}
+
 /// A listening socket (`SO_REUSEPORT`: every runtime may listen on the same port, and
 /// the kernel spreads the connections over them; [`claim`] the address first).
 pub struct TcpListener {
@@ -71,12 +76,7 @@ pub struct TcpListener {
 
 impl TcpListener {
     pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM.cloexec(),
-            Some(socket2::Protocol::TCP),
-        )?;
-        socket.set_reuse_address(true)?;
+        let socket = stream_socket(addr)?;
         socket.set_reuse_port(true)?;
         socket.bind(&addr.into())?;
         socket.listen(BACKLOG)?;
