@@ -56,6 +56,13 @@ pub struct Config {
     pub wal_segment_bytes: u64,
     /// How a failing event handler is retried before its event is dead-lettered.
     pub event_retry: crate::events::Retry,
+    /// A memory budget for the items (`evict::cost`: keys, values, labels, indexes),
+    /// split evenly across the shards; `None`: no limit. What happens at the budget
+    /// is `eviction`'s.
+    pub max_memory: Option<u64>,
+    /// How a shard at its budget makes room: `S3Fifo` (recommended) or `Lru` evict,
+    /// `None` refuses writes with `memory_limit` ([`crate::evict`]).
+    pub eviction: crate::Eviction,
     /// WAL bytes each shard may keep, beyond what recovery needs, for durable
     /// subscriptions that have not handled them; a subscription further behind is
     /// reported and cannot resume after a restart.
@@ -84,6 +91,8 @@ impl Default for Config {
             coalesce: None,
             event_retry: crate::events::Retry::default(),
             event_backlog_max: 1 << 30,
+            max_memory: None,
+            eviction: crate::Eviction::None,
             simulated_disks: None,
         }
     }
@@ -135,6 +144,20 @@ impl Page {
         let items = self.items.iter().map(|i| i.to_entry_json(meta)).collect();
         ampd_wire::page::to_json(items, self.last_key.as_deref())
     }
+}
+
+/// One shard's cache counters ([`Db::cache_stats`]). Hits and misses count exact-key
+/// reads while there is a budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    /// The shard's part of the budget; `None`: no limit.
+    pub budget: Option<u64>,
+    /// Bytes its items count (`evict::cost`).
+    pub used: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub evicted_bytes: u64,
 }
 
 /// A durable subscription as [`Db::subscriptions`] lists it.
@@ -255,7 +278,10 @@ impl Db {
             }
         }
         let shards: Vec<Arc<Shard>> = (0..count)
-            .map(|i| Arc::new(Shard::new(i, events.clone())))
+            .map(|i| {
+                let budget = config.max_memory.map(|m| m / count as u64);
+                Arc::new(Shard::new(i, events.clone(), budget, config.eviction))
+            })
             .collect();
         // Start every shard, then wait for all of them: each recovers its own log on its
         // own executor, so recoveries run side by side.
@@ -593,6 +619,26 @@ impl Db {
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
+    }
+
+    /// The cache tier's counters, per shard ([`Config::max_memory`]).
+    pub fn cache_stats(&self) -> Vec<CacheStats> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.inner
+            .shards
+            .iter()
+            .map(|s| {
+                let c = &s.cache;
+                CacheStats {
+                    budget: (c.budget != u64::MAX).then_some(c.budget),
+                    used: c.used.load(Relaxed),
+                    hits: c.hits.load(Relaxed),
+                    misses: c.misses.load(Relaxed),
+                    evictions: c.evictions.load(Relaxed),
+                    evicted_bytes: c.evicted_bytes.load(Relaxed),
+                }
+            })
+            .collect()
     }
 
     /// How many times a snapshot dropped WAL records a durable subscription still

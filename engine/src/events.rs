@@ -67,6 +67,8 @@ pub struct Event {
     pub previous: Option<Item>,
     /// A `deleted` because the item's ttl passed.
     pub expired: bool,
+    /// A `deleted` because the cache tier needed the room ([`crate::evict`]).
+    pub evicted: bool,
 }
 
 impl Event {
@@ -76,6 +78,7 @@ impl Event {
             item,
             previous: None,
             expired: false,
+            evicted: false,
         }
     }
 
@@ -85,6 +88,7 @@ impl Event {
             item,
             previous: Some(previous),
             expired: false,
+            evicted: false,
         }
     }
 
@@ -94,6 +98,15 @@ impl Event {
             previous: Some(item.clone()),
             item,
             expired,
+            evicted: false,
+        }
+    }
+
+    /// The `deleted` of an item the cache tier evicted.
+    pub(crate) fn evicted(item: Item) -> Event {
+        Event {
+            evicted: true,
+            ..Event::deleted(item, false)
         }
     }
 
@@ -136,6 +149,9 @@ impl Event {
         if self.expired {
             m.insert("expired".into(), Value::Bool(true));
         }
+        if self.evicted {
+            m.insert("evicted".into(), Value::Bool(true));
+        }
         Value::Object(m)
     }
 }
@@ -151,13 +167,17 @@ impl Event {
                 None => None,
             },
             expired: v.get("expired").and_then(Value::as_bool).unwrap_or(false),
+            evicted: v.get("evicted").and_then(Value::as_bool).unwrap_or(false),
         })
     }
 
     /// [`Event::to_json`] written straight in the wire's value encoding (MessagePack),
     /// the items as [`Item::write_meta`] writes them.
     pub fn write_msgpack<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
-        let len = 2 + usize::from(self.previous.is_some()) + usize::from(self.expired);
+        let len = 2
+            + usize::from(self.previous.is_some())
+            + usize::from(self.expired)
+            + usize::from(self.evicted);
         rmp::encode::write_map_len(w, len as u32)?;
         rmp::encode::write_str(w, "name")?;
         rmp::encode::write_str(w, self.name.as_str())?;
@@ -169,6 +189,10 @@ impl Event {
         }
         if self.expired {
             rmp::encode::write_str(w, "expired")?;
+            rmp::encode::write_bool(w, true)?;
+        }
+        if self.evicted {
+            rmp::encode::write_str(w, "evicted")?;
             rmp::encode::write_bool(w, true)?;
         }
         Ok(())

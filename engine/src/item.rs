@@ -88,25 +88,84 @@ impl StoredValue {
 /// Where an item lives in a shard: the hash index, the skiplist and the label index
 /// all point at one slot, so an update of an existing key swaps the slot's item and
 /// touches no index at all.
+///
+/// With it, what eviction ([`crate::evict`]) reads: whether the slot is still in its
+/// shard, and the reads of its item (a counter up to 3, and the time of the last).
 #[derive(Debug)]
-pub(crate) struct Slot(arc_swap::ArcSwap<ItemData>);
+pub(crate) struct Slot {
+    item: arc_swap::ArcSwap<ItemData>,
+    reads: std::sync::atomic::AtomicU8,
+    last_read: std::sync::atomic::AtomicU32,
+    live: std::sync::atomic::AtomicBool,
+}
 
 impl Slot {
     pub fn new(item: &Item) -> Slot {
-        Slot(arc_swap::ArcSwap::new(item.inner.clone()))
+        Slot {
+            item: arc_swap::ArcSwap::new(item.inner.clone()),
+            reads: Default::default(),
+            last_read: Default::default(),
+            live: std::sync::atomic::AtomicBool::new(true),
+        }
     }
 
     /// The item in the slot now.
     pub fn item(&self) -> Item {
         Item {
-            inner: self.0.load_full(),
+            inner: self.item.load_full(),
         }
     }
 
     pub fn store(&self, item: &Item) {
-        self.0.store(item.inner.clone());
+        self.item.store(item.inner.clone());
+    }
+
+    /// The slot left its shard (its key was removed).
+    pub fn mark_gone(&self) {
+        self.live.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn reads(&self) -> u8 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_reads(&self, reads: u8) {
+        self.reads
+            .store(reads, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn last_read(&self) -> u32 {
+        self.last_read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A read of the slot's item, for eviction: the read counter (up to
+    /// [`READS_MAX`]) and, for `lru`, when (`tick`, `None` for the other policies).
+    /// Plain loads and stores: a read that races another may be lost, which eviction
+    /// tolerates, and no read pays for a read-modify-write on the slot.
+    pub fn touch(&self, tick: Option<u32>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let reads = self.reads.load(Relaxed);
+        if reads < READS_MAX {
+            self.reads.store(reads + 1, Relaxed);
+        }
+        if let Some(tick) = tick {
+            self.stamp(tick);
+        }
+    }
+
+    /// Records a use of the slot's item at `tick` (for `lru`).
+    pub fn stamp(&self, tick: u32) {
+        self.last_read
+            .store(tick, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// The highest read count a slot keeps (S3-FIFO's two bits).
+pub(crate) const READS_MAX: u8 = 3;
 
 impl Item {
     pub(crate) fn new(data: ItemData) -> Item {

@@ -31,6 +31,7 @@
 
 use crate::error::OpenError;
 use crate::events::{Delivery, Durable, Event, HandlerId, Hub, Lanes};
+use crate::evict::{self, Eviction, Evictor};
 use crate::item::{now_ms, Item, Slot};
 use crate::key::{self, Key};
 use crate::storage::Storage;
@@ -221,6 +222,32 @@ pub(crate) struct Shard {
     inbox: Inbox,
     /// Where the shard's committed changes go as events.
     events: Arc<Hub>,
+    /// The shard's part of the memory budget, and what it holds.
+    pub cache: CacheCounters,
+}
+
+/// A shard's budget and cache counters (`stats`).
+#[derive(Debug, Default)]
+pub(crate) struct CacheCounters {
+    /// The shard's part of `Config::max_memory`; `u64::MAX`: no limit.
+    pub budget: u64,
+    /// Whether reads are counted and recorded for eviction.
+    pub policy: Eviction,
+    /// Bytes its items count ([`evict::cost`]).
+    pub used: AtomicU64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub evictions: AtomicU64,
+    pub evicted_bytes: AtomicU64,
+    /// `lru`'s clock: advanced by every use.
+    clock: std::sync::atomic::AtomicU32,
+}
+
+impl CacheCounters {
+    /// The next tick of `lru`'s clock (`None` under other policies, which keep none).
+    fn tick(&self) -> Option<u32> {
+        (self.policy == Eviction::Lru).then(|| self.clock.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 /// Ops queued for the owner, who takes every queued op in one go (the batch). The
@@ -233,9 +260,14 @@ struct Inbox {
 }
 
 impl Shard {
-    pub fn new(id: usize, events: Arc<Hub>) -> Shard {
+    pub fn new(id: usize, events: Arc<Hub>, budget: Option<u64>, policy: Eviction) -> Shard {
         Shard {
             events,
+            cache: CacheCounters {
+                budget: budget.unwrap_or(u64::MAX),
+                policy,
+                ..CacheCounters::default()
+            },
             id,
             disk_id: crate::layout::disk_id(id),
             exact: papaya::HashMap::builder()
@@ -286,10 +318,28 @@ impl Shard {
         }
     }
 
-    /// The live item under a store key (expired items are absent).
+    /// The live item under a store key (expired items are absent). With a budget,
+    /// counted as a hit or a miss, and a hit recorded for eviction.
     pub fn get(&self, store_key: &[u8], now_s: i64) -> Option<Item> {
-        let item = self.exact.pin().get(store_key)?.item();
-        (!item.is_expired(now_s)).then_some(item)
+        let counted = self.cache.budget != u64::MAX;
+        let found = self.exact.pin().get(store_key).and_then(|slot| {
+            let item = slot.item();
+            if item.is_expired(now_s) {
+                return None;
+            }
+            if counted {
+                slot.touch(self.cache.tick());
+            }
+            Some(item)
+        });
+        if counted {
+            let counter = match found {
+                Some(_) => &self.cache.hits,
+                None => &self.cache.misses,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        found
     }
 
     /// The slot of a store key, whatever its item (expired too).
@@ -336,6 +386,8 @@ pub(crate) struct ShardLocal {
     removals: std::cell::Cell<u64>,
     /// The event lanes of this shard's namespaces.
     lanes: Lanes,
+    /// The eviction policy's state, with a budget that evicts.
+    evictor: RefCell<Option<Evictor>>,
 }
 
 /// The writes of one batch, computed but not yet visible. With a WAL they become
@@ -353,6 +405,8 @@ pub(crate) struct Staged {
     removals: u64,
     /// The batch's clock (epoch seconds): what the writes took for expired.
     now_s: i64,
+    /// What the batch's changes add to the shard's counted bytes.
+    growth: i64,
     /// Past [`STAGED_SCAN_MAX`] changes: the position in `changes` of each key's newest
     /// change, hashed by the key it points at (so no key is copied into the index).
     /// Smaller batches (nearly all unpipelined ones) find a key by scanning `changes`
@@ -372,6 +426,16 @@ pub(crate) struct Change {
     slot: Option<Arc<Slot>>,
     /// What the key held before this change (expired or not), for its events.
     replaced: Option<Item>,
+    /// A removal to keep the shard within its budget ([`crate::evict`]).
+    evicted: bool,
+}
+
+impl Change {
+    /// What the change adds to the shard's counted bytes (negative: frees).
+    fn growth(&self) -> i64 {
+        let of = |i: &Option<Item>| i.as_ref().map_or(0, |i| evict::cost(i) as i64);
+        of(&self.item) - of(&self.replaced)
+    }
 }
 
 /// The WAL records a staged batch makes: one per change.
@@ -405,6 +469,7 @@ impl Staged {
     }
 
     fn push(&mut self, change: Change) {
+        self.growth += change.growth();
         self.changes.push(change);
         if !self.batch || self.changes.len() <= STAGED_SCAN_MAX {
             return;
@@ -448,6 +513,7 @@ impl Staged {
                         .replaced
                         .as_ref()
                         .is_some_and(|r| r.is_expired(self.now_s)),
+                    evicted: c.evicted,
                 }),
                 (Some(item), false) => EntryRef::Put(item.image()),
                 (None, false) => EntryRef::Remove {
@@ -473,12 +539,14 @@ pub enum FsyncPolicy {
 impl ShardLocal {
     pub fn new(shared: Arc<Shard>, durable: bool) -> ShardLocal {
         let id = shared.id;
+        let evictor = Evictor::new(shared.cache.policy, shared.cache.budget);
         ShardLocal {
             shared,
             expiry: RefCell::new(BTreeSet::new()),
             durable,
             removals: std::cell::Cell::new(0),
             lanes: Lanes::new(id),
+            evictor: RefCell::new(evictor),
         }
     }
 
@@ -807,12 +875,15 @@ impl ShardLocal {
                 let item = |image: &Option<crate::wal::record::ItemImage>| {
                     image.clone().map(Item::from_image)
                 };
-                let events = Event::of_change(
-                    item(&change.after),
-                    item(&change.before),
-                    change.before_expired,
-                );
-                for event in events.filter(|e| filters.matches(e.name, e.item.key())) {
+                let events: Vec<Event> = match (change.evicted, item(&change.before)) {
+                    (true, Some(gone)) => vec![Event::evicted(gone)],
+                    (_, before) => {
+                        Event::of_change(item(&change.after), before, change.before_expired)
+                            .collect()
+                    }
+                };
+                let picked = events.into_iter();
+                for event in picked.filter(|e| filters.matches(e.name, e.item.key())) {
                     self.lanes.publish_backlog(hub, id, event, *seq);
                     queued += 1;
                 }
@@ -834,8 +905,7 @@ impl ShardLocal {
             match entry {
                 Entry::Put(image) => {
                     let item = Item::from_image(image);
-                    let sk = key::store_key(item.key().contains(':'), item.key());
-                    self.install(sk, item, None);
+                    self.install(store_key_of(&item), item, None);
                 }
                 Entry::Remove { key } => {
                     self.remove(&key::store_key(key.contains(':'), &key));
@@ -940,29 +1010,32 @@ impl ShardLocal {
         let mut out = Vec::with_capacity(writes.len());
         for w in writes {
             match w {
-                Write::Set(req) => {
-                    let sk = req.key.store_key();
-                    let (replaced, slot) = current(&mine, &sk);
-                    let item = Item::new(write::apply_set(live(&replaced, now_s), req, now)?);
-                    out.push(Outcome::Item(item.clone()));
-                    mine.push(Change {
+                Write::Set(_) | Write::Add(_) => {
+                    let (sk, item, replaced, slot) = match w {
+                        Write::Set(req) => {
+                            let sk = req.key.store_key();
+                            let (replaced, slot) = current(&mine, &sk);
+                            let item = write::apply_set(live(&replaced, now_s), req, now)?;
+                            (sk, Item::new(item), replaced, slot)
+                        }
+                        Write::Add(req) => {
+                            let sk = req.key.store_key();
+                            let (replaced, slot) = current(&mine, &sk);
+                            let item = write::apply_add(live(&replaced, now_s), req, now)?;
+                            (sk, Item::new(item), replaced, slot)
+                        }
+                        Write::Remove(_) => unreachable!(),
+                    };
+                    let change = Change {
                         sk,
-                        item: Some(item),
+                        item: Some(item.clone()),
                         slot,
                         replaced,
-                    });
-                }
-                Write::Add(req) => {
-                    let sk = req.key.store_key();
-                    let (replaced, slot) = current(&mine, &sk);
-                    let item = Item::new(write::apply_add(live(&replaced, now_s), req, now)?);
-                    out.push(Outcome::Item(item.clone()));
-                    mine.push(Change {
-                        sk,
-                        item: Some(item),
-                        slot,
-                        replaced,
-                    });
+                        evicted: false,
+                    };
+                    self.make_room(&mut mine, staged, &change)?;
+                    out.push(Outcome::Item(item));
+                    mine.push(change);
                 }
                 Write::Remove(key) => {
                     let sk = key.store_key();
@@ -975,6 +1048,7 @@ impl ShardLocal {
                             item: None,
                             slot,
                             replaced,
+                            evicted: false,
                         });
                     }
                 }
@@ -984,6 +1058,78 @@ impl ShardLocal {
             staged.push(change);
         }
         Ok(out)
+    }
+
+    /// Stages evictions into `mine` (before `change`, a write of this op) until the
+    /// shard's items, the batch's growth, this op's and `change`'s fit the budget:
+    /// victims are installed items that neither the batch nor this op touches, at most
+    /// [`evict::EVICTIONS_PER_WRITE_MAX`]. `memory_limit` when that does not make room
+    /// (or the shard has a budget and no eviction).
+    fn make_room(
+        &self,
+        mine: &mut Vec<Change>,
+        staged: &Staged,
+        change: &Change,
+    ) -> Result<(), Error> {
+        let cache = &self.shared.cache;
+        if cache.budget == u64::MAX {
+            return Ok(());
+        }
+        let used = cache.used.load(Ordering::Relaxed) as i64;
+        let mut total =
+            used + staged.growth + mine.iter().map(Change::growth).sum::<i64>() + change.growth();
+        let budget = cache.budget as i64;
+        if total <= budget {
+            return Ok(());
+        }
+        let refuse = |total: i64| {
+            let how = match cache.policy {
+                Eviction::None => "eviction is off".to_owned(),
+                p => format!(
+                    "after evicting up to {} items ({p})",
+                    evict::EVICTIONS_PER_WRITE_MAX
+                ),
+            };
+            Error::new(
+                ErrorCode::MemoryLimit,
+                format!(
+                    "shard {} would hold {total} bytes of items with this write, over its \
+                     budget of {} bytes ({how})",
+                    self.shared.id, cache.budget
+                ),
+            )
+        };
+        let mut evictor = self.evictor.borrow_mut();
+        let Some(evictor) = evictor.as_mut() else {
+            return Err(refuse(total));
+        };
+        for _ in 0..evict::EVICTIONS_PER_WRITE_MAX {
+            // A key this batch or op changes holds a write not yet acknowledged.
+            let touched = |slot: &Slot| {
+                let sk = store_key_of(&slot.item());
+                *sk == *change.sk
+                    || staged.latest(&sk).is_some()
+                    || mine.iter().any(|c| *c.sk == *sk)
+            };
+            let hash = |slot: &Slot| key_hash(&store_key_of(&slot.item()));
+            let Some(victim) = evictor.victim(touched, hash) else {
+                break;
+            };
+            let item = victim.item();
+            let eviction = Change {
+                sk: store_key_of(&item),
+                item: None,
+                slot: Some(victim),
+                replaced: Some(item),
+                evicted: true,
+            };
+            total += eviction.growth();
+            mine.push(eviction);
+            if total <= budget {
+                return Ok(());
+            }
+        }
+        Err(refuse(total))
     }
 
     /// Makes a batch's staged writes visible, in order. `first_seq`: the WAL
@@ -1002,14 +1148,23 @@ impl ShardLocal {
                     None
                 }
             };
+            if change.evicted {
+                let cache = &self.shared.cache;
+                cache.evictions.fetch_add(1, Ordering::Relaxed);
+                let freed = change.replaced.as_ref().map_or(0, evict::cost);
+                cache.evicted_bytes.fetch_add(freed, Ordering::Relaxed);
+            }
             if events {
-                let expired = change
-                    .replaced
-                    .as_ref()
-                    .is_some_and(|r| r.is_expired(staged.now_s));
                 let seq = first_seq.map(|first| first + i as u64);
-                for event in Event::of_change(installed, change.replaced, expired) {
-                    self.lanes.publish(&self.shared.events, event, seq);
+                let publish = |event| self.lanes.publish(&self.shared.events, event, seq);
+                match (change.evicted, change.replaced) {
+                    (true, Some(gone)) => publish(Event::evicted(gone)),
+                    (_, replaced) => {
+                        let expired = replaced
+                            .as_ref()
+                            .is_some_and(|r| r.is_expired(staged.now_s));
+                        Event::of_change(installed, replaced, expired).for_each(publish);
+                    }
                 }
             }
         }
@@ -1036,6 +1191,7 @@ impl ShardLocal {
                     item: None,
                     slot,
                     replaced: held,
+                    evicted: false,
                 });
             }
         }
@@ -1050,6 +1206,14 @@ impl ShardLocal {
         let exact = self.shared.exact.pin();
         let Some(slot) = slot.or_else(|| exact.get(&sk).cloned()) else {
             let slot = Arc::new(Slot::new(&item));
+            let cost = evict::cost(&item);
+            self.shared.cache.used.fetch_add(cost, Ordering::Relaxed);
+            if let Some(tick) = self.shared.cache.tick() {
+                slot.stamp(tick);
+            }
+            if let Some(evictor) = self.evictor.borrow_mut().as_mut() {
+                evictor.admit(&slot, cost, key_hash(&sk));
+            }
             for (label, value) in labels_of(&item) {
                 self.shared
                     .labels
@@ -1061,6 +1225,12 @@ impl ShardLocal {
             return item;
         };
         let old = slot.item();
+        if let Some(tick) = self.shared.cache.tick() {
+            slot.stamp(tick);
+        }
+        let used = &self.shared.cache.used;
+        used.fetch_add(evict::cost(&item), Ordering::Relaxed);
+        used.fetch_sub(evict::cost(&old), Ordering::Relaxed);
         for (label, value) in labels_of(&item) {
             if old.label(usize::from(label) + 1) != Some(value) {
                 self.shared
@@ -1087,7 +1257,12 @@ impl ShardLocal {
         let exact = self.shared.exact.pin();
         let slot = exact.remove(sk).cloned()?;
         self.removals.set(self.removals.get() + 1);
+        slot.mark_gone();
         let old = slot.item();
+        self.shared
+            .cache
+            .used
+            .fetch_sub(evict::cost(&old), Ordering::Relaxed);
         self.shared.items.remove(sk);
         for (label, value) in labels_of(&old) {
             self.shared.labels.remove(&label_key(label, value, &old));
@@ -1210,6 +1385,17 @@ async fn recover<S: Storage>(
     Ok(log)
 }
 
+/// An item's store key.
+fn store_key_of(item: &Item) -> Box<[u8]> {
+    key::store_key(item.key().contains(':'), item.key())
+}
+
+/// A store key's hash for the eviction ghost (fixed, so the same key always meets
+/// the same hash).
+fn key_hash(sk: &[u8]) -> u64 {
+    std::hash::BuildHasher::hash_one(&foldhash::fast::FixedState::default(), sk)
+}
+
 /// (label index 0..5, label value) of each label an item has.
 fn labels_of(item: &Item) -> impl Iterator<Item = (u8, &str)> {
     (0..LABEL_COUNT as u8)
@@ -1267,7 +1453,7 @@ mod tests {
             sink.lock().unwrap().push(seen);
             std::future::ready(Ok::<(), String>(()))
         });
-        let shared = Arc::new(Shard::new(0, hub.clone()));
+        let shared = Arc::new(Shard::new(0, hub.clone(), None, Eviction::None));
         // Lanes run as tasks of the shard's executor.
         let thread = ampd_rt::thread::Builder::new().spawn(move || async move {
             let local = ShardLocal::new(shared.clone(), true);
@@ -1321,6 +1507,8 @@ mod tests {
         let shared = Arc::new(Shard::new(
             0,
             Arc::new(Hub::new(Default::default(), u64::MAX)),
+            None,
+            Eviction::None,
         ));
         let local = ShardLocal::new(shared.clone(), true);
         let mut first = local.stage(true);

@@ -124,6 +124,8 @@ pub struct Change {
     pub before: Option<ItemImage>,
     /// `before` had expired: the change also removed an expired item.
     pub before_expired: bool,
+    /// A removal by the cache tier (eviction), not by a user.
+    pub evicted: bool,
 }
 
 impl Entry {
@@ -193,6 +195,7 @@ pub struct ChangeRef<'a> {
     #[rkyv(omit_bounds)]
     pub before: Option<ItemImageRef<'a>>,
     pub before_expired: bool,
+    pub evicted: bool,
 }
 
 impl ItemImage {
@@ -218,6 +221,7 @@ impl<'a> From<&'a Entry> for EntryRef<'a> {
                 after: c.after.as_ref().map(ItemImage::as_ref),
                 before: c.before.as_ref().map(ItemImage::as_ref),
                 before_expired: c.before_expired,
+                evicted: c.evicted,
             }),
         }
     }
@@ -647,16 +651,19 @@ mod tests {
                 after: Some(image(put("ns:k", 3))),
                 before: None,
                 before_expired: false,
+                evicted: false,
             },
             Change {
                 after: Some(image(put("ns:k", 300))),
                 before: Some(image(put("ns:k", 2))),
                 before_expired: true,
+                evicted: false,
             },
             Change {
                 after: None,
                 before: Some(image(put("k", 0))),
                 before_expired: false,
+                evicted: true,
             },
         ];
         for change in cases {
