@@ -132,7 +132,36 @@ pub async fn write(db: &Db, request: Request) -> Result<Reply, Error> {
 /// The database's counters, and the process's memory.
 fn stats(db: &Db) -> Value {
     let (wal_records, wal_syncs) = db.wal_counters();
+    let shards = db.cache_stats();
+    let cache_json = |c: &ampd_engine::CacheStats| {
+        json!({
+            "budget": c.budget,
+            "used": c.used,
+            "hits": c.hits,
+            "misses": c.misses,
+            "evictions": c.evictions,
+            "evicted_bytes": c.evicted_bytes,
+        })
+    };
+    let total = shards
+        .iter()
+        .fold(ampd_engine::CacheStats::default(), |t, c| {
+            ampd_engine::CacheStats {
+                budget: match (t.budget, c.budget) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    (a, b) => a.or(b),
+                },
+                used: t.used + c.used,
+                hits: t.hits + c.hits,
+                misses: t.misses + c.misses,
+                evictions: t.evictions + c.evictions,
+                evicted_bytes: t.evicted_bytes + c.evicted_bytes,
+            }
+        });
+    let mut cache = cache_json(&total);
+    cache["shards"] = shards.iter().map(cache_json).collect();
     json!({
+        "cache": cache,
         "items": db.stored_item_count(),
         "shards": db.shard_count(),
         "wal_records": wal_records,

@@ -180,10 +180,16 @@ struct Serve {
     /// Connections beyond this many are refused with `busy`.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
-    /// Past this much allocated memory (bytes, or with K/M/G/KiB/MiB/GiB) writes get
-    /// `memory_limit`; reads and removes go on.
+    /// A memory budget (bytes, or with K/M/G/KiB/MiB/GiB). With `--eviction none`
+    /// (the default): past this much allocated memory writes get `memory_limit`; reads
+    /// and removes go on. With an eviction policy: the budget of the items (split
+    /// evenly over the environments and their shards), kept by evicting.
     #[arg(long, value_parser = parse_bytes)]
     max_memory: Option<u64>,
+    /// What a full `--max-memory` does: `s3fifo` (recommended) or `lru` evict, the
+    /// cache tier; `none` refuses writes.
+    #[arg(long, default_value = "none")]
+    eviction: ampd_engine::Eviction,
     /// A connection with nothing to do for this long is closed.
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
@@ -342,6 +348,16 @@ fn serve_until_signalled(serve: Serve, connect: Connect) -> Result<(), String> {
             give_up_after: serve.event_retry_for,
         },
         event_backlog_max: serve.event_backlog_max,
+        eviction: serve.eviction,
+        max_memory: match serve.eviction {
+            ampd_engine::Eviction::None => None,
+            _ => Some(
+                serve
+                    .max_memory
+                    .ok_or("--eviction needs --max-memory (the budget it keeps)")?
+                    / specs.len().max(1) as u64,
+            ),
+        },
         ..serve.storage.config()
     };
     let mut envs = Vec::new();
@@ -351,7 +367,10 @@ fn serve_until_signalled(serve: Serve, connect: Connect) -> Result<(), String> {
     }
     let limits = server::Limits {
         max_connections: serve.max_connections,
-        max_memory_bytes: serve.max_memory,
+        // With eviction the engine keeps the budget; the allocator's count is reported.
+        max_memory_bytes: serve
+            .max_memory
+            .filter(|_| serve.eviction == ampd_engine::Eviction::None),
         idle_timeout: serve.idle_timeout,
         frame_timeout: serve.frame_timeout,
     };
