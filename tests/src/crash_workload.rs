@@ -129,3 +129,44 @@ pub fn state(db: &Db) -> Value {
         "label2": page("h:*", Some("label2")),
     })
 }
+
+/// Keys of the cache-tier workload ([`cache_write`]).
+pub const CACHE_KEYS: u64 = 200;
+
+/// [`config`] with a cache tier: `s3fifo` and a budget of about 40 of
+/// [`cache_write`]'s items, so most of its keys are evicted again and again.
+pub fn cache_config(dir: &Path) -> Config {
+    let item = ampd_engine::evict::cost_of("e:100", &json!({"n": 100_000}));
+    Config {
+        max_memory: Some(40 * item),
+        eviction: ampd_engine::Eviction::S3Fifo,
+        ..config(dir)
+    }
+}
+
+/// Write `n` of the cache-tier workload: key `e:{n % CACHE_KEYS}` overwritten with
+/// `{"n": n}`, so a key's value names the write that made it.
+pub async fn cache_write(db: &Db, n: u64) -> Result<(), Error> {
+    let key = format!("e:{}", n % CACHE_KEYS);
+    db.set(&key, json!({"n": n}), &SetOptions::default().overwrite())
+        .await
+        .map(drop)
+}
+
+/// The cache-tier workload's items: key to the write that made its value.
+pub fn cache_state(db: &Db) -> std::collections::BTreeMap<String, u64> {
+    let options = QueryOptions {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let page = db.get("e:*", &options).expect("query").to_json(false);
+    page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let key = i["key"].as_str().unwrap_or_default().to_owned();
+            (key, i["value"]["n"].as_u64().unwrap_or(u64::MAX))
+        })
+        .collect()
+}
