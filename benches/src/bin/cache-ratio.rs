@@ -41,22 +41,6 @@ impl Zipf {
     }
 }
 
-/// xorshift64*, seeded the same for every row: every policy sees the same trace.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 fn key(rank: u64, keys: u64) -> String {
     // Scatter the hot ranks over the key space (a bijection: 2^61-1 is prime).
     format!("k{}", (rank as u128 * ((1u128 << 61) - 1) % keys as u128))
@@ -79,7 +63,8 @@ fn run(policy: Eviction, alpha: f64, scan: bool, keys: u64, requests: u64, room:
     })
     .expect("engine opens");
     let zipf = Zipf::new(keys, alpha);
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    // Seeded the same for every row: every policy sees the same trace.
+    let mut rng = ampd_benches::Rng::new(0x5eed);
     let options = SetOptions::default();
     let mut row = Row { hits: 0, misses: 0 };
     let mut scanned = 0u64;
