@@ -254,11 +254,14 @@ impl Protocol for Ampd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::Dist;
+    use crate::keys::{Dist, ZIPF_THETA};
     use ampd_wire::frame::decode_request;
 
     fn ampd() -> Ampd {
-        Ampd::new(Arc::new(KeySpace::new(1000, 10, Dist::Uniform)), "vvvv")
+        Ampd::new(
+            Arc::new(KeySpace::new(1000, 10, Dist::Uniform, ZIPF_THETA)),
+            "vvvv",
+        )
     }
 
     fn round_trip(a: &mut Ampd, request: Request, id: u32) -> Frame {

@@ -6,7 +6,7 @@
 //! arrays of bulk strings, and its keys (`ns3:k42`) and values (letters) hold no `*`.
 
 use crate::connection::{Connection, Phase};
-use crate::keys::{Dist, KeySpace};
+use crate::keys::{Dist, KeySpace, ZIPF_THETA};
 use crate::mix::Mix;
 use crate::resp::{self, Redis};
 use std::io::{Read, Write};
@@ -94,7 +94,7 @@ pub fn connections(
 
 /// A key space of `keys` keys for the tests.
 pub fn key_space(keys: u64) -> Arc<KeySpace> {
-    Arc::new(KeySpace::new(keys, 10, Dist::Uniform))
+    Arc::new(KeySpace::new(keys, 10, Dist::Uniform, ZIPF_THETA))
 }
 
 /// A phase starting 20 ms from now: `warmup` not recorded, then `measured`.

@@ -62,7 +62,7 @@ mod run;
 mod schedule;
 
 use clap::{CommandFactory, Parser};
-use keys::{Dist, KeySpace, KEYS_MAX};
+use keys::{Dist, KeySpace, KEYS_MAX, ZIPF_THETA};
 use mix::{Mix, MIX_DEFAULT};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -131,9 +131,14 @@ struct Args {
     /// Operation weights (ops not named weigh 0).
     #[arg(long, value_parser = Mix::parse, default_value = MIX_DEFAULT)]
     mix: Mix,
-    /// Key distribution (zipfian: theta 0.99, hot keys scattered over the key space).
+    /// Key distribution (zipfian: theta --zipf-alpha, hot keys scattered over the key
+    /// space).
     #[arg(long, value_enum, default_value_t = Dist::Uniform)]
     dist: Dist,
+    /// The skew of --dist zipfian [default: 0.99, YCSB's]: above 0, at most 5, and not
+    /// within 0.001 of 1 (the generator's formula divides by 1 - alpha).
+    #[arg(long, value_name = "A")]
+    zipf_alpha: Option<f64>,
     /// Step the rate up (from --rate or 10000, x1.25 per step of --warmup +
     /// --duration) and report the highest rate whose p99 stays under P99_MS
     /// milliseconds.
@@ -251,7 +256,22 @@ fn check(args: Args) -> Result<run::Config, String> {
     if args.redis && args.env.is_some() {
         eprintln!("ampd-loadgen: --env is ignored with --redis");
     }
-    let keys = Arc::new(KeySpace::new(args.keys, args.namespaces, args.dist));
+    let zipf_theta = match (args.zipf_alpha, args.dist) {
+        (None, _) => ZIPF_THETA,
+        (Some(a), Dist::Zipfian) => {
+            keys::check_theta(a).map_err(|e| format!("--zipf-alpha: {e}"))?;
+            a
+        }
+        (Some(_), Dist::Uniform) => {
+            return Err("--zipf-alpha is the skew of --dist zipfian: give both".into())
+        }
+    };
+    let keys = Arc::new(KeySpace::new(
+        args.keys,
+        args.namespaces,
+        args.dist,
+        zipf_theta,
+    ));
     Ok(run::Config {
         target: if args.redis {
             run::Target::Redis
@@ -269,6 +289,7 @@ fn check(args: Args) -> Result<run::Config, String> {
         warmup: args.warmup,
         keys,
         dist: args.dist,
+        zipf_theta,
         namespaces: args.namespaces,
         preload: args.preload,
         mix: args.mix,
@@ -366,6 +387,9 @@ mod tests {
         assert_eq!(c.duration, Duration::from_secs(10));
         assert_eq!(c.value.len(), 100);
         assert!(matches!(parse(&["--max"]).unwrap().load, run::Load::Max));
+        assert_eq!(c.zipf_theta, ZIPF_THETA, "the default skew is YCSB's");
+        let z = parse(&["--max", "--dist", "zipfian", "--zipf-alpha", "1.2"]).unwrap();
+        assert_eq!((z.dist, z.zipf_theta), (Dist::Zipfian, 1.2));
         assert_eq!(
             parse(&["--find-max", "1.5"]).unwrap().load,
             run::Load::FindMax {
@@ -389,6 +413,19 @@ mod tests {
             ),
             (&["--rate", "1", "--value-size", "1MiB"], "--value-size"),
             (&["--rate", "1", "--dist", "pareto"], "pareto"),
+            (&["--rate", "1", "--zipf-alpha", "0.5"], "give both"),
+            (
+                &["--rate", "1", "--dist", "zipfian", "--zipf-alpha", "1"],
+                "--zipf-alpha: zipf alpha 1 is within 0.001 of 1",
+            ),
+            (
+                &["--rate", "1", "--dist", "zipfian", "--zipf-alpha", "0"],
+                "above 0",
+            ),
+            (
+                &["--rate", "1", "--dist", "zipfian", "--zipf-alpha", "9"],
+                "at most 5",
+            ),
             (&["--find-max", "0"], "above 0"),
             (
                 &["--rate", "1", "--server-pid", "4294967295"],

@@ -321,7 +321,7 @@ impl Protocol for Redis {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::Dist;
+    use crate::keys::{Dist, ZIPF_THETA};
 
     #[test]
     fn decodes_every_reply_type() {
@@ -418,7 +418,10 @@ mod tests {
 
     #[test]
     fn ops_and_preload_become_the_documented_commands() {
-        let mut r = Redis::new(Arc::new(KeySpace::new(100, 10, Dist::Uniform)), "vv");
+        let mut r = Redis::new(
+            Arc::new(KeySpace::new(100, 10, Dist::Uniform, ZIPF_THETA)),
+            "vv",
+        );
         let mut out = BytesMut::new();
         for op in Op::ALL {
             assert_eq!(
@@ -455,7 +458,10 @@ mod tests {
 
     #[test]
     fn replies_are_untagged_and_errors_named() {
-        let mut r = Redis::new(Arc::new(KeySpace::new(10, 0, Dist::Uniform)), "v");
+        let mut r = Redis::new(
+            Arc::new(KeySpace::new(10, 0, Dist::Uniform, ZIPF_THETA)),
+            "v",
+        );
         let mut buf = BytesMut::from(&b"$2\r\nvv\r\n-WRONGTYPE no\r\n*2\r\n$1\r\na"[..]);
         assert_eq!(
             r.decode(&mut buf).unwrap(),

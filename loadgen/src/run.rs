@@ -66,6 +66,8 @@ pub struct Config {
     pub warmup: Duration,
     pub keys: Arc<KeySpace>,
     pub dist: Dist,
+    /// The skew of `Dist::Zipfian` (in `keys` already; here for the report).
+    pub zipf_theta: f64,
     pub namespaces: u64,
     /// The value every set writes.
     pub value: String,
@@ -473,7 +475,7 @@ fn headline(config: &Config) -> String {
         humantime::format_duration(config.duration),
         humantime::format_duration(config.warmup),
         config.keys.len(),
-        dist_name(config.dist),
+        dist_text(config),
         config.namespaces,
         config.value.len(),
         config.mix,
@@ -484,6 +486,14 @@ fn dist_name(dist: Dist) -> &'static str {
     match dist {
         Dist::Uniform => "uniform",
         Dist::Zipfian => "zipfian",
+    }
+}
+
+/// The distribution for the headline, with its skew when it has one.
+fn dist_text(config: &Config) -> String {
+    match config.dist {
+        Dist::Uniform => dist_name(config.dist).to_owned(),
+        Dist::Zipfian => format!("zipfian alpha {}", config.zipf_theta),
     }
 }
 
@@ -517,6 +527,9 @@ fn print_report(config: &Config, summary: &Summary, extra: Map<String, Value>) {
     m.insert("namespaces".into(), json!(config.namespaces));
     m.insert("value_size".into(), json!(config.value.len()));
     m.insert("dist".into(), json!(dist_name(config.dist)));
+    if config.dist == Dist::Zipfian {
+        m.insert("zipf_alpha".into(), json!(config.zipf_theta));
+    }
     m.insert("mix".into(), json!(config.mix.to_string()));
     m.insert("seed".into(), json!(config.seed));
     m.insert("preload".into(), json!(config.preload));
