@@ -309,8 +309,14 @@ impl Protocol for Redis {
             RespValue::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
             _ => None,
         };
+        // GET answers a missing key with the null bulk string.
+        let missing = reply == RespValue::Bulk(None);
         buf.advance(used);
-        Ok(Some(Reply { id: None, error }))
+        Ok(Some(Reply {
+            id: None,
+            error,
+            missing,
+        }))
     }
 
     fn tagged(&self) -> bool {
@@ -467,7 +473,8 @@ mod tests {
             r.decode(&mut buf).unwrap(),
             Some(Reply {
                 id: None,
-                error: None
+                error: None,
+                missing: false
             })
         );
         let e = r.decode(&mut buf).unwrap().unwrap();
@@ -482,9 +489,40 @@ mod tests {
             r.decode(&mut buf).unwrap(),
             Some(Reply {
                 id: None,
-                error: None
+                error: None,
+                missing: false
             })
         );
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_get_answered_null_is_a_miss_and_a_value_a_hit() {
+        use crate::connection::Lookup;
+        let mut r = Redis::new(
+            Arc::new(KeySpace::new(10, 0, Dist::Uniform, ZIPF_THETA)),
+            "v",
+        );
+        for (bytes, want) in [
+            (&b"$-1\r\n"[..], Some(Lookup::Miss)),
+            (b"$2\r\nvv\r\n", Some(Lookup::Hit)),
+            // An empty string is a value.
+            (b"$0\r\n\r\n", Some(Lookup::Hit)),
+            // Only the null bulk string is GET's "missing"; other nulls are not.
+            (b"*-1\r\n", Some(Lookup::Hit)),
+            (b"+OK\r\n", Some(Lookup::Hit)),
+            // A refusal is neither: it counts as an error.
+            (b"-WRONGTYPE no\r\n", None),
+        ] {
+            let mut buf = BytesMut::from(bytes);
+            let reply = r.decode(&mut buf).unwrap().unwrap();
+            assert!(buf.is_empty());
+            assert_eq!(
+                Lookup::of(&reply),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
     }
 }
