@@ -240,9 +240,13 @@ impl Protocol for Ampd {
             };
             return Err(format!("the server gave up on the connection: {why}"));
         }
+        // A get of one key answers its value or nil (PROTOCOL.md); an empty payload
+        // reads as nil too. The values this generator writes are strings, never nil.
+        let missing = matches!(response.result, Ok(Value::Null));
         Ok(Some(Reply {
             id: Some(response.id),
             error: response.result.err().map(|e| e.to_string()),
+            missing,
         }))
     }
 
@@ -254,11 +258,14 @@ impl Protocol for Ampd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::Dist;
+    use crate::keys::{Dist, ZIPF_THETA};
     use ampd_wire::frame::decode_request;
 
     fn ampd() -> Ampd {
-        Ampd::new(Arc::new(KeySpace::new(1000, 10, Dist::Uniform)), "vvvv")
+        Ampd::new(
+            Arc::new(KeySpace::new(1000, 10, Dist::Uniform, ZIPF_THETA)),
+            "vvvv",
+        )
     }
 
     fn round_trip(a: &mut Ampd, request: Request, id: u32) -> Frame {
@@ -365,7 +372,8 @@ mod tests {
             a.decode(&mut buf).unwrap(),
             Some(Reply {
                 id: Some(5),
-                error: None
+                error: None,
+                missing: true
             })
         );
         let r = a.decode(&mut buf).unwrap().unwrap();
@@ -377,10 +385,46 @@ mod tests {
             a.decode(&mut buf).unwrap(),
             Some(Reply {
                 id: Some(7),
-                error: None
+                error: None,
+                missing: true
             })
         );
         frame::encode_error(0, 0, &Error::new(ErrorCode::BadFrame, "x"), &mut buf);
         assert!(a.decode(&mut buf).unwrap_err().contains("gave up"));
+    }
+
+    #[test]
+    fn a_get_answered_nil_is_a_miss_and_a_value_a_hit() {
+        use crate::connection::Lookup;
+        use ampd_wire::{Error, ErrorCode};
+        let mut a = ampd();
+        let get = Op::Get as u16;
+        let mut lookup = |encode: &dyn Fn(&mut BytesMut)| {
+            let mut buf = BytesMut::new();
+            encode(&mut buf);
+            let reply = a.decode(&mut buf).unwrap().unwrap();
+            assert!(buf.is_empty());
+            Lookup::of(&reply)
+        };
+        // MessagePack nil (0xc0), and an empty payload, which reads as nil.
+        assert_eq!(
+            lookup(&|b| frame::encode_ok(2, get, &[0xc0], b)),
+            Some(Lookup::Miss)
+        );
+        assert_eq!(
+            lookup(&|b| frame::encode_ok(2, get, &[], b)),
+            Some(Lookup::Miss)
+        );
+        // A string value (fixstr "vvvv"), an empty string, false, 0: all values.
+        for payload in [&b"\xa4vvvv"[..], b"\xa0", b"\xc2", b"\x00"] {
+            assert_eq!(
+                lookup(&|b| frame::encode_ok(2, get, payload, b)),
+                Some(Lookup::Hit),
+                "{payload:?}"
+            );
+        }
+        // A refusal is neither: it counts as an error.
+        let err = Error::new(ErrorCode::InvalidKey, "key is empty");
+        assert_eq!(lookup(&|b| frame::encode_error(2, get, &err, b)), None);
     }
 }

@@ -1,6 +1,6 @@
 //! One connection, the same for ampd and Redis: decide what to send and when (open
-//! loop, closed loop or preload), keep up to `--pipeline` requests in flight, match
-//! replies to requests, and record each latency.
+//! loop, closed loop, a count of operations, or preload), keep up to `--pipeline`
+//! requests in flight, match replies to requests, and record each latency.
 //!
 //! The protocol is a [`Protocol`]: it only turns a [`Request`] into bytes and bytes into
 //! a [`Reply`]. Everything that is measured — pacing, the window, the clocks — is here
@@ -17,6 +17,15 @@
 //! protocol, frames into the reused write buffer, and the in-flight window is a ring
 //! that keeps its capacity.
 //!
+//! # Cache-aside
+//! With `--cache-aside` an operation is a get and, when its reply says the key is
+//! missing ([`Lookup`]), a set of the key. The set cannot leave before that reply, so it
+//! waits in the connection's queue of due sets, due from the reply's arrival (its
+//! latency runs from there), and goes out at the next send ahead of new operations,
+//! as far as the window has room: the window still bounds what is in flight, and
+//! other requests in flight are not held up. A set in that queue took the place of its
+//! get in the window, so the queue and the window together never pass `--pipeline`.
+//!
 //! # One set of histograms per phase, shared
 //! Every connection records into the phase's one [`Stats`] behind a mutex, locked once
 //! per batch of sends or replies (uncontended: the progress line takes it once a
@@ -27,7 +36,7 @@
 //! shared histograms are sized once, for the whole range, before the phase starts.
 
 use crate::keys::{KeySpace, Rng};
-use crate::mix::{Mix, Op};
+use crate::mix::{Op, Workload};
 use crate::report::{record, Stats};
 use crate::schedule::{is_missed, Schedule};
 use bytes::BytesMut;
@@ -99,6 +108,29 @@ pub struct Reply {
     pub id: Option<u32>,
     /// The refusal, if the server refused the request (`code: message`).
     pub error: Option<String>,
+    /// Whether the answer is the protocol's "nothing" (ampd: `nil`; Redis: the null
+    /// bulk string `$-1`), which to a get says the key is missing.
+    pub missing: bool,
+}
+
+/// What a cache-aside get found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Hit,
+    /// The key is missing: the operation goes on with a set of it.
+    Miss,
+}
+
+impl Lookup {
+    /// What a get's reply says: `None` for a refusal, which is an error, neither a hit
+    /// nor a miss.
+    pub fn of(reply: &Reply) -> Option<Lookup> {
+        match (&reply.error, reply.missing) {
+            (Some(_), _) => None,
+            (None, true) => Some(Lookup::Miss),
+            (None, false) => Some(Lookup::Hit),
+        }
+    }
 }
 
 /// A wire protocol, as the loop needs it.
@@ -126,8 +158,25 @@ pub enum Mode {
     Open { rate: f64 },
     /// Closed loop: each connection keeps its window full.
     Closed,
+    /// Closed loop for `ops` operations over all connections (connection `i` sends
+    /// its share, `ops / connections` plus one if `i < ops % connections`), recorded
+    /// if `record`; the phase ends when every one is answered (`--requests`).
+    Counted { ops: u64, record: bool },
     /// Write keys `0..keys` in units of `unit` keys, window full.
     Preload { keys: u64, unit: u64 },
+}
+
+impl Mode {
+    /// Whether the phase ends at a time (`Phase::end`) rather than when its work is
+    /// done.
+    pub fn is_timed(self) -> bool {
+        matches!(self, Mode::Open { .. } | Mode::Closed)
+    }
+}
+
+/// Connection `index`'s share of `ops` operations over `connections`.
+pub fn share(ops: u64, index: u64, connections: u64) -> u64 {
+    ops / connections + u64::from(index < ops % connections)
 }
 
 /// One phase of a run, shared by every loop thread.
@@ -136,25 +185,23 @@ pub struct Phase {
     pub mode: Mode,
     /// Slot 0 (open loop), or the first send (closed loop, preload).
     pub start: Instant,
-    /// Replies to requests due (sent, closed loop) from here on are measured.
+    /// Replies to requests due (sent, closed loop) from here on are measured (not in
+    /// a counted phase: see [`Mode::Counted`]).
     pub record_from: Instant,
-    /// No request due (sent) at or after this is sent.
+    /// No request due (sent) at or after this is sent (timed phases only).
     pub end: Instant,
     pub connections: u64,
     /// Requests in flight per connection.
     pub pipeline: usize,
-    pub mix: Mix,
+    pub workload: Workload,
     pub keys: Arc<KeySpace>,
 }
 
 impl Phase {
-    /// When replies still in flight stop being awaited (not in preload, which waits
-    /// for every unit).
+    /// When replies still in flight stop being awaited (not in preload or a counted
+    /// phase, which wait for every request; the reply watchdog still runs).
     pub fn drain_end(&self) -> Option<Instant> {
-        match self.mode {
-            Mode::Preload { .. } => None,
-            _ => Some(self.end + DRAIN_TIMEOUT),
-        }
+        self.mode.is_timed().then(|| self.end + DRAIN_TIMEOUT)
     }
 }
 
@@ -326,6 +373,16 @@ impl Window {
     }
 }
 
+/// The set of a key a cache-aside get found missing, waiting for room in the window.
+#[derive(Debug, Clone, Copy)]
+struct DueSet {
+    key: u64,
+    /// When the get's reply arrived: the set's latency runs from here.
+    due: Instant,
+    /// Whether its get was measured.
+    record: bool,
+}
+
 /// A done entry that only fills the skipped id 0.
 fn placeholder() -> InFlight {
     InFlight {
@@ -350,6 +407,10 @@ pub struct Connection<P> {
     rbuf: BytesMut,
     wbuf: BytesMut,
     window: Window,
+    /// Sets of missed keys (cache-aside), oldest first, sent before new operations.
+    sets: VecDeque<DueSet>,
+    /// Operations of a counted phase this connection has yet to send.
+    ops_left: u64,
     rng: Rng,
     /// Why the connection is gone, once it is.
     pub lost: Option<String>,
@@ -386,6 +447,8 @@ impl<P: Protocol> Connection<P> {
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::with_capacity(READ_CHUNK),
             window: Window::new(first_id, pipeline.min(WINDOW_RESERVE_MAX)),
+            sets: VecDeque::with_capacity(pipeline.min(WINDOW_RESERVE_MAX)),
+            ops_left: 0,
             rng: Rng::new(seed, index),
             lost: None,
             schedule: None,
@@ -417,8 +480,20 @@ impl<P: Protocol> Connection<P> {
             lock(stats).slots += s.slots_between(phase.record_from, phase.end);
         }
         self.next_unit = self.index;
+        self.ops_left = match phase.mode {
+            Mode::Counted { ops, .. } => share(ops, self.index, phase.connections),
+            _ => 0,
+        };
+        self.sets.clear();
         self.last_reply = Instant::now();
-        self.sending = self.lost.is_none();
+        // A connection with no share of the work (fewer preload units or counted
+        // operations than connections) is done from the start.
+        self.sending = self.lost.is_none()
+            && match phase.mode {
+                Mode::Open { .. } | Mode::Closed => true,
+                Mode::Counted { .. } => self.ops_left > 0,
+                Mode::Preload { keys, unit } => self.next_unit * unit < keys,
+            };
         self.drained = false;
     }
 
@@ -436,7 +511,7 @@ impl<P: Protocol> Connection<P> {
         let mut stats = lock(stats);
         for t in unsent {
             if t >= phase.record_from {
-                let op = phase.mix.pick(&mut self.rng);
+                let op = phase.workload.pick(&mut self.rng);
                 stats.record_unsent(op, phase.end.saturating_duration_since(t));
             }
         }
@@ -450,23 +525,29 @@ impl<P: Protocol> Connection<P> {
                 stats.per_op[op as usize].lost += 1;
             }
         }
+        self.sets.clear();
         stats.lost.push(format!("connection {}: {why}", self.index));
         self.lost = Some(why);
         self.sending = false;
     }
 
-    /// When this connection next has something to send, if it has room for it: its
-    /// next slot (open loop, slots due before the end, late ones too), or the phase's
-    /// start (closed loop and preload: as soon as the phase runs). `None` while the
-    /// window is full or nothing is left to send.
+    /// When this connection next has something to send, if it has room for it: a set
+    /// of a missed key (due since its get's reply), its next slot (open loop, slots due
+    /// before the end, late ones too), or the phase's start (closed loop, counted and
+    /// preload: as soon as the phase runs). `None` while the window is full or nothing
+    /// is left to send.
     pub fn next_due(&self, phase: &Phase) -> Option<Instant> {
         if self.lost.is_some() || self.drained || self.window.open >= phase.pipeline {
             return None;
+        }
+        if let Some(set) = self.sets.front() {
+            return Some(set.due);
         }
         match (phase.mode, &self.schedule) {
             (Mode::Open { .. }, Some(s)) => Some(s.next_time()).filter(|&t| t < phase.end),
             (Mode::Open { .. }, None) => None,
             (Mode::Closed, _) => self.sending.then_some(phase.start),
+            (Mode::Counted { .. }, _) => (self.ops_left > 0).then_some(phase.start),
             (Mode::Preload { keys, unit }, _) => {
                 (self.next_unit * unit < keys).then_some(phase.start)
             }
@@ -489,7 +570,7 @@ impl<P: Protocol> Connection<P> {
         stats: &Mutex<Stats>,
         now: Instant,
     ) -> Result<(), String> {
-        if now >= phase.end && !matches!(phase.mode, Mode::Preload { .. }) {
+        if now >= phase.end && phase.mode.is_timed() {
             self.sending = false;
         }
         if self.window.open == 0 {
@@ -498,6 +579,8 @@ impl<P: Protocol> Connection<P> {
         if phase.drain_end().is_some_and(|d| now >= d) {
             lock(stats).timeouts += self.window.open as u64;
             let abandoned = self.window.abandon();
+            // Their gets are answered; the operations end there.
+            self.sets.clear();
             if !self.proto.tagged() {
                 // In-order replies can no longer be matched to requests.
                 return Err(format!(
@@ -531,6 +614,22 @@ impl<P: Protocol> Connection<P> {
         if self.window.open == 0 {
             // The reply watchdog only runs while something is in flight.
             self.last_reply = now;
+        }
+        // Sets of missed keys first: they were due when their gets' replies came. They
+        // go out after the window closes too (their operations began inside it).
+        while self.window.open < phase.pipeline {
+            let Some(set) = self.sets.pop_front() else {
+                break;
+            };
+            let key = set.key;
+            send_request(
+                &mut self.proto,
+                &mut self.window,
+                &mut self.wbuf,
+                Request::Op { op: Op::Set, key },
+                set.due,
+                set.record,
+            )?;
         }
         match phase.mode {
             Mode::Open { .. } => {
@@ -580,6 +679,24 @@ impl<P: Protocol> Connection<P> {
                         measured,
                     )?;
                 }
+            }
+            Mode::Counted { record, .. } => {
+                if now < phase.start {
+                    return Ok(());
+                }
+                while self.window.open < phase.pipeline && self.ops_left > 0 {
+                    self.ops_left -= 1;
+                    send_op(
+                        &mut self.proto,
+                        &mut self.window,
+                        &mut self.rng,
+                        &mut self.wbuf,
+                        phase,
+                        now,
+                        record,
+                    )?;
+                }
+                self.sending = self.ops_left > 0;
             }
             Mode::Preload { keys, unit } => {
                 while self.window.open < phase.pipeline {
@@ -666,18 +783,33 @@ impl<P: Protocol> Connection<P> {
         let mut settled = 0u64;
         // Locked at the first measured reply, once for the batch.
         let mut guard: Option<MutexGuard<'_, Stats>> = None;
+        let cache_aside = phase.workload.is_cache_aside();
         while let Some(reply) = self.proto.decode(&mut self.rbuf)? {
             let id = match reply.id {
                 Some(id) => id,
                 None => self.window.oldest_open().ok_or("a reply to no request")?,
             };
+            // An op has one reply, so this one's lookup is the request's.
+            let lookup = Lookup::of(&reply);
             let Some(done) = self.window.reply(id, reply.error) else {
                 continue;
             };
             settled += 1;
+            let lookup = lookup.filter(|_| cache_aside && done.op == Some(Op::Get));
+            if lookup == Some(Lookup::Miss) {
+                self.sets.push_back(DueSet {
+                    key: done.key,
+                    due: now,
+                    record: done.record,
+                });
+                assert!(
+                    self.sets.len() + self.window.open <= phase.pipeline,
+                    "a due set holds its get's place in the window"
+                );
+            }
             if done.op.is_none() || done.record {
                 let stats = guard.get_or_insert_with(|| lock(stats));
-                settle(done, phase, progress, stats, now);
+                settle(done, lookup, phase, progress, stats, now);
             }
         }
         if settled > 0 {
@@ -688,7 +820,8 @@ impl<P: Protocol> Connection<P> {
     }
 }
 
-/// Appends one measured request, due at `due`, to `out` and the window.
+/// Appends the first request of one operation, due at `due`, to `out` and the
+/// window: its op drawn from the workload, its key from the key space.
 fn send_op<P: Protocol>(
     proto: &mut P,
     window: &mut Window,
@@ -698,10 +831,25 @@ fn send_op<P: Protocol>(
     due: Instant,
     record: bool,
 ) -> Result<(), String> {
-    let op = phase.mix.pick(rng);
+    let op = phase.workload.pick(rng);
     let key = phase.keys.pick(rng);
+    send_request(proto, window, out, Request::Op { op, key }, due, record)
+}
+
+/// Appends request `request` (an op), due at `due`, to `out` and the window.
+fn send_request<P: Protocol>(
+    proto: &mut P,
+    window: &mut Window,
+    out: &mut BytesMut,
+    request: Request,
+    due: Instant,
+    record: bool,
+) -> Result<(), String> {
+    let Request::Op { op, key } = request else {
+        unreachable!("preload units are sent by fill")
+    };
     let id = window.next_id_skipping_zero();
-    let replies = proto.encode(Request::Op { op, key }, id, out)?;
+    let replies = proto.encode(request, id, out)?;
     let pushed = window.push(InFlight {
         op: Some(op),
         key,
@@ -732,8 +880,16 @@ fn recv_into(fd: RawFd, buf: &mut BytesMut) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Records one finished request.
-fn settle(done: InFlight, phase: &Phase, progress: &Progress, stats: &mut Stats, now: Instant) {
+/// Records one finished request (`lookup`: what it found, if it was a cache-aside
+/// get).
+fn settle(
+    done: InFlight,
+    lookup: Option<Lookup>,
+    phase: &Phase,
+    progress: &Progress,
+    stats: &mut Stats,
+    now: Instant,
+) {
     let Some(op) = done.op else {
         progress.keys_loaded.fetch_add(done.keys, Ordering::Relaxed);
         if let Some(e) = done.error {
@@ -744,6 +900,11 @@ fn settle(done: InFlight, phase: &Phase, progress: &Progress, stats: &mut Stats,
     };
     let failed = done.error.is_some();
     stats.record_reply(op, now.saturating_duration_since(done.scheduled), failed);
+    match lookup {
+        Some(Lookup::Hit) => stats.hits += 1,
+        Some(Lookup::Miss) => stats.misses += 1,
+        None => {}
+    }
     if let Some(e) = done.error {
         progress.errors.fetch_add(1, Ordering::Relaxed);
         print_error(progress, &phase.keys, op.name(), done.key, &e);

@@ -402,7 +402,9 @@ mod tests {
     use super::*;
     use crate::connection::Mode;
     use crate::fake_redis::{self, Behaviour, FakeRedis};
+    use crate::keys::{KeySpace, Rng};
     use crate::mix::Op;
+    use std::collections::HashSet;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -492,6 +494,191 @@ mod tests {
         );
         drop(conns);
         assert_eq!(server.join(), 2 + 5 + 2 * 103);
+    }
+
+    /// A cache-aside phase (`workload` replaced) on `conns`.
+    fn cache_aside(mut phase: Phase) -> Phase {
+        phase.workload = crate::mix::Workload::CacheAside;
+        phase
+    }
+
+    /// The distinct keys connection `index` of the fake's connections draws in its
+    /// first `ops` cache-aside operations (a get draws no op, only a key).
+    fn keys_drawn(keys: &KeySpace, index: u64, ops: u64, into: &mut HashSet<u64>) {
+        let mut rng = Rng::new(fake_redis::SEED, index);
+        into.extend((0..ops).map(|_| keys.pick(&mut rng)));
+    }
+
+    #[test]
+    fn a_counted_cache_aside_phase_misses_each_key_once_and_sets_it() {
+        // One connection, one request in flight: no two gets of a key overlap, so the
+        // first get of each key misses, its set lands before the next get leaves, and
+        // every later get hits.
+        let server = FakeRedis::start(1, Behaviour::Store);
+        let keys = fake_redis::key_space(100);
+        let mut conns = fake_redis::connections(server.addr, 1, &keys, 1);
+        let mode = Mode::Counted {
+            ops: 2000,
+            record: true,
+        };
+        let phase = cache_aside(fake_redis::phase(mode, 1, 1, &keys, ms(0), ms(0)));
+        let (progress, stats) = (Progress::new(), Mutex::new(Stats::new()));
+        drive(&mut conns, &phase, &progress, &stats);
+        let stats = stats.into_inner().unwrap();
+        assert!(stats.lost.is_empty(), "{:?}", stats.lost);
+        let mut drawn = HashSet::new();
+        keys_drawn(&keys, 0, 2000, &mut drawn);
+        assert_eq!(drawn.len(), 100, "2000 draws over 100 keys reach them all");
+        assert_eq!((stats.hits, stats.misses), (1900, 100));
+        assert_eq!(stats.per_op[Op::Get as usize].ops, 2000);
+        assert_eq!(stats.per_op[Op::Set as usize].ops, 100, "a set per miss");
+        let errors: u64 = stats.per_op.iter().map(|s| s.errors).sum();
+        assert_eq!(errors, 0);
+        assert_eq!(stats.timeouts, 0);
+        assert!(conns[0].is_finished(&phase));
+        drop(conns);
+        let store = server.store.clone();
+        assert_eq!(
+            server.join(),
+            1 + 2000 + 100,
+            "the PING, the gets, the sets"
+        );
+        let store = store.lock().unwrap();
+        assert_eq!(
+            (store.gets, store.sets, store.items.len()),
+            (2000, 100, 100)
+        );
+        let mut name = String::new();
+        for k in drawn {
+            keys.key(k, &mut name);
+            assert_eq!(
+                store.items.get(name.as_bytes()).map(Vec::as_slice),
+                Some(&b"vvvv"[..])
+            );
+        }
+    }
+
+    #[test]
+    fn a_counted_cache_aside_warm_up_is_settled_before_the_measured_operations() {
+        // Three connections, eight in flight each, 37 keys: gets of one key overlap, so
+        // a key may miss more than once; the counts still add up exactly.
+        let server = FakeRedis::start(3, Behaviour::Store);
+        let keys = fake_redis::key_space(37);
+        let mut conns = fake_redis::connections(server.addr, 3, &keys, 8);
+        let counted = |ops, record| {
+            let mode = Mode::Counted { ops, record };
+            cache_aside(fake_redis::phase(mode, 3, 8, &keys, ms(0), ms(0)))
+        };
+        let progress = Progress::new();
+        let warmup = Mutex::new(Stats::new());
+        drive(&mut conns, &counted(40, false), &progress, &warmup);
+        let warmup = warmup.into_inner().unwrap();
+        assert!(warmup.lost.is_empty(), "{:?}", warmup.lost);
+        assert_eq!(
+            (warmup.hits, warmup.misses),
+            (0, 0),
+            "the warm-up is not measured"
+        );
+        assert!(warmup.per_op.iter().all(|s| s.ops == 0));
+        // 40 over 3 connections: 14, 13, 13; every set of a miss is in by now.
+        let mut drawn = HashSet::new();
+        for (i, ops) in [(0, 14), (1, 13), (2, 13)] {
+            keys_drawn(&keys, i, ops, &mut drawn);
+        }
+        let (warm_items, warm_sets) = {
+            let store = server.store.lock().unwrap();
+            assert_eq!(store.gets, 40);
+            (store.items.len(), store.sets)
+        };
+        assert_eq!(warm_items, drawn.len());
+        assert!(warm_sets >= warm_items as u64);
+
+        let measured = Mutex::new(Stats::new());
+        drive(&mut conns, &counted(1000, true), &progress, &measured);
+        let measured = measured.into_inner().unwrap();
+        assert!(measured.lost.is_empty(), "{:?}", measured.lost);
+        assert_eq!(measured.hits + measured.misses, 1000);
+        assert_eq!(measured.per_op[Op::Get as usize].ops, 1000);
+        assert_eq!(measured.per_op[Op::Set as usize].ops, measured.misses);
+        let store = server.store.lock().unwrap();
+        assert_eq!(store.gets, 1040);
+        assert_eq!(store.sets, warm_sets + measured.misses);
+        assert_eq!(store.items.len(), 37);
+        assert!(measured.misses >= (37 - warm_items) as u64);
+    }
+
+    #[test]
+    fn an_open_loop_cache_aside_phase_sets_every_measured_miss() {
+        let server = FakeRedis::start(2, Behaviour::Store);
+        let keys = fake_redis::key_space(500);
+        let mut conns = fake_redis::connections(server.addr, 2, &keys, 4);
+        // 2000/s, 50 ms warm-up, 200 ms measured: 400 measured slots.
+        let phase = cache_aside(fake_redis::phase(
+            Mode::Open { rate: 2000.0 },
+            2,
+            4,
+            &keys,
+            ms(50),
+            ms(200),
+        ));
+        let (progress, stats) = (Progress::new(), Mutex::new(Stats::new()));
+        drive(&mut conns, &phase, &progress, &stats);
+        let stats = stats.into_inner().unwrap();
+        assert!(stats.lost.is_empty(), "{:?}", stats.lost);
+        assert_eq!(stats.slots, 400);
+        let gets = &stats.per_op[Op::Get as usize];
+        // Each measured slot is a get answered (a hit or a miss) or never sent.
+        assert_eq!(gets.ops + gets.unsent, 400);
+        assert_eq!(stats.hits + stats.misses, gets.ops);
+        assert!(stats.misses > 0);
+        // A measured miss's set goes out even when the window closed before its reply.
+        assert_eq!(stats.per_op[Op::Set as usize].ops, stats.misses);
+        assert_eq!(
+            stats.per_op[Op::Set as usize].unsent,
+            0,
+            "sets are not slots"
+        );
+        drop(conns);
+        let store = server.store.clone();
+        server.join();
+        let store = store.lock().unwrap();
+        // Warm-up misses were set too: every miss leaves a key behind, once at least.
+        assert!(store.sets >= stats.misses);
+        assert!(store.sets >= store.items.len() as u64);
+        assert!(store.gets >= gets.ops);
+    }
+
+    #[test]
+    fn connections_with_no_share_of_the_work_finish_at_once() {
+        // Three connections, one preload unit and two counted operations: a connection
+        // with nothing to send is done from the start instead of waiting for a send
+        // that never comes (the loop used to wait for it forever).
+        let server = FakeRedis::start(3, Behaviour::Store);
+        let keys = fake_redis::key_space(10);
+        let mut conns = fake_redis::connections(server.addr, 3, &keys, 2);
+        let preload = Mode::Preload { keys: 10, unit: 25 };
+        let counted = Mode::Counted {
+            ops: 2,
+            record: true,
+        };
+        let progress = Progress::new();
+        for mode in [preload, counted] {
+            let phase = cache_aside(fake_redis::phase(mode, 3, 2, &keys, ms(0), ms(0)));
+            let stats = Mutex::new(Stats::new());
+            drive(&mut conns, &phase, &progress, &stats);
+            let stats = stats.into_inner().unwrap();
+            assert!(stats.lost.is_empty(), "{mode:?}: {:?}", stats.lost);
+            assert!(conns.iter().all(|c| c.is_finished(&phase)), "{mode:?}");
+            if let Mode::Counted { .. } = mode {
+                // Preloaded: both gets hit.
+                assert_eq!((stats.hits, stats.misses), (2, 0));
+            }
+        }
+        drop(conns);
+        let store = server.store.clone();
+        server.join();
+        let store = store.lock().unwrap();
+        assert_eq!((store.items.len(), store.gets, store.sets), (10, 2, 0));
     }
 
     #[test]

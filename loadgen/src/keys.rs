@@ -22,15 +22,44 @@ use std::fmt::Write;
 pub enum Dist {
     /// Every key equally likely.
     Uniform,
-    /// Zipfian with theta 0.99 (YCSB's default), hot keys scattered over the key space.
+    /// Zipfian (theta `--zipf-alpha`, 0.99 by default as in YCSB), hot keys scattered
+    /// over the key space.
     Zipfian,
 }
 
 /// Label values per namespace family: label1 of key `i` is `g{i % LABEL_VALUES}`.
 pub const LABEL_VALUES: u64 = 100;
 
-/// The skew of `--dist zipfian` (YCSB's `ZIPFIAN_CONSTANT`).
+/// The skew of `--dist zipfian` unless `--zipf-alpha` says otherwise (YCSB's
+/// `ZIPFIAN_CONSTANT`).
 pub const ZIPF_THETA: f64 = 0.99;
+
+/// The largest skew: past ~3 nearly every draw is the hottest key already, and
+/// `(2 / n)^(1 - theta)` in [`Zipf::new`] must stay finite for [`KEYS_MAX`] keys
+/// (it overflows past theta ~27).
+pub const ZIPF_THETA_MAX: f64 = 5.0;
+
+/// Gray's closed form divides by `1 - theta`, so theta 1 itself has no generator; a
+/// theta this close to 1 is refused too, to keep clear of the cancellation in `1 - theta`
+/// (at 1 ± 1e-6 the frequencies still match, checked when this was written).
+pub const ZIPF_THETA_GAP: f64 = 1e-3;
+
+/// Whether `theta` is a skew the generator draws correctly: `0 < theta <=`
+/// [`ZIPF_THETA_MAX`], and not within [`ZIPF_THETA_GAP`] of 1. The error says which.
+pub fn check_theta(theta: f64) -> Result<(), String> {
+    if !(theta > 0.0 && theta <= ZIPF_THETA_MAX) {
+        return Err(format!(
+            "zipf alpha {theta}, allowed above 0 and at most {ZIPF_THETA_MAX}"
+        ));
+    }
+    if (theta - 1.0).abs() < ZIPF_THETA_GAP {
+        return Err(format!(
+            "zipf alpha {theta} is within {ZIPF_THETA_GAP} of 1, which the generator cannot \
+             draw (Gray's formula divides by 1 - alpha): take 0.99 or 1.01"
+        ));
+    }
+    Ok(())
+}
 
 /// A large prime: multiplying a rank by it modulo `n` (prime > n, so coprime to n) is
 /// a bijection of `0..n` that scatters the hottest zipfian ranks over the key space.
@@ -71,14 +100,16 @@ pub struct KeySpace {
 }
 
 impl KeySpace {
-    pub fn new(keys: u64, namespaces: u64, dist: Dist) -> KeySpace {
+    /// `zipf_theta` is the skew of `Dist::Zipfian` (unused for `Dist::Uniform`); it
+    /// must pass [`check_theta`].
+    pub fn new(keys: u64, namespaces: u64, dist: Dist, zipf_theta: f64) -> KeySpace {
         assert!(
             (1..=KEYS_MAX).contains(&keys),
             "key space of {keys} keys, allowed 1..={KEYS_MAX}"
         );
         let zipf = match dist {
             Dist::Uniform => None,
-            Dist::Zipfian => Some(Zipf::new(keys, ZIPF_THETA)),
+            Dist::Zipfian => Some(Zipf::new(keys, zipf_theta)),
         };
         KeySpace {
             keys,
@@ -174,7 +205,9 @@ pub fn scramble(rank: u64, n: u64) -> u64 {
 /// Databases" (SIGMOD 1994), as YCSB's `ZipfianGenerator` implements it. One uniform
 /// draw per sample, no table. Ranks 0 and 1 are exact; past them the closed form
 /// approximates (rank 2 comes ~18% too often for n = 1000, ranks from ~5 on within a
-/// few %) — the same skew YCSB's published numbers were measured with.
+/// few %) — the same skew YCSB's published numbers were measured with. The formula
+/// holds for theta above 1 too (same error profile at 1.2, 1.5, 2: tested below); only
+/// theta = 1 itself, where it divides by zero, is out ([`check_theta`]).
 #[derive(Debug, Clone)]
 pub struct Zipf {
     n: f64,
@@ -206,10 +239,13 @@ pub fn zeta(n: u64, theta: f64) -> f64 {
 }
 
 impl Zipf {
-    /// Panics unless `n >= 1` and `0 < theta < 1` (callers pass constants).
+    /// Panics unless `n >= 1` and `theta` passes [`check_theta`] (`main.rs` checks
+    /// `--zipf-alpha` first).
     pub fn new(n: u64, theta: f64) -> Zipf {
         assert!(n >= 1, "a zipfian over no items");
-        assert!(theta > 0.0 && theta < 1.0, "theta {theta} outside (0, 1)");
+        if let Err(why) = check_theta(theta) {
+            panic!("{why}");
+        }
         let zeta_n = zeta(n, theta);
         let zeta_2 = zeta(2, theta);
         let nf = n as f64;
@@ -284,7 +320,7 @@ mod tests {
 
     #[test]
     fn names_follow_the_documented_forms() {
-        let ks = KeySpace::new(1000, 10, Dist::Uniform);
+        let ks = KeySpace::new(1000, 10, Dist::Uniform, ZIPF_THETA);
         let mut s = String::from("leftover");
         ks.key(123, &mut s);
         assert_eq!(s, "ns3:k123");
@@ -299,7 +335,7 @@ mod tests {
         ks.redis_label_set(123, &mut s);
         assert_eq!(s, "l1:ns3:g23");
 
-        let simple = KeySpace::new(1000, 0, Dist::Uniform);
+        let simple = KeySpace::new(1000, 0, Dist::Uniform, ZIPF_THETA);
         simple.key(7, &mut s);
         assert_eq!(s, "k7");
         simple.label(123, &mut s);
@@ -326,59 +362,89 @@ mod tests {
     #[test]
     fn zeta_approximation_is_close_to_the_exact_sum() {
         // Check the integral tail against an exact sum just past the switch point by
-        // pretending the switch happens earlier.
-        let theta = ZIPF_THETA;
-        let n = 200_000u64;
-        let exact: f64 = (1..=n).map(|k| (k as f64).powf(-theta)).sum();
-        let head: f64 = (1..=1000u64).map(|k| (k as f64).powf(-theta)).sum();
-        let f = |x: f64| x.powf(1.0 - theta) / (1.0 - theta);
-        let approx = head + f(n as f64 + 0.5) - f(1000.5);
-        assert!((approx - exact).abs() / exact < 1e-6, "{approx} vs {exact}");
-        assert!((zeta(n, theta) - exact).abs() < 1e-6);
+        // pretending the switch happens earlier; skews below and above 1.
+        for theta in [ZIPF_THETA, 1.2] {
+            let n = 200_000u64;
+            let exact: f64 = (1..=n).map(|k| (k as f64).powf(-theta)).sum();
+            let head: f64 = (1..=1000u64).map(|k| (k as f64).powf(-theta)).sum();
+            let f = |x: f64| x.powf(1.0 - theta) / (1.0 - theta);
+            let approx = head + f(n as f64 + 0.5) - f(1000.5);
+            assert!(
+                (approx - exact).abs() / exact < 1e-6,
+                "theta {theta}: {approx} vs {exact}"
+            );
+            assert!((zeta(n, theta) - exact).abs() < 1e-6, "theta {theta}");
+        }
     }
 
     #[test]
     fn zipf_frequencies_match_the_distribution() {
-        let n = 1000;
-        let z = Zipf::new(n, ZIPF_THETA);
-        let zeta_n = zeta(n, ZIPF_THETA);
-        let probability = |r: u64| (r as f64 + 1.0).powf(-ZIPF_THETA) / zeta_n;
-        let mut rng = Rng::new(42, 0);
-        let draws = 400_000u64;
-        let mut counts = vec![0u64; n as usize];
-        for _ in 0..draws {
-            let r = z.sample(&mut rng);
-            assert!(r < n);
-            counts[r as usize] += 1;
-        }
-        // Ranks 0 and 1 are special-cased and exact; past them the closed form is
-        // Gray's approximation (rank 2 draws ~18% too often, the error fades by rank 5):
-        // check each against the exact probability with the tolerance it earns.
-        for (r, tolerance) in [
-            (0u64, 0.03),
-            (1, 0.05),
-            (2, 0.25),
-            (5, 0.10),
-            (10, 0.10),
-            (50, 0.15),
-        ] {
-            let expected = probability(r) * draws as f64;
-            let got = counts[r as usize] as f64;
+        // The default skew, a milder one and one past 1 (`--zipf-alpha`): the closed
+        // form's error profile is the same on both sides of 1.
+        for theta in [ZIPF_THETA, 0.5, 1.2] {
+            let n = 1000;
+            let z = Zipf::new(n, theta);
+            let zeta_n = zeta(n, theta);
+            let probability = |r: u64| (r as f64 + 1.0).powf(-theta) / zeta_n;
+            let mut rng = Rng::new(42, 0);
+            let draws = 400_000u64;
+            let mut counts = vec![0u64; n as usize];
+            for _ in 0..draws {
+                let r = z.sample(&mut rng);
+                assert!(r < n);
+                counts[r as usize] += 1;
+            }
+            // Ranks 0 and 1 are special-cased and exact; past them the closed form is
+            // Gray's approximation (rank 2 draws ~18% too often, the error fades by rank
+            // 5): check each against the exact probability with the tolerance it earns.
+            for (r, tolerance) in [
+                (0u64, 0.03),
+                (1, 0.05),
+                (2, 0.25),
+                (5, 0.10),
+                (10, 0.10),
+                (50, 0.15),
+            ] {
+                let expected = probability(r) * draws as f64;
+                let got = counts[r as usize] as f64;
+                assert!(
+                    (got - expected).abs() / expected < tolerance,
+                    "theta {theta}, rank {r}: {got} draws, expected {expected:.0}"
+                );
+            }
+            // The mass of the top 10% of ranks (~69% for n = 1000 at 0.99) within 3%.
+            let top = counts[..100].iter().sum::<u64>() as f64 / draws as f64;
+            let top_exact: f64 = (0..100).map(probability).sum();
             assert!(
-                (got - expected).abs() / expected < tolerance,
-                "rank {r}: {got} draws, expected {expected:.0}"
+                (top - top_exact).abs() < 0.03,
+                "theta {theta}: top 10% drew {top}, exact {top_exact}"
             );
+            // Every draw stays in range and the tail is not empty.
+            let tail: u64 = counts[500..].iter().sum();
+            assert!(tail > 0, "theta {theta}");
         }
-        // The mass of the top 10% of ranks (~69% for n = 1000) within 3%.
-        let top = counts[..100].iter().sum::<u64>() as f64 / draws as f64;
-        let top_exact: f64 = (0..100).map(probability).sum();
-        assert!(
-            (top - top_exact).abs() < 0.03,
-            "top 10% drew {top}, exact {top_exact}"
-        );
-        // Every draw stays in range and the tail is not empty.
-        let tail: u64 = counts[500..].iter().sum();
-        assert!(tail > 0);
+    }
+
+    #[test]
+    fn skews_the_generator_cannot_draw_are_refused() {
+        for good in [0.01, 0.5, ZIPF_THETA, 1.01, 1.2, ZIPF_THETA_MAX] {
+            assert_eq!(check_theta(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            (0.0, "above 0"),
+            (-1.0, "above 0"),
+            (f64::NAN, "above 0"),
+            (f64::INFINITY, "at most 5"),
+            (5.5, "at most 5"),
+            (1.0, "within 0.001 of 1"),
+            (0.9995, "within 0.001 of 1"),
+            (1.0005, "within 0.001 of 1"),
+        ] {
+            let err = check_theta(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        // Gray's formula at theta 1 would divide by zero: the constructor refuses it.
+        assert!(std::panic::catch_unwind(|| Zipf::new(10, 1.0)).is_err());
     }
 
     #[test]
@@ -388,7 +454,7 @@ mod tests {
         for _ in 0..1000 {
             assert_eq!(z.sample(&mut rng), 0);
         }
-        let ks = KeySpace::new(10, 0, Dist::Uniform);
+        let ks = KeySpace::new(10, 0, Dist::Uniform, ZIPF_THETA);
         let mut counts = [0u32; 10];
         for _ in 0..10_000 {
             counts[ks.pick(&mut rng) as usize] += 1;
@@ -397,7 +463,7 @@ mod tests {
             counts.iter().all(|&c| (800..1200).contains(&c)),
             "{counts:?}"
         );
-        let kz = KeySpace::new(10, 0, Dist::Zipfian);
+        let kz = KeySpace::new(10, 0, Dist::Zipfian, ZIPF_THETA);
         for _ in 0..10_000 {
             assert!(kz.pick(&mut rng) < 10);
         }

@@ -5,7 +5,12 @@
 //! request's *scheduled* time, so a server stall cannot hide behind a generator that
 //! politely waited for it (coordinated omission). `--max` is the closed-loop
 //! alternative for peak throughput; `--find-max` steps the rate up to the highest one
-//! whose p99 stays under a bound.
+//! whose p99 stays under a bound. `--requests N` runs the closed loop for a count of
+//! operations instead of a time, so counts (a hit ratio) come out the same every run.
+//!
+//! What an operation sends is drawn from `--mix`, or, with `--cache-aside`, is a get
+//! of the key followed, when the key is missing, by a set of it (hits, misses and the
+//! hit ratio are reported).
 //!
 //! # How it works
 //! Every connection is opened and handshaken first (blocking sockets, then made
@@ -37,7 +42,7 @@
 //! - `ampd`: the ampd handshake and each operation as a wire frame.
 //! - `resp`: RESP2 frames and each operation as Redis commands.
 //! - `keys`: the key space, names derived from a key index, the zipfian generator.
-//! - `mix`: the operations and their weighted mix.
+//! - `mix`: the operations, their weighted mix, and the cache-aside workload.
 //! - `report`: histograms merged per operation, the text and JSON reports.
 //! - `cpu`: CPU time of the server and of ourselves from `/proc`.
 //!
@@ -62,8 +67,8 @@ mod run;
 mod schedule;
 
 use clap::{CommandFactory, Parser};
-use keys::{Dist, KeySpace, KEYS_MAX};
-use mix::{Mix, MIX_DEFAULT};
+use keys::{Dist, KeySpace, KEYS_MAX, ZIPF_THETA};
+use mix::{Mix, Workload, MIX_DEFAULT};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +81,11 @@ use std::time::Duration;
 /// label1 = `ns{i % N}:g{i % 100}`; `add` increments the counter `ns{i % N}:c{i}`;
 /// `range` reads `ns{i % N}:>=k{i}` with limit 10; `label` reads the keys whose label1
 /// is the key's, limit 10. See loadgen/src/resp.rs for the Redis commands.
+///
+/// With --cache-aside each operation is a get of its key and, when the server says the
+/// key is missing (ampd: nil; Redis: a null bulk string), a set of it, as the set op
+/// writes it; hits, misses and the hit ratio count measured operations, while ops, the
+/// rates and the latency table count requests (the gets and the sets).
 ///
 /// A slot sent more than 1 ms after its time, or never sent before the window closed,
 /// is a missed slot; unsent slots enter the histograms at (window end - slot time).
@@ -114,6 +124,16 @@ struct Args {
     /// own).
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     warmup: Duration,
+    /// Measure N operations instead of --duration: closed loop only (with --max, not
+    /// --rate or --find-max), the N shared out over the connections; the run ends when
+    /// all are answered.
+    #[arg(long, value_name = "N", conflicts_with_all = ["duration", "warmup"])]
+    requests: Option<u64>,
+    /// With --requests: N operations before the measured ones, not measured; every one
+    /// (with the sets of its misses) is answered before the first measured one leaves
+    /// [default: 0].
+    #[arg(long, value_name = "N", requires = "requests")]
+    warmup_requests: Option<u64>,
     /// Keys in the key space.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
@@ -131,9 +151,18 @@ struct Args {
     /// Operation weights (ops not named weigh 0).
     #[arg(long, value_parser = Mix::parse, default_value = MIX_DEFAULT)]
     mix: Mix,
-    /// Key distribution (zipfian: theta 0.99, hot keys scattered over the key space).
+    /// Cache-aside instead of --mix: each operation gets its key and, if the key is
+    /// missing, sets it (a --value-size value); reports hits, misses and the hit ratio.
+    #[arg(long, conflicts_with = "mix")]
+    cache_aside: bool,
+    /// Key distribution (zipfian: theta --zipf-alpha, hot keys scattered over the key
+    /// space).
     #[arg(long, value_enum, default_value_t = Dist::Uniform)]
     dist: Dist,
+    /// The skew of --dist zipfian [default: 0.99, YCSB's]: above 0, at most 5, and not
+    /// within 0.001 of 1 (the generator's formula divides by 1 - alpha).
+    #[arg(long, value_name = "A")]
+    zipf_alpha: Option<f64>,
     /// Step the rate up (from --rate or 10000, x1.25 per step of --warmup +
     /// --duration) and report the highest rate whose p99 stays under P99_MS
     /// milliseconds.
@@ -164,6 +193,9 @@ const CONNECTIONS_MAX: u64 = 4096;
 const PIPELINE_MAX: usize = 65_536;
 /// Worker threads, at most.
 const THREADS_MAX: usize = 256;
+/// Operations of a counted run (`--requests`, `--warmup-requests`), at most: a
+/// trillion is days of any server's work.
+const REQUESTS_MAX: u64 = 1 << 40;
 /// Namespaces, at most (each is a sorted set on Redis).
 const NAMESPACES_MAX: u64 = 1_000_000;
 /// Room left in an item for its key, label and encoding: a value must fit ampd's item
@@ -227,8 +259,29 @@ fn check(args: Args) -> Result<run::Config, String> {
             ));
         }
     }
+    if let Some(n) = args.requests {
+        in_range("requests", n, 1, REQUESTS_MAX)?;
+        in_range(
+            "warmup-requests",
+            args.warmup_requests.unwrap_or(0),
+            0,
+            REQUESTS_MAX,
+        )?;
+        if !args.max {
+            return Err(
+                "--requests counts the operations of a closed loop: give it with --max (not --rate or --find-max)"
+                    .into(),
+            );
+        }
+    }
     let load = match (args.rate, args.max, args.find_max) {
-        (_, true, _) => run::Load::Max,
+        (_, true, _) => match args.requests {
+            Some(measured) => run::Load::Count {
+                warmup: args.warmup_requests.unwrap_or(0),
+                measured,
+            },
+            None => run::Load::Max,
+        },
         (rate, false, Some(p99_ms)) => {
             if !(p99_ms.is_finite() && p99_ms > 0.0) {
                 return Err(format!(
@@ -251,7 +304,22 @@ fn check(args: Args) -> Result<run::Config, String> {
     if args.redis && args.env.is_some() {
         eprintln!("ampd-loadgen: --env is ignored with --redis");
     }
-    let keys = Arc::new(KeySpace::new(args.keys, args.namespaces, args.dist));
+    let zipf_theta = match (args.zipf_alpha, args.dist) {
+        (None, _) => ZIPF_THETA,
+        (Some(a), Dist::Zipfian) => {
+            keys::check_theta(a).map_err(|e| format!("--zipf-alpha: {e}"))?;
+            a
+        }
+        (Some(_), Dist::Uniform) => {
+            return Err("--zipf-alpha is the skew of --dist zipfian: give both".into())
+        }
+    };
+    let keys = Arc::new(KeySpace::new(
+        args.keys,
+        args.namespaces,
+        args.dist,
+        zipf_theta,
+    ));
     Ok(run::Config {
         target: if args.redis {
             run::Target::Redis
@@ -269,9 +337,14 @@ fn check(args: Args) -> Result<run::Config, String> {
         warmup: args.warmup,
         keys,
         dist: args.dist,
+        zipf_theta,
         namespaces: args.namespaces,
         preload: args.preload,
-        mix: args.mix,
+        workload: if args.cache_aside {
+            Workload::CacheAside
+        } else {
+            Workload::Mix(args.mix)
+        },
         seed: args.seed,
         json: args.json,
         server_pid: args.server_pid,
@@ -366,6 +439,33 @@ mod tests {
         assert_eq!(c.duration, Duration::from_secs(10));
         assert_eq!(c.value.len(), 100);
         assert!(matches!(parse(&["--max"]).unwrap().load, run::Load::Max));
+        assert_eq!(c.zipf_theta, ZIPF_THETA, "the default skew is YCSB's");
+        let z = parse(&["--max", "--dist", "zipfian", "--zipf-alpha", "1.2"]).unwrap();
+        assert_eq!((z.dist, z.zipf_theta), (Dist::Zipfian, 1.2));
+        assert_eq!(c.workload, Workload::Mix(Mix::parse(MIX_DEFAULT).unwrap()));
+        let ca = parse(&["--max", "--cache-aside", "--requests", "2000"]).unwrap();
+        assert_eq!(ca.workload, Workload::CacheAside);
+        assert_eq!(
+            ca.load,
+            run::Load::Count {
+                warmup: 0,
+                measured: 2000
+            }
+        );
+        let ca = parse(&["--rate", "5", "--cache-aside"]).unwrap();
+        assert_eq!(
+            (ca.workload, ca.load),
+            (Workload::CacheAside, run::Load::Rate(5.0))
+        );
+        assert_eq!(
+            parse(&["--max", "--requests", "10", "--warmup-requests", "7"])
+                .unwrap()
+                .load,
+            run::Load::Count {
+                warmup: 7,
+                measured: 10
+            }
+        );
         assert_eq!(
             parse(&["--find-max", "1.5"]).unwrap().load,
             run::Load::FindMax {
@@ -389,7 +489,42 @@ mod tests {
             ),
             (&["--rate", "1", "--value-size", "1MiB"], "--value-size"),
             (&["--rate", "1", "--dist", "pareto"], "pareto"),
+            (&["--rate", "1", "--zipf-alpha", "0.5"], "give both"),
+            (
+                &["--rate", "1", "--dist", "zipfian", "--zipf-alpha", "1"],
+                "--zipf-alpha: zipf alpha 1 is within 0.001 of 1",
+            ),
+            (
+                &["--rate", "1", "--dist", "zipfian", "--zipf-alpha", "0"],
+                "above 0",
+            ),
+            (
+                &["--rate", "1", "--dist", "zipfian", "--zipf-alpha", "9"],
+                "at most 5",
+            ),
             (&["--find-max", "0"], "above 0"),
+            (
+                &["--max", "--cache-aside", "--mix", "get=1"],
+                "'--cache-aside' cannot be used with '--mix <MIX>'",
+            ),
+            (
+                &["--rate", "1", "--requests", "10"],
+                "--requests counts the operations of a closed loop: give it with --max",
+            ),
+            (
+                &["--find-max", "1", "--requests", "10"],
+                "give it with --max",
+            ),
+            (&["--max", "--requests", "0"], "--requests 0, allowed 1..="),
+            (
+                &["--max", "--requests", "10", "--duration", "1s"],
+                "cannot be used with",
+            ),
+            (
+                &["--max", "--requests", "10", "--warmup", "1s"],
+                "cannot be used with",
+            ),
+            (&["--max", "--warmup-requests", "10"], "--requests <N>"),
             (
                 &["--rate", "1", "--server-pid", "4294967295"],
                 "--server-pid",

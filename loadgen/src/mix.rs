@@ -1,5 +1,6 @@
 //! The operations a run sends and the weighted mix they are drawn from
-//! (`--mix get=80,set=15,add=3,range=1,label=1,ping=0`).
+//! (`--mix get=80,set=15,add=3,range=1,label=1,ping=0`), or the cache-aside workload
+//! (`--cache-aside`) that takes the mix's place.
 //!
 //! What each operation is on the wire lives in the drivers (`ampd.rs`, `resp.rs`);
 //! this module only names them, so histograms, reports and drivers agree on the list.
@@ -124,6 +125,48 @@ impl Mix {
     }
 }
 
+/// What each operation of a run sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Workload {
+    /// One request, its op drawn from the mix.
+    Mix(Mix),
+    /// A get of the key and, when the reply says the key is missing, a set of it
+    /// (`--cache-aside`): the operation is a hit or a miss by its get, and the set is
+    /// a set like any other (sent after the get's reply, on the same connection).
+    CacheAside,
+}
+
+impl Workload {
+    /// The request an operation starts with.
+    pub fn pick(&self, rng: &mut Rng) -> Op {
+        match self {
+            Workload::Mix(m) => m.pick(rng),
+            Workload::CacheAside => Op::Get,
+        }
+    }
+
+    /// Ops this workload sends, in report order.
+    pub fn ops(&self) -> impl Iterator<Item = Op> + '_ {
+        Op::ALL.into_iter().filter(move |&op| match self {
+            Workload::Mix(m) => m.weight(op) > 0,
+            Workload::CacheAside => matches!(op, Op::Get | Op::Set),
+        })
+    }
+
+    pub fn is_cache_aside(&self) -> bool {
+        matches!(self, Workload::CacheAside)
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Workload::Mix(m) => write!(f, "mix {m}"),
+            Workload::CacheAside => f.write_str("cache-aside (get, then set on a miss)"),
+        }
+    }
+}
+
 impl fmt::Display for Mix {
     /// The canonical form: every op with a positive weight, in report order.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -165,6 +208,18 @@ mod tests {
             let err = Mix::parse(text).unwrap_err();
             assert!(err.contains(why), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn cache_aside_starts_every_operation_with_a_get_and_reports_get_and_set() {
+        let w = Workload::CacheAside;
+        let mut rng = Rng::new(3, 0);
+        assert!((0..1000).all(|_| w.pick(&mut rng) == Op::Get));
+        assert_eq!(w.ops().collect::<Vec<_>>(), [Op::Get, Op::Set]);
+        let m = Workload::Mix(Mix::parse("ping=1,add=2").unwrap());
+        assert_eq!(m.ops().collect::<Vec<_>>(), [Op::Add, Op::Ping]);
+        assert_eq!(m.to_string(), "mix add=2,ping=1");
+        assert!(w.is_cache_aside() && !m.is_cache_aside());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! time (`schedule.rs`); in a closed-loop run (`--max`) from when it was sent, since
 //! there is no schedule.
 
-use crate::mix::{Mix, Op};
+use crate::mix::{Op, Workload};
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
@@ -80,6 +80,10 @@ pub struct Stats {
     pub timeouts: u64,
     /// Preload units refused.
     pub preload_errors: u64,
+    /// Cache-aside operations whose get found the key, and found it missing (measured
+    /// ones; a refused get is neither).
+    pub hits: u64,
+    pub misses: u64,
     /// Why connections were lost.
     pub lost: Vec<String>,
 }
@@ -94,6 +98,8 @@ impl Stats {
             missed: 0,
             timeouts: 0,
             preload_errors: 0,
+            hits: 0,
+            misses: 0,
             lost: Vec::new(),
         }
     }
@@ -182,6 +188,21 @@ pub struct OpSummary {
     pub latency: Latency,
 }
 
+/// What the gets of a cache-aside run found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lookups {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl Lookups {
+    /// Hits over hits and misses; `None` before the first.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let n = self.hits + self.misses;
+        (n > 0).then(|| self.hits as f64 / n as f64)
+    }
+}
+
 /// CPU seconds used during the measured window.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CpuUse {
@@ -211,21 +232,23 @@ pub struct Summary {
     pub per_op: Vec<OpSummary>,
     /// Open loop only: how late requests left after their slot.
     pub send_lag: Option<Latency>,
+    /// Cache-aside only.
+    pub lookups: Option<Lookups>,
     pub cpu: CpuUse,
 }
 
 impl Summary {
-    /// Summarises merged stats of a window of `duration`; `mix` picks which ops get a
-    /// line (those with a positive weight).
+    /// Summarises merged stats of a window of `duration`; `workload` picks which ops
+    /// get a line (those it sends) and whether hits and misses are reported.
     pub fn new(
         stats: &Stats,
-        mix: &Mix,
+        workload: &Workload,
         duration: Duration,
         offered_rate: Option<f64>,
         cpu: CpuUse,
     ) -> Summary {
         let secs = duration.as_secs_f64().max(1e-9);
-        let per_op: Vec<OpSummary> = mix
+        let per_op: Vec<OpSummary> = workload
             .ops()
             .map(|op| {
                 let s = &stats.per_op[op as usize];
@@ -256,6 +279,10 @@ impl Summary {
             all: Latency::of(&stats.all),
             per_op,
             send_lag: offered_rate.map(|_| Latency::of(&stats.send_lag)),
+            lookups: workload.is_cache_aside().then_some(Lookups {
+                hits: stats.hits,
+                misses: stats.misses,
+            }),
             cpu,
         }
     }
@@ -285,7 +312,7 @@ impl Summary {
         };
         let _ = writeln!(
             out,
-            "{offered}achieved {:.1} ops/s over {:.1} s: {} ops, {} errors{missed}, {} timeouts",
+            "{offered}achieved {:.1} ops/s over {:.3} s: {} ops, {} errors{missed}, {} timeouts",
             self.achieved_rate,
             self.duration.as_secs_f64(),
             self.ops,
@@ -320,6 +347,18 @@ impl Summary {
         );
         for s in &self.per_op {
             row(&mut out, s.op.name(), s.ops, s.rate, s.errors, &s.latency);
+        }
+        if let Some(l) = &self.lookups {
+            let ratio = l
+                .hit_ratio()
+                .map_or_else(|| "-".to_owned(), |r| format!("{r:.4}"));
+            let _ = writeln!(
+                out,
+                "cache-aside: {} operations, {} hits, {} misses (each followed by a set), hit ratio {ratio}",
+                l.hits + l.misses,
+                l.hits,
+                l.misses
+            );
         }
         if let Some(lag) = &self.send_lag {
             let _ = writeln!(
@@ -390,6 +429,14 @@ impl Summary {
             per_op.insert(s.op.name().into(), Value::Object(o));
         }
         m.insert("per_op".into(), Value::Object(per_op));
+        if let Some(l) = &self.lookups {
+            m.insert("hits".into(), json!(l.hits));
+            m.insert("misses".into(), json!(l.misses));
+            m.insert(
+                "hit_ratio".into(),
+                l.hit_ratio().map_or(Value::Null, |r| json!(r)),
+            );
+        }
         if let Some(lag) = &self.send_lag {
             m.insert("send_lag_p99_us".into(), json!(round1(lag.p99)));
             m.insert("send_lag_max_us".into(), json!(round1(lag.max)));
@@ -427,10 +474,11 @@ pub fn progress_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mix::Mix;
 
     #[test]
     fn summary_reports_quantiles_counts_and_rates() {
-        let mix = Mix::parse("get=1,set=1").unwrap();
+        let mix = Workload::Mix(Mix::parse("get=1,set=1").unwrap());
         let mut a = Stats::new();
         for v in 1..=100u64 {
             a.record_reply(Op::Get, Duration::from_micros(v), false);
@@ -494,11 +542,48 @@ mod tests {
         let text = s.text();
         assert!(text.contains("offered 60.0 ops/s"), "{text}");
         assert!(text.lines().any(|l| l.starts_with("get ")), "{text}");
+        assert!(j.get("hits").is_none(), "no hits outside cache-aside: {j}");
+        assert!(!text.contains("hit ratio"), "{text}");
+    }
+
+    #[test]
+    fn cache_aside_summaries_report_hits_misses_and_the_ratio() {
+        let mut a = Stats::new();
+        for _ in 0..3 {
+            a.record_reply(Op::Get, Duration::from_micros(10), false);
+        }
+        a.record_reply(Op::Set, Duration::from_micros(20), false);
+        (a.hits, a.misses) = (2, 1);
+        let s = Summary::new(
+            &a,
+            &Workload::CacheAside,
+            Duration::from_secs(1),
+            None,
+            CpuUse::default(),
+        );
+        assert_eq!(s.lookups, Some(Lookups { hits: 2, misses: 1 }));
+        assert_eq!(s.ops, 4, "ops counts requests: the gets and the set");
+        let ops: Vec<Op> = s.per_op.iter().map(|o| o.op).collect();
+        assert_eq!(ops, [Op::Get, Op::Set]);
+        let j = Value::Object(s.json());
+        assert_eq!((&j["hits"], &j["misses"]), (&json!(2), &json!(1)));
+        assert!((j["hit_ratio"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert!(s
+            .text()
+            .contains("3 operations, 2 hits, 1 misses (each followed by a set), hit ratio 0.6667"));
+        let none = Summary::new(
+            &Stats::new(),
+            &Workload::CacheAside,
+            Duration::from_secs(1),
+            None,
+            CpuUse::default(),
+        );
+        assert_eq!(Value::Object(none.json())["hit_ratio"], Value::Null);
     }
 
     #[test]
     fn empty_and_closed_loop_summaries_are_well_formed() {
-        let mix = Mix::parse("ping=1").unwrap();
+        let mix = Workload::Mix(Mix::parse("ping=1").unwrap());
         let s = Summary::new(
             &Stats::new(),
             &mix,

@@ -309,8 +309,14 @@ impl Protocol for Redis {
             RespValue::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
             _ => None,
         };
+        // GET answers a missing key with the null bulk string.
+        let missing = reply == RespValue::Bulk(None);
         buf.advance(used);
-        Ok(Some(Reply { id: None, error }))
+        Ok(Some(Reply {
+            id: None,
+            error,
+            missing,
+        }))
     }
 
     fn tagged(&self) -> bool {
@@ -321,7 +327,7 @@ impl Protocol for Redis {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::Dist;
+    use crate::keys::{Dist, ZIPF_THETA};
 
     #[test]
     fn decodes_every_reply_type() {
@@ -418,7 +424,10 @@ mod tests {
 
     #[test]
     fn ops_and_preload_become_the_documented_commands() {
-        let mut r = Redis::new(Arc::new(KeySpace::new(100, 10, Dist::Uniform)), "vv");
+        let mut r = Redis::new(
+            Arc::new(KeySpace::new(100, 10, Dist::Uniform, ZIPF_THETA)),
+            "vv",
+        );
         let mut out = BytesMut::new();
         for op in Op::ALL {
             assert_eq!(
@@ -455,13 +464,17 @@ mod tests {
 
     #[test]
     fn replies_are_untagged_and_errors_named() {
-        let mut r = Redis::new(Arc::new(KeySpace::new(10, 0, Dist::Uniform)), "v");
+        let mut r = Redis::new(
+            Arc::new(KeySpace::new(10, 0, Dist::Uniform, ZIPF_THETA)),
+            "v",
+        );
         let mut buf = BytesMut::from(&b"$2\r\nvv\r\n-WRONGTYPE no\r\n*2\r\n$1\r\na"[..]);
         assert_eq!(
             r.decode(&mut buf).unwrap(),
             Some(Reply {
                 id: None,
-                error: None
+                error: None,
+                missing: false
             })
         );
         let e = r.decode(&mut buf).unwrap().unwrap();
@@ -476,9 +489,40 @@ mod tests {
             r.decode(&mut buf).unwrap(),
             Some(Reply {
                 id: None,
-                error: None
+                error: None,
+                missing: false
             })
         );
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_get_answered_null_is_a_miss_and_a_value_a_hit() {
+        use crate::connection::Lookup;
+        let mut r = Redis::new(
+            Arc::new(KeySpace::new(10, 0, Dist::Uniform, ZIPF_THETA)),
+            "v",
+        );
+        for (bytes, want) in [
+            (&b"$-1\r\n"[..], Some(Lookup::Miss)),
+            (b"$2\r\nvv\r\n", Some(Lookup::Hit)),
+            // An empty string is a value.
+            (b"$0\r\n\r\n", Some(Lookup::Hit)),
+            // Only the null bulk string is GET's "missing"; other nulls are not.
+            (b"*-1\r\n", Some(Lookup::Hit)),
+            (b"+OK\r\n", Some(Lookup::Hit)),
+            // A refusal is neither: it counts as an error.
+            (b"-WRONGTYPE no\r\n", None),
+        ] {
+            let mut buf = BytesMut::from(bytes);
+            let reply = r.decode(&mut buf).unwrap().unwrap();
+            assert!(buf.is_empty());
+            assert_eq!(
+                Lookup::of(&reply),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
     }
 }

@@ -1,18 +1,23 @@
 //! A run's course: connect every connection (handshake included), preload, then the
-//! measured phases — one at a fixed rate, one closed loop, or the `--find-max` steps —
-//! with a progress line on stderr every second and the report on stdout.
+//! measured phases — one at a fixed rate, one closed loop, a counted closed loop, or
+//! the `--find-max` steps — with a progress line on stderr every second and the report
+//! on stdout.
 //!
 //! A phase shares the connections out over `--threads` loop threads (`event_loop.rs`)
-//! for its duration and takes them back at the end, with what they measured; the warm-up is the start of the same phase
-//! (replies to requests due before `record_from` are not recorded), so nothing pauses
-//! between warming up and measuring.
+//! for its duration and takes them back at the end, with what they measured; the
+//! warm-up is the start of the same phase (replies to requests due before
+//! `record_from` are not recorded), so nothing pauses between warming up and
+//! measuring. Counted runs (`--requests`) are the exception: their warm-up is a phase
+//! of its own, every reply of it (and every set of its misses) in before the first
+//! measured operation leaves, so what the warm-up wrote is settled and a hit ratio
+//! comes out the same from run to run.
 
 use crate::ampd::{self, Ampd};
 use crate::connection::{lock, Connection, Mode, Phase, Progress, Protocol};
 use crate::cpu::cpu_time;
 use crate::event_loop;
 use crate::keys::{Dist, KeySpace, Rng};
-use crate::mix::Mix;
+use crate::mix::Workload;
 use crate::report::{progress_line, CpuUse, Stats, Summary};
 use crate::resp::{self, Redis};
 use serde_json::{json, Map, Value};
@@ -36,6 +41,10 @@ pub enum Load {
     Rate(f64),
     /// Closed loop, every window full.
     Max,
+    /// Closed loop for counts of operations (`--requests`, `--warmup-requests`): the
+    /// warm-up's, not measured, then the measured ones; the run ends when they are
+    /// answered.
+    Count { warmup: u64, measured: u64 },
     /// Open-loop steps from `start`, x[`FIND_MAX_GROWTH`] each, while p99 < the bound.
     FindMax { start: f64, p99_bound: Duration },
 }
@@ -66,11 +75,14 @@ pub struct Config {
     pub warmup: Duration,
     pub keys: Arc<KeySpace>,
     pub dist: Dist,
+    /// The skew of `Dist::Zipfian` (in `keys` already; here for the report).
+    pub zipf_theta: f64,
     pub namespaces: u64,
     /// The value every set writes.
     pub value: String,
     pub preload: bool,
-    pub mix: Mix,
+    /// `--mix`, or `--cache-aside` in its place.
+    pub workload: Workload,
     pub seed: u64,
     pub json: bool,
     pub server_pid: Option<u32>,
@@ -156,8 +168,10 @@ fn drive<P: Protocol>(
             stats.preload_errors
         );
         check_lost(&stats)?;
-    } else if config.mix.ops().any(|op| op.reads()) {
-        eprintln!("ampd-loadgen: no --preload: reads find only what this run's sets wrote");
+    } else if let Workload::Mix(mix) = &config.workload {
+        if mix.ops().any(|op| op.reads()) {
+            eprintln!("ampd-loadgen: no --preload: reads find only what this run's sets wrote");
+        }
     }
 
     match config.load {
@@ -168,6 +182,16 @@ fn drive<P: Protocol>(
         }
         Load::Max => {
             let (_, summary, stats) = measure(config, conns, Mode::Closed, &progress, "run");
+            print_report(config, &summary, Map::new());
+            check_lost(&stats)
+        }
+        Load::Count { warmup, measured } => {
+            if warmup > 0 {
+                let (back, _, stats) = count(config, conns, warmup, false, &progress);
+                conns = back;
+                check_lost(&stats)?;
+            }
+            let (_, summary, stats) = count(config, conns, measured, true, &progress);
             print_report(config, &summary, Map::new());
             check_lost(&stats)
         }
@@ -277,7 +301,32 @@ fn measure<P: Protocol>(
         Mode::Open { rate } => Some(rate),
         _ => None,
     };
-    let summary = Summary::new(&stats, &config.mix, config.duration, offered, cpu);
+    let summary = Summary::new(&stats, &config.workload, config.duration, offered, cpu);
+    (conns, summary, stats)
+}
+
+/// One counted phase: `ops` operations over all connections, window full, measured if
+/// `record`; the summary's duration is the phase's, from its start to its last reply.
+fn count<P: Protocol>(
+    config: &Config,
+    conns: Vec<Connection<P>>,
+    ops: u64,
+    record: bool,
+    progress: &Progress,
+) -> (Vec<Connection<P>>, Summary, Stats) {
+    let phase = phase(config, Mode::Counted { ops, record }, Duration::ZERO);
+    let start = phase.start;
+    let label = if record { "run" } else { "warmup" };
+    let (conns, stats, cpu) = run_phase(
+        conns,
+        phase,
+        progress,
+        label,
+        config.server_pid,
+        config.threads,
+    );
+    let took = Instant::now().saturating_duration_since(start);
+    let summary = Summary::new(&stats, &config.workload, took, None, cpu);
     (conns, summary, stats)
 }
 
@@ -291,7 +340,7 @@ fn phase(config: &Config, mode: Mode, length: Duration) -> Phase {
         end,
         connections: config.connections,
         pipeline: config.pipeline,
-        mix: config.mix.clone(),
+        workload: config.workload.clone(),
         keys: config.keys.clone(),
     }
 }
@@ -315,6 +364,9 @@ fn run_phase<P: Protocol>(
     for (i, c) in conns.into_iter().enumerate() {
         shares[i % threads].push(c);
     }
+    // A counted phase has no window known in advance: its CPU is read around it.
+    let cpu_before = matches!(phase.mode, Mode::Counted { record: true, .. })
+        .then(|| CpuReading::now(server_pid));
     let (phase, stats) = (&phase, &stats);
     let (back, cpu) = std::thread::scope(|scope| {
         // Each loop holds a sender; the progress line stops when all have hung up.
@@ -331,10 +383,10 @@ fn run_phase<P: Protocol>(
             })
             .collect();
         drop(done_tx);
-        let cpu = match phase.mode {
-            Mode::Preload { .. } => None,
-            _ => Some(scope.spawn(move || measure_cpu(phase.record_from, phase.end, server_pid))),
-        };
+        let cpu = phase
+            .mode
+            .is_timed()
+            .then(|| scope.spawn(move || measure_cpu(phase.record_from, phase.end, server_pid)));
         report_progress(phase, progress, stats, label, &done_rx);
         let mut back = Vec::new();
         for handle in loops {
@@ -351,6 +403,10 @@ fn run_phase<P: Protocol>(
         };
         (back, cpu)
     });
+    let cpu = match cpu_before {
+        Some(before) => CpuReading::now(server_pid).since(before),
+        None => cpu,
+    };
     let mut back = back;
     back.sort_by_key(|c| c.index);
     let stats = std::mem::replace(&mut *lock(stats), Stats::new());
@@ -390,6 +446,8 @@ fn report_progress(
             );
             continue;
         }
+        // A counted phase starts recording at its start, and its caller's label says
+        // whether it is the warm-up.
         let (label, elapsed) = if now < phase.record_from {
             ("warmup", now.duration_since(phase.start))
         } else {
@@ -418,23 +476,45 @@ fn measure_cpu(from: Instant, to: Instant, server_pid: Option<u32>) -> CpuUse {
     let sleep_until =
         |at: Instant| std::thread::sleep(at.saturating_duration_since(Instant::now()));
     sleep_until(from);
-    let (server_before, own_before) = (server_pid.map(|p| cpu_time(Some(p))), cpu_time(None));
+    let before = CpuReading::now(server_pid);
     sleep_until(to);
-    let (server_after, own_after) = (server_pid.map(|p| cpu_time(Some(p))), cpu_time(None));
-    let used =
-        |before: Result<Duration, String>, after: Result<Duration, String>| match (before, after) {
+    CpuReading::now(server_pid).since(before)
+}
+
+/// The CPU times of the server (with `--server-pid`) and of this process, at one
+/// moment.
+struct CpuReading {
+    server: Option<Result<Duration, String>>,
+    own: Result<Duration, String>,
+}
+
+impl CpuReading {
+    fn now(server_pid: Option<u32>) -> CpuReading {
+        CpuReading {
+            server: server_pid.map(|p| cpu_time(Some(p))),
+            own: cpu_time(None),
+        }
+    }
+
+    /// What was used from `before` to this reading (a failed reading is said on
+    /// stderr and left out).
+    fn since(self, before: CpuReading) -> CpuUse {
+        let used = |before: Result<Duration, String>, after: Result<Duration, String>| match (
+            before, after,
+        ) {
             (Ok(b), Ok(a)) => Some(a.saturating_sub(b).as_secs_f64()),
             (Err(e), _) | (_, Err(e)) => {
                 eprintln!("ampd-loadgen: cpu time: {e}");
                 None
             }
         };
-    CpuUse {
-        server_s: match (server_before, server_after) {
-            (Some(b), Some(a)) => used(b, a),
-            _ => None,
-        },
-        loadgen_s: used(own_before, own_after),
+        CpuUse {
+            server_s: match (before.server, self.server) {
+                (Some(b), Some(a)) => used(b, a),
+                _ => None,
+            },
+            loadgen_s: used(before.own, self.own),
+        }
     }
 }
 
@@ -459,24 +539,33 @@ fn headline(config: &Config) -> String {
     let load = match config.load {
         Load::Rate(r) => format!("open loop at {r} ops/s"),
         Load::Max => "closed loop (--max)".to_owned(),
+        Load::Count { warmup, measured } => format!(
+            "closed loop (--max) for {measured} measured operations after {warmup} warm-up operations"
+        ),
         Load::FindMax { start, p99_bound } => format!(
             "find-max from {start} ops/s x{FIND_MAX_GROWTH} while p99 < {:.3} ms",
             p99_bound.as_secs_f64() * 1000.0
         ),
     };
+    let window = match config.load {
+        Load::Count { .. } => String::new(),
+        _ => format!(
+            "; {} measured after {} warm-up",
+            humantime::format_duration(config.duration),
+            humantime::format_duration(config.warmup)
+        ),
+    };
     format!(
-        "ampd-loadgen: {target} at {}, {} connections x {} in flight, {} thread(s); {load}; {} measured after {} warm-up; {} keys ({}, {} namespaces), {}-byte values, mix {}",
+        "ampd-loadgen: {target} at {}, {} connections x {} in flight, {} thread(s); {load}{window}; {} keys ({}, {} namespaces), {}-byte values, {}",
         config.addr,
         config.connections,
         config.pipeline,
         config.threads,
-        humantime::format_duration(config.duration),
-        humantime::format_duration(config.warmup),
         config.keys.len(),
-        dist_name(config.dist),
+        dist_text(config),
         config.namespaces,
         config.value.len(),
-        config.mix,
+        config.workload,
     )
 }
 
@@ -484,6 +573,14 @@ fn dist_name(dist: Dist) -> &'static str {
     match dist {
         Dist::Uniform => "uniform",
         Dist::Zipfian => "zipfian",
+    }
+}
+
+/// The distribution for the headline, with its skew when it has one.
+fn dist_text(config: &Config) -> String {
+    match config.dist {
+        Dist::Uniform => dist_name(config.dist).to_owned(),
+        Dist::Zipfian => format!("zipfian alpha {}", config.zipf_theta),
     }
 }
 
@@ -504,7 +601,7 @@ fn print_report(config: &Config, summary: &Summary, extra: Map<String, Value>) {
     m.insert(
         "mode".into(),
         json!(match config.load {
-            Load::Max => "max",
+            Load::Max | Load::Count { .. } => "max",
             _ => "open",
         }),
     );
@@ -512,12 +609,34 @@ fn print_report(config: &Config, summary: &Summary, extra: Map<String, Value>) {
     m.insert("connections".into(), json!(config.connections));
     m.insert("pipeline".into(), json!(config.pipeline));
     m.insert("threads".into(), json!(config.threads));
-    m.insert("warmup_s".into(), json!(config.warmup.as_secs_f64()));
+    match config.load {
+        Load::Count { warmup, measured } => {
+            m.insert("warmup_s".into(), Value::Null);
+            m.insert("requests".into(), json!(measured));
+            m.insert("warmup_requests".into(), json!(warmup));
+        }
+        _ => {
+            m.insert("warmup_s".into(), json!(config.warmup.as_secs_f64()));
+        }
+    }
     m.insert("keys".into(), json!(config.keys.len()));
     m.insert("namespaces".into(), json!(config.namespaces));
     m.insert("value_size".into(), json!(config.value.len()));
     m.insert("dist".into(), json!(dist_name(config.dist)));
-    m.insert("mix".into(), json!(config.mix.to_string()));
+    if config.dist == Dist::Zipfian {
+        m.insert("zipf_alpha".into(), json!(config.zipf_theta));
+    }
+    m.insert(
+        "mix".into(),
+        match &config.workload {
+            Workload::Mix(mix) => json!(mix.to_string()),
+            Workload::CacheAside => Value::Null,
+        },
+    );
+    m.insert(
+        "cache_aside".into(),
+        json!(config.workload.is_cache_aside()),
+    );
     m.insert("seed".into(), json!(config.seed));
     m.insert("preload".into(), json!(config.preload));
     m.extend(summary.json());

@@ -3,10 +3,19 @@
 //! a preloaded key space, and must finish with zero errors and a JSON report whose
 //! counts add up. Guards against a generator (or a server) that breaks under the
 //! benchmark's own workload; speed is measured elsewhere (`benches/compare-redis.sh`).
+//!
+//! Then cache-aside (`--cache-aside --requests N`) on an empty server, one connection
+//! with one request in flight: the first get of each key must miss and set it, every
+//! later get hit, so the generator's hits and misses are exact and the server ends up
+//! holding one item per miss — and they agree with the server's own cache counters.
+//! Guards against a generator that takes ampd's `nil` for a value (every get a hit,
+//! nothing set) or a value for `nil`. The refused argument combinations exit with 2.
 
 use ampd_tests::server_process::ServerProcess;
 use serde_json::Value;
-use std::process::Command;
+use std::process::{Command, Output};
+
+const AMPD: &str = env!("CARGO_BIN_EXE_ampd");
 
 /// The generator is a binary of another package of this workspace: cargo builds it
 /// for `cargo build`, not for the tests of this package, so build it when it is
@@ -34,7 +43,7 @@ fn loadgen_binary() -> std::path::PathBuf {
 #[test]
 fn loadgen_runs_ten_seconds_against_a_server_without_errors() {
     let server = ServerProcess::start(
-        env!("CARGO_BIN_EXE_ampd"),
+        AMPD,
         &["--addr", "127.0.0.1:0", "--in-memory", "--shards", "2"],
     );
     let loadgen = loadgen_binary();
@@ -86,4 +95,177 @@ fn loadgen_runs_ten_seconds_against_a_server_without_errors() {
         );
     }
     drop(server);
+}
+
+/// Runs the generator with `args`; its output, whatever the exit status.
+fn loadgen(args: &[&str]) -> Output {
+    Command::new(loadgen_binary())
+        .args(args)
+        .output()
+        .expect("the generator runs")
+}
+
+/// The JSON report on the last line of a successful run's stdout.
+fn report(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}): {stdout}"))
+}
+
+/// `ampd stats` of the server at `addr`.
+fn server_stats(addr: &str) -> Value {
+    let out = Command::new(AMPD)
+        .arg("stats")
+        .env("AMPD_ADDR", addr)
+        .output()
+        .expect("run ampd stats");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stats is JSON")
+}
+
+/// A cache-aside run of `requests` operations on one connection with one request in
+/// flight, over `keys` keys, with `extra` arguments.
+fn cache_aside(addr: &str, requests: u64, keys: u64, extra: &[&str]) -> Value {
+    let (requests, keys) = (requests.to_string(), keys.to_string());
+    let mut args = vec![
+        "--addr",
+        addr,
+        "--cache-aside",
+        "--max",
+        "--requests",
+        &requests,
+        "--warmup-requests",
+        "0",
+        "--keys",
+        &keys,
+        "--connections",
+        "1",
+        "--pipeline",
+        "1",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let r = report(&loadgen(&args));
+    assert_eq!(r["cache_aside"], true, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["lost_connections"], 0, "{r}");
+    let (hits, misses) = (r["hits"].as_u64().unwrap(), r["misses"].as_u64().unwrap());
+    assert_eq!(hits + misses, r["requests"].as_u64().unwrap(), "{r}");
+    assert_eq!(r["per_op"]["get"]["ops"], hits + misses, "{r}");
+    assert_eq!(r["per_op"]["set"]["ops"], misses, "a set per miss: {r}");
+    assert_eq!(r["ops"], hits + 2 * misses, "{r}");
+    r
+}
+
+#[test]
+fn cache_aside_misses_each_key_once_and_the_server_holds_what_was_set() {
+    let server = ServerProcess::start(AMPD, &["--addr", "127.0.0.1:0", "--in-memory"]);
+    // 2000 uniform draws over 100 keys reach every key (all but certainly; and the seed
+    // is fixed): 100 misses, each setting its key, then hits.
+    let r = cache_aside(server.addr(), 2000, 100, &[]);
+    assert_eq!(
+        (r["hits"].as_u64(), r["misses"].as_u64()),
+        (Some(1900), Some(100)),
+        "{r}"
+    );
+    assert_eq!(r["hit_ratio"].as_f64(), Some(0.95), "{r}");
+    assert_eq!(server_stats(server.addr())["items"], 100);
+    // The cache is warm now: every get hits, nothing is set.
+    let r = cache_aside(server.addr(), 500, 100, &["--seed", "2"]);
+    assert_eq!(
+        (r["hits"].as_u64(), r["misses"].as_u64()),
+        (Some(500), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["hit_ratio"].as_f64(), Some(1.0), "{r}");
+    assert_eq!(server_stats(server.addr())["items"], 100);
+    drop(server);
+}
+
+#[test]
+fn cache_aside_counts_agree_with_the_servers_cache_counters() {
+    // With a budget (far more than 1000 items need: nothing is evicted) the server
+    // counts its own hits and misses of gets.
+    let server = ServerProcess::start(
+        AMPD,
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--in-memory",
+            "--max-memory",
+            "64MiB",
+            "--eviction",
+            "lru",
+        ],
+    );
+    let r = cache_aside(
+        server.addr(),
+        3000,
+        1000,
+        &["--dist", "zipfian", "--zipf-alpha", "1.2"],
+    );
+    assert_eq!(r["zipf_alpha"].as_f64(), Some(1.2), "{r}");
+    let (hits, misses) = (r["hits"].as_u64().unwrap(), r["misses"].as_u64().unwrap());
+    // Skewed: far fewer distinct keys than draws (uniform would draw ~950 of the 1000).
+    assert!(misses > 0 && misses < 600, "{r}");
+    let stats = server_stats(server.addr());
+    assert_eq!(stats["items"], misses, "one item per miss: {stats}");
+    let cache = &stats["cache"];
+    assert_eq!(cache["evictions"], 0, "{stats}");
+    assert_eq!(
+        (cache["hits"].as_u64(), cache["misses"].as_u64()),
+        (Some(hits), Some(misses)),
+        "{stats} vs {r}"
+    );
+    drop(server);
+}
+
+#[test]
+fn refused_combinations_exit_with_2_and_say_why() {
+    for (args, why) in [
+        (
+            &["--max", "--cache-aside", "--mix", "get=1"][..],
+            "'--cache-aside' cannot be used with '--mix <MIX>'",
+        ),
+        (
+            &["--rate", "100", "--requests", "10"],
+            "--requests counts the operations of a closed loop: give it with --max",
+        ),
+        (
+            &["--find-max", "1", "--requests", "10"],
+            "give it with --max",
+        ),
+        (
+            &["--max", "--requests", "10", "--duration", "1s"],
+            "cannot be used with",
+        ),
+        (&["--max", "--warmup-requests", "10"], "--requests <N>"),
+        (
+            &["--max", "--dist", "zipfian", "--zipf-alpha", "1"],
+            "within 0.001 of 1",
+        ),
+        (
+            &["--max", "--dist", "zipfian", "--zipf-alpha", "0"],
+            "above 0",
+        ),
+        (&["--max", "--zipf-alpha", "0.5"], "skew of --dist zipfian"),
+    ] {
+        // Nothing listens there: the arguments are refused before any connection.
+        let mut argv = vec!["--addr", "127.0.0.1:1"];
+        argv.extend_from_slice(args);
+        let out = loadgen(&argv);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
 }
