@@ -11,13 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-  echo "compare-redis: installing redis from the system's packages" >&2
-  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
-  $sudo apt-get update -q
-  $sudo apt-get install -y -q redis-server redis-tools
-fi
-command -v taskset >/dev/null || { echo "compare-redis: taskset (util-linux) is needed" >&2; exit 2; }
+scripts/ensure-redis.sh compare-redis
 
 cargo build --release -p ampd -p ampd-loadgen -p ampd-benches --bin ampd --bin ampd-loadgen --bin compare-redis
 target=$(cargo metadata --no-deps --format-version 1 | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')

@@ -8,7 +8,8 @@
 //! - [`Rng`]: a small deterministic random source (the benches need no `rand`).
 //! - [`is_bench_run`]: whether the binary runs as a benchmark or as a smoke test
 //!   (`cargo test --benches`), which must stay quick.
-//! - [`Spawned`]: a server process a benchmark binary started, stopped when dropped.
+//! - [`Spawned`]: a server process a benchmark binary started, stopped when dropped;
+//!   [`Spawned::ampd`] and [`Spawned::redis`] start one pinned to given cores.
 //!
 //! # The data set
 //! Item `i` lives in namespace `ns{i % 1000}` as `ns{n}:k{i:07}`, except about 1% that
@@ -196,5 +197,79 @@ impl Drop for Spawned {
             .status();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Spawned {
+    /// A scratch folder `name` (emptied) for a server of this process.
+    pub fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("ampd-bench-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::create_dir_all(&dir);
+        dir
+    }
+
+    /// `ampd serve ARGS` pinned to `cores` (taskset's list), with `dir` its scratch
+    /// folder; once it prints its address. `Err` with what it said when it does not
+    /// (as `--coalesce` on a kernel before 6.12).
+    pub fn ampd(
+        bin: &str,
+        cores: &str,
+        args: &[&str],
+        dir: std::path::PathBuf,
+    ) -> Result<Spawned, String> {
+        use std::io::{BufRead, Read};
+        let mut child = std::process::Command::new("taskset")
+            .args(["-c", cores, bin, "serve"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {bin}: {e}"))?;
+        // Drained on a thread of its own, so that what ampd logs never blocks it; read
+        // only when it will not start, to say why.
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let said = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        if line.starts_with("ampd listening on") {
+            return Ok(Spawned { child, dir });
+        }
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        let said = said.join().unwrap_or_default();
+        let said = if said.trim().is_empty() { line } else { said };
+        Err(said.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
+
+    /// `redis-server ARGS` on `port` pinned to core 0, with `dir` its folder; once it
+    /// answers PING.
+    pub fn redis(port: u16, args: &[&str], dir: std::path::PathBuf) -> Spawned {
+        let child = std::process::Command::new("taskset")
+            .args(["-c", "0", "redis-server"])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--protected-mode", "no"])
+            .args(args)
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        for _ in 0..100 {
+            let pong = std::process::Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "ping"])
+                .output();
+            if pong.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG")) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Spawned { child, dir }
     }
 }

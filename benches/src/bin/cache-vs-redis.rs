@@ -13,9 +13,7 @@
 
 use ampd_benches::Spawned;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 const AMPD_PORT: u16 = 7394;
 const REDIS_PORT: u16 = 7395;
@@ -34,13 +32,6 @@ struct Server {
     redis: bool,
 }
 
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ampd-cache-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a scratch directory");
-    dir
-}
-
 fn redis_cli(args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .args(["-p", &REDIS_PORT.to_string()])
@@ -52,35 +43,14 @@ fn redis_cli(args: &[&str]) -> String {
 
 /// Redis with no persistence, `maxmemory` and `policy` when given.
 fn redis(limit: Option<(u64, &str)>) -> Server {
-    let dir = scratch("redis");
-    let mut command = Command::new("taskset");
-    command
-        .args(["-c", "0", "redis-server"])
-        .args(["--port", &REDIS_PORT.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-        .arg("--dir")
-        .arg(&dir);
+    let budget;
+    let mut args = vec!["--appendonly", "no"];
     if let Some((bytes, policy)) = limit {
-        command.args([
-            "--maxmemory",
-            &bytes.to_string(),
-            "--maxmemory-policy",
-            policy,
-        ]);
-    }
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server starts");
-    for _ in 0..100 {
-        if redis_cli(&["ping"]).contains("PONG") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        budget = bytes.to_string();
+        args.extend(["--maxmemory", &budget, "--maxmemory-policy", policy]);
     }
     Server {
-        _process: Spawned { child, dir },
+        _process: Spawned::redis(REDIS_PORT, &args, Spawned::scratch("cache-redis")),
         port: REDIS_PORT,
         redis: true,
     }
@@ -88,20 +58,23 @@ fn redis(limit: Option<(u64, &str)>) -> Server {
 
 /// ampd in memory, one shard, with the budget and policy.
 fn ampd(s: &Settings, budget: u64, policy: &str) -> Server {
-    let dir = scratch("ampd");
-    let mut child = Command::new("taskset")
-        .args(["-c", "0", &s.ampd, "serve", "--in-memory", "--shards", "1"])
-        .args(["--addr", &format!("127.0.0.1:{AMPD_PORT}")])
-        .args(["--max-memory", &budget.to_string(), "--eviction", policy])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ampd starts");
-    let mut line = String::new();
-    let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
-    assert!(line.contains("listening"), "ampd did not start: {line:?}");
+    let addr = format!("127.0.0.1:{AMPD_PORT}");
+    let budget = budget.to_string();
+    let args = [
+        "--in-memory",
+        "--shards",
+        "1",
+        "--addr",
+        &addr,
+        "--max-memory",
+        &budget,
+        "--eviction",
+        policy,
+    ];
+    let process = Spawned::ampd(&s.ampd, "0", &args, Spawned::scratch("cache-ampd"))
+        .unwrap_or_else(|e| panic!("ampd did not start: {e}"));
     Server {
-        _process: Spawned { child, dir },
+        _process: process,
         port: AMPD_PORT,
         redis: false,
     }

@@ -58,10 +58,8 @@
 
 use ampd_benches::Spawned;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 const CONNECTIONS: u32 = 50;
 const KEYS: u32 = 100_000;
@@ -182,13 +180,6 @@ impl Server {
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ampd-compare-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a scratch directory");
-    dir
-}
-
 /// Starts ampd on `port` with `shards` shards (pinned to core 0, or to cores 0 and 1)
 /// and the serve options `extra`; `Err` with what it said when it will not start (as
 /// `--coalesce` on a kernel before 6.12).
@@ -199,29 +190,21 @@ fn start_ampd(
     fsync: &str,
     extra: &[&str],
 ) -> Result<Server, String> {
-    let dir = scratch(&format!("ampd-{port}-{shards}-{fsync}"));
+    let dir = Spawned::scratch(&format!("compare-ampd-{port}-{shards}-{fsync}"));
     let cores = if shards == 1 { "0" } else { "0,1" };
-    let mut child = Command::new("taskset")
-        .args(["-c", cores, &s.ampd, "serve"])
-        .args(["--addr", &format!("127.0.0.1:{port}")])
-        .args(["--shards", &shards.to_string(), "--fsync", fsync])
-        .args(extra)
-        .arg("--data-dir")
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ampd starts");
-    // Drained on a thread of its own, so that what ampd logs never blocks it; read
-    // only when it will not start, to say why.
-    let mut stderr = child.stderr.take().expect("stderr");
-    let said = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let mut line = String::new();
-    let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+    let (addr, shard_count) = (format!("127.0.0.1:{port}"), shards.to_string());
+    let data = dir.to_str().expect("a UTF-8 temp path").to_owned();
+    let mut args = vec![
+        "--addr",
+        &addr,
+        "--shards",
+        &shard_count,
+        "--fsync",
+        fsync,
+        "--data-dir",
+        &data,
+    ];
+    args.extend_from_slice(extra);
     let mut name = format!(
         "ampd ({shards} shard{}, fsync {fsync}",
         if shards == 1 { "" } else { "s" }
@@ -231,18 +214,10 @@ fn start_ampd(
         name += option;
     }
     name += ")";
-    if !line.starts_with("ampd listening on") {
-        let _ = child.wait();
-        let _ = std::fs::remove_dir_all(&dir);
-        let said = said.join().unwrap_or_default();
-        let said = if said.trim().is_empty() { line } else { said };
-        return Err(format!(
-            "{name} did not start: {}",
-            said.split_whitespace().collect::<Vec<_>>().join(" ")
-        ));
-    }
+    let process = Spawned::ampd(&s.ampd, cores, &args, dir)
+        .map_err(|said| format!("{name} did not start: {said}"))?;
     Ok(Server {
-        process: Spawned { child, dir },
+        process,
         name,
         port,
         redis: false,
@@ -250,30 +225,10 @@ fn start_ampd(
 }
 
 fn start_redis(appendfsync: &str) -> Server {
-    let dir = scratch(&format!("redis-{appendfsync}"));
-    let child = Command::new("taskset")
-        .args(["-c", "0", "redis-server"])
-        .args(["--port", &REDIS_PORT.to_string(), "--bind", "127.0.0.1"])
-        .args(["--appendonly", "yes", "--appendfsync", appendfsync])
-        .args(["--save", "", "--protected-mode", "no"])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server starts");
-    // Ready when it answers PING.
-    for _ in 0..100 {
-        let pong = Command::new("redis-cli")
-            .args(["-p", &REDIS_PORT.to_string(), "ping"])
-            .output();
-        if pong.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG")) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let dir = Spawned::scratch(&format!("compare-redis-{appendfsync}"));
+    let args = ["--appendonly", "yes", "--appendfsync", appendfsync];
     Server {
-        process: Spawned { child, dir },
+        process: Spawned::redis(REDIS_PORT, &args, dir),
         name: format!("Redis (appendfsync {appendfsync})"),
         port: REDIS_PORT,
         redis: true,

@@ -22,7 +22,6 @@
 use ampd_benches::Spawned;
 use ampd_wire::client::Client;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,23 +38,20 @@ struct Settings {
 }
 
 fn start(s: &Settings) -> Spawned {
-    let dir = std::env::temp_dir().join(format!("ampd-events-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new("taskset")
-        .args([
-            "-c", "0", &s.ampd, "serve", "--shards", "1", "--fsync", "interval",
-        ])
-        .args(["--addr", &format!("127.0.0.1:{PORT}")])
-        .arg("--data-dir")
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ampd starts");
-    let mut line = String::new();
-    let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
-    assert!(line.contains("listening"), "ampd did not start: {line:?}");
-    Spawned { child, dir }
+    let dir = Spawned::scratch("events");
+    let addr = format!("127.0.0.1:{PORT}");
+    let data = dir.to_str().expect("a UTF-8 temp path").to_owned();
+    let args = [
+        "--shards",
+        "1",
+        "--fsync",
+        "interval",
+        "--addr",
+        &addr,
+        "--data-dir",
+        &data,
+    ];
+    Spawned::ampd(&s.ampd, "0", &args, dir).unwrap_or_else(|e| panic!("ampd did not start: {e}"))
 }
 
 /// Runs the generator against the server; its `--json` line.
