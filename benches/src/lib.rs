@@ -273,3 +273,16 @@ impl Spawned {
         Spawned { child, dir }
     }
 }
+
+/// Runs `ampd-loadgen` as `command` says (its stderr dropped) and returns its `--json`
+/// result, the last line of its stdout; panics, naming `what`, when there is none.
+pub fn loadgen_json(mut command: std::process::Command, what: &str) -> serde_json::Value {
+    let out = command
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("the generator runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("{what}: the generator's last line is not JSON ({e}): {stdout}"))
+}

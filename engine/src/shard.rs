@@ -405,8 +405,10 @@ pub(crate) struct Staged {
     removals: u64,
     /// The batch's clock (epoch seconds): what the writes took for expired.
     now_s: i64,
-    /// What the batch's changes add to the shard's counted bytes.
+    /// What the batch's changes add to the shard's counted bytes, kept only when the
+    /// shard has a budget (`counted`): two `evict::cost`s per change otherwise spared.
     growth: i64,
+    counted: bool,
     /// Past [`STAGED_SCAN_MAX`] changes: the position in `changes` of each key's newest
     /// change, hashed by the key it points at (so no key is copied into the index).
     /// Smaller batches (nearly all unpipelined ones) find a key by scanning `changes`
@@ -469,7 +471,9 @@ impl Staged {
     }
 
     fn push(&mut self, change: Change) {
-        self.growth += change.growth();
+        if self.counted {
+            self.growth += change.growth();
+        }
         self.changes.push(change);
         if !self.batch || self.changes.len() <= STAGED_SCAN_MAX {
             return;
@@ -556,6 +560,7 @@ impl ShardLocal {
         Staged {
             batch,
             removals: self.removals.get(),
+            counted: self.shared.cache.budget != u64::MAX,
             ..Staged::default()
         }
     }
@@ -1111,7 +1116,7 @@ impl ShardLocal {
                     || staged.latest(&sk).is_some()
                     || mine.iter().any(|c| *c.sk == *sk)
             };
-            let hash = |slot: &Slot| key_hash(&store_key_of(&slot.item()));
+            let hash = |slot: &Slot| key_hash(slot.item().key());
             let Some(victim) = evictor.victim(touched, hash) else {
                 break;
             };
@@ -1212,7 +1217,7 @@ impl ShardLocal {
                 slot.stamp(tick);
             }
             if let Some(evictor) = self.evictor.borrow_mut().as_mut() {
-                evictor.admit(&slot, cost, key_hash(&sk));
+                evictor.admit(&slot, cost, key_hash(item.key()));
             }
             for (label, value) in labels_of(&item) {
                 self.shared
@@ -1390,10 +1395,10 @@ fn store_key_of(item: &Item) -> Box<[u8]> {
     key::store_key(item.key().contains(':'), item.key())
 }
 
-/// A store key's hash for the eviction ghost (fixed, so the same key always meets
-/// the same hash).
-fn key_hash(sk: &[u8]) -> u64 {
-    std::hash::BuildHasher::hash_one(&foldhash::fast::FixedState::default(), sk)
+/// A key's hash for the eviction ghost (fixed, so the same key always meets the same
+/// hash; taken from the item's key, so no store key is built for it).
+fn key_hash(key: &str) -> u64 {
+    std::hash::BuildHasher::hash_one(&foldhash::fast::FixedState::default(), key)
 }
 
 /// (label index 0..5, label value) of each label an item has.

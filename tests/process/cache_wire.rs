@@ -6,22 +6,12 @@
 
 use ampd_tests::server_process::ServerProcess;
 use serde_json::Value;
-use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ampd");
 
+/// Runs one CLI command against `addr`, which must succeed; its stdout, trimmed.
 fn cli(addr: &str, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("AMPD_ADDR", addr)
-        .output()
-        .expect("run ampd");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    ampd_tests::server_process::cli(BIN, addr, args)
 }
 
 #[test]

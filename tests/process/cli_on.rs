@@ -34,19 +34,9 @@ fn serve(addr: &str) -> ServerProcess {
     ServerProcess::start(BIN, &args)
 }
 
-/// Runs one CLI command, which must succeed; its stdout.
+/// Runs one CLI command against `addr`, which must succeed; its stdout, trimmed.
 fn cli(addr: &str, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("AMPD_ADDR", addr)
-        .output()
-        .expect("run ampd");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    ampd_tests::server_process::cli(BIN, addr, args)
 }
 
 /// `ampd on ...` in the background, its stdout lines arriving on the channel.

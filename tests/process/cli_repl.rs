@@ -17,17 +17,9 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Runs one CLI command against `addr`; panics unless it succeeds.
+/// Runs one CLI command against `addr`, which must succeed; its stdout, trimmed.
 fn cli(addr: &str, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("AMPD_ADDR", addr)
-        .env_remove("AMPD_ENV")
-        .env_remove("AMPD_TOKEN")
-        .output()
-        .expect("ampd runs");
-    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-    text(&out.stdout).trim().to_owned()
+    ampd_tests::server_process::cli(BIN, addr, args)
 }
 
 /// Runs `ampd repl ARGS` with `input` as its commands.

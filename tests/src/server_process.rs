@@ -259,3 +259,23 @@ impl Drop for ServerProcess {
         self.terminate("TERM");
     }
 }
+
+/// Runs one CLI command of binary `bin` against the server at `addr` (`AMPD_ADDR`; no
+/// `AMPD_ENV` or `AMPD_TOKEN` from the test's own environment); panics, showing its
+/// stderr, unless it succeeds. Its stdout, trimmed.
+#[track_caller]
+pub fn cli(bin: &str, addr: &str, args: &[&str]) -> String {
+    let out = Command::new(bin)
+        .args(args)
+        .env("AMPD_ADDR", addr)
+        .env_remove("AMPD_ENV")
+        .env_remove("AMPD_TOKEN")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

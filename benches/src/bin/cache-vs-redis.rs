@@ -13,7 +13,7 @@
 
 use ampd_benches::Spawned;
 use serde_json::Value;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const AMPD_PORT: u16 = 7394;
 const REDIS_PORT: u16 = 7395;
@@ -91,13 +91,7 @@ fn loadgen(s: &Settings, server: &Server, args: &[&str]) -> Value {
     if server.redis {
         command.arg("--redis");
     }
-    let out = command
-        .stderr(Stdio::null())
-        .output()
-        .expect("the generator runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("the generator's last line is not JSON ({e}): {stdout}"))
+    ampd_benches::loadgen_json(command, if server.redis { "Redis" } else { "ampd" })
 }
 
 /// `used_memory` of the running Redis.

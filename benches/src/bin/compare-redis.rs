@@ -59,7 +59,7 @@
 use ampd_benches::Spawned;
 use serde_json::Value;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const CONNECTIONS: u32 = 50;
 const KEYS: u32 = 100_000;
@@ -252,18 +252,7 @@ fn loadgen(s: &Settings, server: &Server, args: &[String]) -> Value {
     if server.redis {
         command.arg("--redis");
     }
-    let out = command
-        .stderr(Stdio::null())
-        .output()
-        .expect("the generator runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| {
-        panic!(
-            "{}: the generator's last line is not JSON ({e}): {stdout}",
-            server.name
-        )
-    })
+    ampd_benches::loadgen_json(command, &server.name)
 }
 
 fn preload(s: &Settings, server: &Server) {

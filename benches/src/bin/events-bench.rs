@@ -22,7 +22,7 @@
 use ampd_benches::Spawned;
 use ampd_wire::client::Client;
 use serde_json::Value;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,7 +56,8 @@ fn start(s: &Settings) -> Spawned {
 
 /// Runs the generator against the server; its `--json` line.
 fn loadgen(s: &Settings, args: &[&str]) -> Value {
-    let out = Command::new("taskset")
+    let mut command = Command::new("taskset");
+    command
         .args([
             "-c",
             "1",
@@ -73,13 +74,8 @@ fn loadgen(s: &Settings, args: &[&str]) -> Value {
             "set=100",
             "--json",
         ])
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .expect("the generator runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("the generator's last line is not JSON ({e}): {stdout}"))
+        .args(args);
+    ampd_benches::loadgen_json(command, "ampd")
 }
 
 fn f(v: &Value, field: &str) -> f64 {
