@@ -280,7 +280,12 @@ impl Db {
         let shards: Vec<Arc<Shard>> = (0..count)
             .map(|i| {
                 let budget = config.max_memory.map(|m| m / count as u64);
-                Arc::new(Shard::new(i, events.clone(), budget, config.eviction))
+                Arc::new(Shard::new(
+                    i,
+                    events.clone(),
+                    (budget, config.eviction),
+                    config.data_dir.is_none(),
+                ))
             })
             .collect();
         // Start every shard, then wait for all of them: each recovers its own log on its
@@ -838,12 +843,23 @@ impl Db {
     async fn run(&self, shard: usize, writes: Vec<Write>) -> Result<Vec<Outcome>, Error> {
         let target = &self.inner.shards[shard];
         if let Some(local) = shard::local_for(target) {
-            let mut staged = local.stage(false);
-            let out = local.apply(writes, &mut staged, now_ms())?;
+            let mut writing = local.writing();
+            let mut staged = writing.stage(false);
+            let out = writing.apply(writes, &mut staged, now_ms())?;
             // Only a shard without a WAL applies in place: no record numbers.
-            local.install_all(staged, None);
+            writing.install_all(staged, None);
             return Ok(out);
         }
+        // An application thread (not any shard's executor, which must not block on
+        // another shard's lock) applies in-memory writes itself.
+        let writes = if shard::on_thread_of(&self.inner.shards) {
+            writes
+        } else {
+            match target.apply_direct(writes) {
+                Ok(out) => return out,
+                Err(writes) => writes,
+            }
+        };
         let (reply, answer) = oneshot::channel();
         target.submit(Op::Writes { writes, reply });
         answer
