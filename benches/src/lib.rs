@@ -6,6 +6,11 @@
 //! - [`open`] and [`preload`]: an engine filled with `n` items, fast (sets in flight by
 //!   the thousand, so the shards drain whole batches).
 //! - [`Rng`]: a small deterministic random source (the benches need no `rand`).
+//! - [`Zipf`] and [`trace_key`]: the keys of a zipfian cache trace (`cache-ratio`,
+//!   `embedded-vs-moka`).
+//! - [`Counted`]: mimalloc with a count of the bytes allocated while [`allocated_by`]
+//!   runs, for binaries that measure what an item costs (`item-bytes`,
+//!   `embedded-vs-moka`).
 //! - [`is_bench_run`]: whether the binary runs as a benchmark or as a smoke test
 //!   (`cargo test --benches`), which must stay quick.
 //! - [`Spawned`]: a server process a benchmark binary started, stopped when dropped;
@@ -20,6 +25,8 @@
 
 use ampd_engine::{Config, Db, SetOptions, Value};
 use serde_json::json;
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Namespaces of the data set.
@@ -174,6 +181,107 @@ impl Rng {
     pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
+}
+
+/// Zipf(alpha) over `keys` keys, drawn by inverting its CDF (exact; one table of
+/// `keys` doubles).
+pub struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    pub fn new(keys: u64, alpha: f64) -> Zipf {
+        let mut cdf = Vec::with_capacity(keys as usize);
+        let mut sum = 0.0;
+        for rank in 1..=keys {
+            sum += 1.0 / (rank as f64).powf(alpha);
+            cdf.push(sum);
+        }
+        for c in &mut cdf {
+            *c /= sum;
+        }
+        Zipf { cdf }
+    }
+
+    /// A rank in `0..keys` for a uniform `u` in [0, 1) (0 the most frequent).
+    pub fn rank(&self, u: f64) -> u64 {
+        self.cdf.partition_point(|c| *c < u) as u64
+    }
+
+    /// The id in `0..keys` of the next key of the trace: a rank scattered over the key
+    /// space (a bijection: 2^61-1 is prime), so the hot keys are not neighbours.
+    pub fn draw(&self, rng: &mut Rng) -> u64 {
+        let keys = self.cdf.len() as u128;
+        (self.rank(rng.unit()) as u128 * ((1u128 << 61) - 1) % keys) as u64
+    }
+}
+
+/// The key of trace id `id`, `k{id}`.
+pub fn trace_key(id: u64) -> String {
+    let mut key = String::new();
+    push_trace_key(&mut key, id);
+    key
+}
+
+/// [`trace_key`] written into `out` (cleared first), for loops that reuse a buffer.
+pub fn push_trace_key(out: &mut String, id: u64) {
+    use std::fmt::Write;
+    out.clear();
+    let _ = write!(out, "k{id}");
+}
+
+/// mimalloc (the server's allocator) with a count of the bytes allocated and freed
+/// while [`allocated_by`] runs. A binary installs it with
+/// `#[global_allocator] static GLOBAL: ampd_benches::Counted = ampd_benches::Counted;`;
+/// outside a count it costs one relaxed load of a flag no thread writes, so a
+/// benchmark's timed phases run at mimalloc's speed.
+pub struct Counted;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
+
+impl Counted {
+    fn count(bytes: isize) {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATED.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+// SAFETY: every call is passed through to mimalloc unchanged; the counting touches no
+// allocation.
+unsafe impl GlobalAlloc for Counted {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Counted::count(layout.size() as isize);
+        // SAFETY: the caller's contract is passed on.
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        Counted::count(-(layout.size() as isize));
+        // SAFETY: the caller's contract is passed on.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        Counted::count(new_size as isize - layout.size() as isize);
+        // SAFETY: the caller's contract is passed on.
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Runs `f` and returns what it gave and the bytes allocated meanwhile, less those
+/// freed meanwhile (by any thread, so the engine's shards count too), as [`Counted`]
+/// counts them: layout sizes, not the allocator's size classes. Calls do not nest.
+pub fn allocated_by<T>(f: impl FnOnce() -> T) -> (T, i64) {
+    let before = ALLOCATED.load(Ordering::Relaxed);
+    assert!(
+        !COUNTING.swap(true, Ordering::Relaxed),
+        "allocated_by does not nest"
+    );
+    let out = f();
+    COUNTING.store(false, Ordering::Relaxed);
+    (out, (ALLOCATED.load(Ordering::Relaxed) - before) as i64)
 }
 
 /// `count` keys of existing items, picked at random among `0..items`.

@@ -11,40 +11,11 @@
 //! mixed into the measured half (one scan request every 10 requests). A row prints as
 //! it finishes.
 
+use ampd_benches::{trace_key, Rng, Zipf};
 use ampd_engine::evict::cost_of;
 use ampd_engine::{Config, Db, Eviction, SetOptions};
 use serde_json::json;
 use std::time::Instant;
-
-/// Ranks drawn by inverting the zipf CDF (exact; one table of `keys` doubles).
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(keys: u64, alpha: f64) -> Zipf {
-        let mut cdf = Vec::with_capacity(keys as usize);
-        let mut sum = 0.0;
-        for rank in 1..=keys {
-            sum += 1.0 / (rank as f64).powf(alpha);
-            cdf.push(sum);
-        }
-        for c in &mut cdf {
-            *c /= sum;
-        }
-        Zipf { cdf }
-    }
-
-    /// A rank in `0..keys` for a uniform `u` in [0, 1).
-    fn rank(&self, u: f64) -> u64 {
-        self.cdf.partition_point(|c| *c < u) as u64
-    }
-}
-
-fn key(rank: u64, keys: u64) -> String {
-    // Scatter the hot ranks over the key space (a bijection: 2^61-1 is prime).
-    format!("k{}", (rank as u128 * ((1u128 << 61) - 1) % keys as u128))
-}
 
 struct Row {
     hits: u64,
@@ -53,7 +24,7 @@ struct Row {
 
 fn run(policy: Eviction, alpha: f64, scan: bool, keys: u64, requests: u64, room: u64) -> Row {
     let value = json!("v".repeat(98));
-    let item = cost_of(&key(keys - 1, keys), &value);
+    let item = cost_of(&trace_key(keys - 1), &value);
     let db = Db::open(Config {
         shards: 1,
         pin: false,
@@ -64,7 +35,7 @@ fn run(policy: Eviction, alpha: f64, scan: bool, keys: u64, requests: u64, room:
     .expect("engine opens");
     let zipf = Zipf::new(keys, alpha);
     // Seeded the same for every row: every policy sees the same trace.
-    let mut rng = ampd_benches::Rng::new(0x5eed);
+    let mut rng = Rng::new(0x5eed);
     let options = SetOptions::default();
     let mut row = Row { hits: 0, misses: 0 };
     let mut scanned = 0u64;
@@ -74,7 +45,7 @@ fn run(policy: Eviction, alpha: f64, scan: bool, keys: u64, requests: u64, room:
             scanned += 1;
             format!("scan{scanned}")
         } else {
-            key(zipf.rank(rng.unit()), keys)
+            trace_key(zipf.draw(&mut rng))
         };
         let hit = db.get_one(&name).expect("get").is_some();
         if !hit {

@@ -7,43 +7,12 @@
 //! allocated (counted by this binary's allocator), the growth of the resident set,
 //! and what the engine counts.
 
+use ampd_benches::allocated_by;
 use ampd_engine::{Config, Db, SetOptions};
 use serde_json::json;
-use std::alloc::{GlobalAlloc, Layout};
-use std::sync::atomic::{AtomicIsize, Ordering};
-
-/// mimalloc (the server's allocator), every allocation counted.
-struct Counted;
-
-static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call is passed through to mimalloc unchanged; the counting touches no
-// allocation.
-unsafe impl GlobalAlloc for Counted {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on.
-        unsafe { mimalloc::MiMalloc.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        ALLOCATED.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on.
-        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATED.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: the caller's contract is passed on.
-        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
-static GLOBAL: Counted = Counted;
+static GLOBAL: ampd_benches::Counted = ampd_benches::Counted;
 
 fn resident_bytes() -> i64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -63,17 +32,19 @@ fn fill(items: u64, labelled: bool) {
     })
     .expect("engine opens");
     let value = json!("v".repeat(98));
-    let (a0, r0) = (ALLOCATED.load(Ordering::Relaxed), resident_bytes());
-    for i in 0..items {
-        let options = if labelled {
-            SetOptions::default().label(1, format!("g{}", i % 100))
-        } else {
-            SetOptions::default()
-        };
-        futures::executor::block_on(db.set(&format!("k{i}"), value.clone(), &options))
-            .expect("set");
-    }
-    let allocated = (ALLOCATED.load(Ordering::Relaxed) - a0) as f64 / items as f64;
+    let r0 = resident_bytes();
+    let ((), allocated) = allocated_by(|| {
+        for i in 0..items {
+            let options = if labelled {
+                SetOptions::default().label(1, format!("g{}", i % 100))
+            } else {
+                SetOptions::default()
+            };
+            futures::executor::block_on(db.set(&format!("k{i}"), value.clone(), &options))
+                .expect("set");
+        }
+    });
+    let allocated = allocated as f64 / items as f64;
     let resident = (resident_bytes() - r0) as f64 / items as f64;
     let counted = db.cache_stats()[0].used as f64 / items as f64;
     println!(
