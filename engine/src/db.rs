@@ -1014,7 +1014,7 @@ impl Db {
             .into_iter()
             .map(|s| {
                 let r = s.items.range::<[u8], _>(bounds);
-                directed(r.map(|e| e.value().item()), options.reverse)
+                directed(r.map(|e| e.value().0.item()), options.reverse)
             })
             .collect();
         let (items, more) = fill_page(scans, options.reverse, limit, |a, b| a.key().cmp(b.key()));

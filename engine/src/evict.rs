@@ -296,6 +296,10 @@ mod tests {
     use super::*;
     use crate::item::ItemData;
 
+    fn slot(key: &str) -> Arc<Slot> {
+        Arc::new(Slot::new(&item(key, 10), key.as_bytes().into()))
+    }
+
     fn item(key: &str, value_len: usize) -> Item {
         Item::new(ItemData {
             key: key.into(),
@@ -331,9 +335,7 @@ mod tests {
     #[test]
     fn s3fifo_evicts_one_hit_wonders_first() {
         let mut e = Evictor::new(Eviction::S3Fifo, 1000).unwrap();
-        let slots: Vec<Arc<Slot>> = (0..4)
-            .map(|i| Arc::new(Slot::new(&item(&format!("k{i}"), 10))))
-            .collect();
+        let slots: Vec<Arc<Slot>> = (0..4).map(|i| slot(&format!("k{i}"))).collect();
         for (i, s) in slots.iter().enumerate() {
             e.admit(s, 100, i as u64);
         }
@@ -344,7 +346,7 @@ mod tests {
         let second = e.victim(|_| false, hash).unwrap();
         assert!(Arc::ptr_eq(&second, &slots[2]));
         // k1 comes back: its hash is in the ghost, so it enters main.
-        let again = Arc::new(Slot::new(&item("k1", 10)));
+        let again = slot("k1");
         e.admit(&again, 100, 1);
         let Evictor::S3Fifo(s) = &e else {
             unreachable!()
@@ -356,9 +358,7 @@ mod tests {
     #[test]
     fn lru_is_exact_on_small_pools() {
         let mut e = Evictor::new(Eviction::Lru, 1000).unwrap();
-        let slots: Vec<Arc<Slot>> = (0..4)
-            .map(|i| Arc::new(Slot::new(&item(&format!("k{i}"), 10))))
-            .collect();
+        let slots: Vec<Arc<Slot>> = (0..4).map(|i| slot(&format!("k{i}"))).collect();
         for (i, s) in slots.iter().enumerate() {
             e.admit(s, 100, i as u64);
             s.stamp(10 + i as u32);

@@ -93,6 +93,8 @@ impl StoredValue {
 /// shard, and the reads of its item (a counter up to 3, and the time of the last).
 #[derive(Debug)]
 pub(crate) struct Slot {
+    /// The store key ([`crate::key`]): kept here once, for every index ([`Indexed`]).
+    pub key: Box<[u8]>,
     item: arc_swap::ArcSwap<ItemData>,
     reads: std::sync::atomic::AtomicU8,
     last_read: std::sync::atomic::AtomicU32,
@@ -100,8 +102,9 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    pub fn new(item: &Item) -> Slot {
+    pub fn new(item: &Item, key: Box<[u8]>) -> Slot {
         Slot {
+            key,
             item: arc_swap::ArcSwap::new(item.inner.clone()),
             reads: Default::default(),
             last_read: Default::default(),
@@ -161,6 +164,45 @@ impl Slot {
     pub fn stamp(&self, tick: u32) {
         self.last_read
             .store(tick, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A slot as an entry of the shard's indexes: hashed, compared and ordered by its
+/// store key, and found by one (`Borrow<[u8]>`), so an index entry is one pointer
+/// and the key is kept once, in the slot, however many indexes hold it.
+#[derive(Debug, Clone)]
+pub(crate) struct Indexed(pub Arc<Slot>);
+
+impl std::borrow::Borrow<[u8]> for Indexed {
+    fn borrow(&self) -> &[u8] {
+        &self.0.key
+    }
+}
+
+impl PartialEq for Indexed {
+    fn eq(&self, other: &Indexed) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for Indexed {}
+
+impl PartialOrd for Indexed {
+    fn partial_cmp(&self, other: &Indexed) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Indexed {
+    fn cmp(&self, other: &Indexed) -> std::cmp::Ordering {
+        self.0.key.cmp(&other.0.key)
+    }
+}
+
+impl std::hash::Hash for Indexed {
+    /// As the key's bytes hash, so a lookup by `&[u8]` finds the entry.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        <[u8] as std::hash::Hash>::hash(&self.0.key, state);
     }
 }
 

@@ -25,7 +25,9 @@
 //! a lock-free hash index (papaya) from store key to item. Both indexes (and the label
 //! index) point at one [`Slot`] per key; updating an existing key swaps the item in its
 //! slot and leaves every index alone, so only new keys, removals and label changes pay
-//! for a skiplist insert.
+//! for a skiplist insert. The hash index and the skiplist hold the slot itself
+//! ([`Indexed`]: found by its store key, which only the slot keeps), so an item's key
+//! is stored once for both and an index entry is one pointer.
 //!
 //! The expiry index is only ever touched by the owner, so it is a plain `BTreeSet` in
 //! [`ShardLocal`]; the reaper task walks it in slices on the same executor.
@@ -40,7 +42,7 @@
 use crate::error::OpenError;
 use crate::events::{Delivery, Durable, Event, HandlerId, Hub, Lanes};
 use crate::evict::{self, Eviction, Evictor};
-use crate::item::{now_ms, Item, Slot};
+use crate::item::{now_ms, Indexed, Item, Slot};
 use crate::key::{self, Key};
 use crate::storage::Storage;
 use crate::wal::log::{Log, LogConfig};
@@ -50,7 +52,7 @@ use ampd_wire::events::Filters;
 use ampd_wire::limits::LABEL_COUNT;
 use ampd_wire::{Error, ErrorCode};
 use crossbeam_queue::SegQueue;
-use crossbeam_skiplist::SkipMap;
+use crossbeam_skiplist::{SkipMap, SkipSet};
 use futures::channel::oneshot;
 use futures::task::AtomicWaker;
 use std::cell::RefCell;
@@ -214,9 +216,9 @@ pub(crate) struct Shard {
     /// The id its WAL and snapshot headers carry.
     pub disk_id: u16,
     /// Every item of the shard, by store key, for point reads.
-    exact: papaya::HashMap<Box<[u8]>, Arc<Slot>, foldhash::fast::RandomState>,
+    exact: papaya::HashMap<Indexed, (), foldhash::fast::RandomState>,
     /// The same slots in store-key order, for scans.
-    pub items: SkipMap<Box<[u8]>, Arc<Slot>>,
+    pub items: SkipSet<Indexed>,
     /// Label entries; an entry whose slot now holds an item with another label value
     /// is stale for the instant of a label change and is skipped by readers.
     pub labels: SkipMap<LabelKey, Arc<Slot>>,
@@ -297,7 +299,7 @@ impl Shard {
             exact: papaya::HashMap::builder()
                 .hasher(foldhash::fast::RandomState::default())
                 .build(),
-            items: SkipMap::new(),
+            items: SkipSet::new(),
             labels: SkipMap::new(),
             changes: AtomicU64::new(0),
             wal_records: AtomicU64::new(0),
@@ -346,16 +348,19 @@ impl Shard {
     /// counted as a hit or a miss, and a hit recorded for eviction.
     pub fn get(&self, store_key: &[u8], now_s: i64) -> Option<Item> {
         let counted = self.cache.budget != u64::MAX;
-        let found = self.exact.pin().get(store_key).and_then(|slot| {
-            let item = slot.item();
-            if item.is_expired(now_s) {
-                return None;
-            }
-            if counted {
-                slot.touch(self.cache.tick());
-            }
-            Some(item)
-        });
+        let exact = self.exact.pin();
+        let found = exact
+            .get_key_value(store_key)
+            .and_then(|(Indexed(slot), ())| {
+                let item = slot.item();
+                if item.is_expired(now_s) {
+                    return None;
+                }
+                if counted {
+                    slot.touch(self.cache.tick());
+                }
+                Some(item)
+            });
         if counted {
             let counter = match found {
                 Some(_) => &self.cache.hits,
@@ -409,7 +414,10 @@ impl Shard {
 
     /// The slot of a store key, whatever its item (expired too).
     fn slot(&self, store_key: &[u8]) -> Option<Arc<Slot>> {
-        self.exact.pin().get(store_key).cloned()
+        let exact = self.exact.pin();
+        exact
+            .get_key_value(store_key)
+            .map(|(Indexed(slot), ())| slot.clone())
     }
 
     /// Waits for queued ops and moves up to [`BATCH_OPS_MAX`] of them into `batch`;
@@ -855,7 +863,7 @@ impl ShardLocal {
         let walk = std::thread::Builder::new()
             .name(format!("ampd-snapshot-{}", shared.id))
             .spawn(move || {
-                let items = walked.items.iter().map(|e| e.value().item());
+                let items = walked.items.iter().map(|e| e.value().0.item());
                 let now_s = now_ms().div_euclid(1000);
                 crate::snapshot::encode(walked.disk_id, s0, items, now_s, |chunk| {
                     futures::executor::block_on(futures::SinkExt::send(&mut to_writer, chunk))
@@ -1016,7 +1024,7 @@ impl ShardLocal {
             return count;
         }
         for (at, sk) in &due {
-            let expires = self.shared.exact.pin().get(sk).and_then(|s| s.item().ttl());
+            let expires = self.shared.slot(sk).and_then(|s| s.item().ttl());
             if expires == Some(*at) {
                 let gone = writing.remove(sk);
                 if self.shared.events.active() {
@@ -1197,18 +1205,16 @@ impl Writing<'_> {
         for _ in 0..evict::EVICTIONS_PER_WRITE_MAX {
             // A key this batch or op changes holds a write not yet acknowledged.
             let touched = |slot: &Slot| {
-                let sk = store_key_of(&slot.item());
-                *sk == *change.sk
-                    || staged.latest(&sk).is_some()
-                    || mine.iter().any(|c| *c.sk == *sk)
+                let sk = &slot.key;
+                *sk == change.sk || staged.latest(sk).is_some() || mine.iter().any(|c| c.sk == *sk)
             };
-            let hash = |slot: &Slot| key_hash(slot.item().key());
+            let hash = |slot: &Slot| key_hash(&slot.key);
             let Some(victim) = evictor.victim(touched, hash) else {
                 break;
             };
             let item = victim.item();
             let eviction = Change {
-                sk: store_key_of(&item),
+                sk: victim.key.clone(),
                 item: None,
                 slot: Some(victim),
                 replaced: Some(item),
@@ -1299,24 +1305,24 @@ impl Writing<'_> {
     fn install(&mut self, sk: Box<[u8]>, item: Item, slot: Option<Arc<Slot>>) -> Item {
         let _changing = Changing::start(&self.shared.changes);
         let exact = self.shared.exact.pin();
-        let Some(slot) = slot.or_else(|| exact.get(&sk).cloned()) else {
-            let slot = Arc::new(Slot::new(&item));
+        let Some(slot) = slot.or_else(|| self.shared.slot(&sk)) else {
+            self.index_expiry(&item, &sk);
+            let slot = Arc::new(Slot::new(&item, sk));
             let cost = evict::cost(&item);
             self.shared.cache.used.fetch_add(cost, Ordering::Relaxed);
             if let Some(tick) = self.shared.cache.tick() {
                 slot.stamp(tick);
             }
             if let Some(evictor) = self.state.evictor.as_mut() {
-                evictor.admit(&slot, cost, key_hash(item.key()));
+                evictor.admit(&slot, cost, key_hash(&slot.key));
             }
             for (label, value) in labels_of(&item) {
                 self.shared
                     .labels
                     .insert(label_key(label, value, &item), slot.clone());
             }
-            self.shared.items.insert(sk.clone(), slot.clone());
-            exact.insert(sk.clone(), slot);
-            self.index_expiry(&item, sk);
+            self.shared.items.insert(Indexed(slot.clone()));
+            exact.insert(Indexed(slot), ());
             return item;
         };
         let old = slot.item();
@@ -1341,7 +1347,7 @@ impl Writing<'_> {
         }
         if old.ttl() != item.ttl() {
             self.unindex_expiry(&old, &sk);
-            self.index_expiry(&item, sk);
+            self.index_expiry(&item, &sk);
         }
         item
     }
@@ -1350,7 +1356,9 @@ impl Writing<'_> {
     fn remove(&mut self, sk: &[u8]) -> Option<Item> {
         let _changing = Changing::start(&self.shared.changes);
         let exact = self.shared.exact.pin();
-        let slot = exact.remove(sk).cloned()?;
+        let slot = exact
+            .remove_entry(sk)
+            .map(|(Indexed(slot), ())| slot.clone())?;
         self.state.removals += 1;
         slot.mark_gone();
         let old = slot.item();
@@ -1366,9 +1374,9 @@ impl Writing<'_> {
         Some(old)
     }
 
-    fn index_expiry(&mut self, item: &Item, sk: Box<[u8]>) {
+    fn index_expiry(&mut self, item: &Item, sk: &[u8]) {
         if let Some(at) = item.ttl() {
-            self.state.expiry.insert((at, sk));
+            self.state.expiry.insert((at, sk.into()));
         }
     }
 
@@ -1485,9 +1493,9 @@ fn store_key_of(item: &Item) -> Box<[u8]> {
     key::store_key(item.key().contains(':'), item.key())
 }
 
-/// A key's hash for the eviction ghost (fixed, so the same key always meets the same
-/// hash; taken from the item's key, so no store key is built for it).
-fn key_hash(key: &str) -> u64 {
+/// A store key's hash for the eviction ghost (fixed, so the same key always meets
+/// the same hash).
+fn key_hash(key: &[u8]) -> u64 {
     std::hash::BuildHasher::hash_one(&foldhash::fast::FixedState::default(), key)
 }
 
