@@ -188,7 +188,7 @@ impl Item {
             created_ms: d.created_ms,
             modified_ms: d.modified_ms,
             expires_s: d.expires_s,
-            labels: &d.labels,
+            labels: d.labels.each_ref().map(Option::as_deref),
         }
     }
 
