@@ -294,7 +294,7 @@ impl S3Fifo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::item::ItemData;
+    use crate::item::{Expiry, ItemData, Labels};
 
     fn item(key: &str, value_len: usize) -> Item {
         Item::new(ItemData {
@@ -302,8 +302,8 @@ mod tests {
             value: bytes::Bytes::from(vec![0xa0; value_len]).into(),
             created_ms: 0,
             modified_ms: 0,
-            expires_s: None,
-            labels: Default::default(),
+            expires_s: Expiry::NONE,
+            labels: Labels::default(),
         })
     }
 
@@ -311,7 +311,7 @@ mod tests {
     fn cost_counts_key_value_labels_and_overhead() {
         assert_eq!(cost(&item("ns:k", 100)), ITEM_OVERHEAD + 8 + 100);
         let mut labelled = item("k", 10).data().clone();
-        labelled.labels[2] = Some("abc".into());
+        labelled.labels = Labels::new([None, None, Some("abc".into()), None, None]);
         assert_eq!(
             cost(&Item::new(labelled)),
             ITEM_OVERHEAD + 2 + 10 + 3 + LABEL_OVERHEAD
