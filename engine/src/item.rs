@@ -61,6 +61,9 @@ impl Expiry {
 pub(crate) struct Labels(Option<Box<[Option<Box<str>>; LABEL_COUNT]>>);
 
 impl Labels {
+    /// Bytes of the allocation a labelled item's slots take.
+    pub const SLOTS_BYTES: usize = std::mem::size_of::<[Option<Box<str>>; LABEL_COUNT]>();
+
     pub fn new(labels: [Option<Box<str>>; LABEL_COUNT]) -> Labels {
         Labels(labels.iter().any(Option::is_some).then(|| Box::new(labels)))
     }
