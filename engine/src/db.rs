@@ -1315,8 +1315,8 @@ mod tests {
                 value: value::encode(&json!(1)).into(),
                 created_ms: 0,
                 modified_ms: 0,
-                expires_s: None,
-                labels: [Some(label.into()), None, None, None, None],
+                expires_s: crate::item::Expiry::NONE,
+                labels: crate::item::Labels::new([Some(label.into()), None, None, None, None]),
             })
         };
         let page = vec![

@@ -3,10 +3,11 @@
 //!
 //! # What counts
 //! An item counts its key (twice: the item's and the store key the indexes hold), its
-//! value's bytes, its labels (each also a label-index entry) and [`ITEM_OVERHEAD`] for
-//! the item, its slot and its index entries ([`cost`]). Connection buffers, the WAL's
-//! staging and snapshots are not items: the server reports them apart (the allocator's
-//! count), so a burst of large requests cannot evict the data set.
+//! value's bytes, its labels (each also a label-index entry, and once the slots that
+//! hold them) and [`ITEM_OVERHEAD`] for the item, its slot and its index entries
+//! ([`cost`]). Connection buffers, the WAL's staging and snapshots are not items: the
+//! server reports them apart (the allocator's count), so a burst of large requests
+//! cannot evict the data set.
 //!
 //! # When
 //! A write that would take its shard past the budget first stages the removal of
@@ -71,15 +72,21 @@ impl std::fmt::Display for Eviction {
 }
 
 /// Bytes an item counts beyond its key, value and labels: the item (its `Arc` and
-/// fields, five label slots among them), its slot, its hash-index and skiplist entries
+/// fields, 96 bytes: `item::ItemData`), its slot, its hash-index and skiplist entries
 /// and their store keys. Measured (`benches/src/bin/item-bytes.rs`, 300,000 items of
-/// 100-byte values): 365 bytes allocated per item beyond key and value, and the
-/// resident set 1.18 times the allocations (the allocator's size classes); this counts
-/// a little above the allocations so that the resident set stays within 1.15 times
-/// the budget.
-pub const ITEM_OVERHEAD: u64 = 380;
+/// 100-byte values, keys of 6.6 bytes): 240 bytes allocated per item beyond its key
+/// (twice) and value, and the resident set 1.19 times the allocations (the allocator's
+/// size classes: 420 bytes resident per item); this counts a little above the
+/// allocations so that the resident set stays within 1.15 times the budget (368
+/// counted per item there: 1.14).
+pub const ITEM_OVERHEAD: u64 = 255;
 /// Bytes a label counts beyond its text (its label-index entry; measured 83).
 pub const LABEL_OVERHEAD: u64 = 90;
+/// Bytes an item with any label counts once for the slots that hold its labels (an
+/// allocation of their own, `item::Labels`; an item without labels has none). Measured
+/// on the same items with one label each: its first label, of about 3 bytes, adds 166
+/// bytes to an item (these 80, the 83 of its index entry, its text).
+pub const LABEL_SLOTS_OVERHEAD: u64 = crate::item::Labels::SLOTS_BYTES as u64;
 
 /// Victims one write may stage before it is refused.
 pub const EVICTIONS_PER_WRITE_MAX: usize = 64;
@@ -94,7 +101,9 @@ pub fn cost(item: &Item) -> u64 {
         .filter_map(|n| item.label(n))
         .map(|l| l.len() as u64 + LABEL_OVERHEAD)
         .sum();
-    ITEM_OVERHEAD + 2 * key + item.value_bytes().len() as u64 + labels
+    // Each label counts at least LABEL_OVERHEAD: none counted, no slots.
+    let slots = if labels == 0 { 0 } else { LABEL_SLOTS_OVERHEAD };
+    ITEM_OVERHEAD + 2 * key + item.value_bytes().len() as u64 + labels + slots
 }
 
 /// What an item of `key` holding `value` (no labels) counts: for tests and tools
@@ -294,7 +303,7 @@ impl S3Fifo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::item::ItemData;
+    use crate::item::{Expiry, ItemData, Labels};
 
     fn slot(key: &str) -> Arc<Slot> {
         Arc::new(Slot::new(&item(key, 10), key.as_bytes().into()))
@@ -306,8 +315,8 @@ mod tests {
             value: bytes::Bytes::from(vec![0xa0; value_len]).into(),
             created_ms: 0,
             modified_ms: 0,
-            expires_s: None,
-            labels: Default::default(),
+            expires_s: Expiry::NONE,
+            labels: Labels::default(),
         })
     }
 
@@ -315,10 +324,16 @@ mod tests {
     fn cost_counts_key_value_labels_and_overhead() {
         assert_eq!(cost(&item("ns:k", 100)), ITEM_OVERHEAD + 8 + 100);
         let mut labelled = item("k", 10).data().clone();
-        labelled.labels[2] = Some("abc".into());
+        labelled.labels = Labels::new([None, None, Some("abc".into()), None, None]);
+        assert_eq!(
+            cost(&Item::new(labelled.clone())),
+            ITEM_OVERHEAD + 2 + 10 + 3 + LABEL_OVERHEAD + LABEL_SLOTS_OVERHEAD
+        );
+        // The slots are counted once, whatever the labels.
+        labelled.labels = Labels::new([Some("x".into()), None, Some("abc".into()), None, None]);
         assert_eq!(
             cost(&Item::new(labelled)),
-            ITEM_OVERHEAD + 2 + 10 + 3 + LABEL_OVERHEAD
+            ITEM_OVERHEAD + 2 + 10 + (1 + LABEL_OVERHEAD) + (3 + LABEL_OVERHEAD) + 80
         );
     }
 

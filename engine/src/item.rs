@@ -14,18 +14,76 @@ pub struct Item {
     inner: Arc<ItemData>,
 }
 
-/// The fields of an item, as the shard writes them.
+/// The fields of an item, as the shard writes them. One lives in every item's `Arc`
+/// (16 bytes of counts before it), so each word is paid once per item; what each field
+/// costs is asserted below.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ItemData {
-    pub key: String,
+    pub key: Box<str>,
     /// The value in the wire's value encoding.
     pub value: StoredValue,
     /// Milliseconds since the Unix epoch.
     pub created_ms: i64,
     pub modified_ms: i64,
-    /// Expiry, in seconds since the Unix epoch.
-    pub expires_s: Option<i64>,
-    pub labels: [Option<String>; LABEL_COUNT],
+    pub expires_s: Expiry,
+    pub labels: Labels,
+}
+
+// key 16 (a `Box<str>`: pointer and length, no capacity word), value 32 (a `Bytes`'
+// room, see `StoredValue`), created_ms 8, modified_ms 8, expires_s 8 (`Expiry`: no tag
+// word), labels 8 (one pointer, null for an item without labels). With the `Arc`'s two
+// counts an item takes 96 bytes, one of mimalloc's size classes.
+const _: () = assert!(std::mem::size_of::<ItemData>() == 16 + 32 + 8 + 8 + 8 + 8);
+
+/// An item's expiry in seconds since the Unix epoch, or none, in one word: `i64::MIN`
+/// stands for none (an `Option<i64>` takes two words). No write makes an expiry of
+/// `i64::MIN` (a ttl is in the future); one read from elsewhere (a WAL image, a saved
+/// dead letter) is kept as `i64::MIN + 1`, which every clock has passed just the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Expiry(i64);
+
+impl Expiry {
+    pub const NONE: Expiry = Expiry(i64::MIN);
+
+    /// Expires at `s` (epoch seconds), or never for `None`.
+    pub fn at(s: Option<i64>) -> Expiry {
+        s.map_or(Expiry::NONE, |s| Expiry(s.max(i64::MIN + 1)))
+    }
+
+    pub fn get(self) -> Option<i64> {
+        (self != Expiry::NONE).then_some(self.0)
+    }
+}
+
+/// An item's labels. Most items have none: those pay one null pointer, and a labelled
+/// item keeps its five slots in an allocation of their own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Labels(Option<Box<[Option<Box<str>>; LABEL_COUNT]>>);
+
+impl Labels {
+    /// Bytes of the allocation a labelled item's slots take.
+    pub const SLOTS_BYTES: usize = std::mem::size_of::<[Option<Box<str>>; LABEL_COUNT]>();
+
+    pub fn new(labels: [Option<Box<str>>; LABEL_COUNT]) -> Labels {
+        Labels(labels.iter().any(Option::is_some).then(|| Box::new(labels)))
+    }
+
+    /// Label `i` (0-based, as in `LABEL_NAMES`).
+    pub fn get(&self, i: usize) -> Option<&str> {
+        self.0.as_ref()?.get(i)?.as_deref()
+    }
+
+    /// The five slots in order (all `None` for an item without labels): the form the
+    /// WAL archives ([`crate::wal::record::ItemImageRef`]).
+    pub fn slots(&self) -> [Option<&str>; LABEL_COUNT] {
+        std::array::from_fn(|i| self.get(i))
+    }
+}
+
+impl From<[Option<String>; LABEL_COUNT]> for Labels {
+    fn from(labels: [Option<String>; LABEL_COUNT]) -> Labels {
+        Labels::new(labels.map(|l| l.map(String::into_boxed_str)))
+    }
 }
 
 /// Values up to this many bytes live inside the item (see [`StoredValue`]).
@@ -229,20 +287,20 @@ impl Item {
             value: &d.value,
             created_ms: d.created_ms,
             modified_ms: d.modified_ms,
-            expires_s: d.expires_s,
-            labels: &d.labels,
+            expires_s: d.expires_s.get(),
+            labels: d.labels.slots(),
         }
     }
 
     /// The item a WAL record holds.
     pub(crate) fn from_image(image: crate::wal::record::ItemImage) -> Item {
         Item::new(ItemData {
-            key: image.key,
+            key: image.key.into_boxed_str(),
             value: Bytes::from(image.value).into(),
             created_ms: image.created_ms,
             modified_ms: image.modified_ms,
-            expires_s: image.expires_s,
-            labels: image.labels,
+            expires_s: Expiry::at(image.expires_s),
+            labels: image.labels.into(),
         })
     }
 
@@ -271,16 +329,16 @@ impl Item {
 
     /// Expiry in epoch seconds, when the item has a ttl.
     pub fn ttl(&self) -> Option<i64> {
-        self.inner.expires_s
+        self.inner.expires_s.get()
     }
 
     /// Label `n` (1..=5).
     pub fn label(&self, n: usize) -> Option<&str> {
-        self.inner.labels.get(n.wrapping_sub(1))?.as_deref()
+        self.inner.labels.get(n.wrapping_sub(1))
     }
 
     pub(crate) fn is_expired(&self, now_s: i64) -> bool {
-        self.inner.expires_s.is_some_and(|e| e <= now_s)
+        self.ttl().is_some_and(|e| e <= now_s)
     }
 
     /// Bytes this item counts against a page (key and encoded value).
@@ -297,10 +355,10 @@ impl Item {
         m.insert("value".into(), self.value());
         m.insert("created".into(), json!(rfc3339_ms(d.created_ms)));
         m.insert("modified".into(), json!(rfc3339_ms(d.modified_ms)));
-        if let Some(t) = d.expires_s {
+        if let Some(t) = d.expires_s.get() {
             m.insert("ttl".into(), json!(t));
         }
-        for (name, l) in LABEL_NAMES.iter().zip(&d.labels) {
+        for (name, l) in LABEL_NAMES.iter().zip(d.labels.slots()) {
             if let Some(l) = l {
                 m.insert((*name).into(), json!(l));
             }
@@ -313,8 +371,8 @@ impl Item {
     /// JSON, without building it.
     pub fn write_meta<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
         let d = &*self.inner;
-        let labels = d.labels.iter().filter(|l| l.is_some()).count();
-        let len = 4 + usize::from(d.expires_s.is_some()) + labels;
+        let labels = d.labels.slots().iter().flatten().count();
+        let len = 4 + usize::from(d.expires_s.get().is_some()) + labels;
         rmp::encode::write_map_len(w, len as u32)?;
         rmp::encode::write_str(w, "key")?;
         rmp::encode::write_str(w, &d.key)?;
@@ -325,11 +383,11 @@ impl Item {
         rmp::encode::write_str(w, rfc3339_ms_into(d.created_ms, &mut stamp))?;
         rmp::encode::write_str(w, "modified")?;
         rmp::encode::write_str(w, rfc3339_ms_into(d.modified_ms, &mut stamp))?;
-        if let Some(t) = d.expires_s {
+        if let Some(t) = d.expires_s.get() {
             rmp::encode::write_str(w, "ttl")?;
             rmp::encode::write_sint(w, t)?;
         }
-        for (name, l) in LABEL_NAMES.iter().zip(&d.labels) {
+        for (name, l) in LABEL_NAMES.iter().zip(d.labels.slots()) {
             if let Some(l) = l {
                 rmp::encode::write_str(w, name)?;
                 rmp::encode::write_str(w, l)?;
@@ -345,17 +403,14 @@ impl Item {
             let text = v.get(field)?.as_str()?;
             Some(DateTime::parse_from_rfc3339(text).ok()?.timestamp_millis())
         };
-        let mut labels: [Option<String>; LABEL_COUNT] = Default::default();
-        for (name, label) in LABEL_NAMES.iter().zip(labels.iter_mut()) {
-            *label = v.get(*name).and_then(Value::as_str).map(str::to_owned);
-        }
+        let labels = LABEL_NAMES.map(|name| v.get(name).and_then(Value::as_str).map(Box::from));
         Some(Item::new(ItemData {
-            key: v.get("key")?.as_str()?.to_owned(),
+            key: v.get("key")?.as_str()?.into(),
             value: value::encode(v.get("value")?).into(),
             created_ms: time("created")?,
             modified_ms: time("modified")?,
-            expires_s: v.get("ttl").and_then(Value::as_i64),
-            labels,
+            expires_s: Expiry::at(v.get("ttl").and_then(Value::as_i64)),
+            labels: Labels::new(labels),
         }))
     }
 
@@ -454,6 +509,32 @@ mod tests {
     }
 
     #[test]
+    fn an_item_without_labels_pays_one_null_pointer() {
+        assert_eq!(std::mem::size_of::<Labels>(), 8);
+        let none = Labels::new(Default::default());
+        assert_eq!(none, Labels::default());
+        assert!(none.0.is_none(), "no allocation for five empty slots");
+        assert_eq!(none.slots(), [None; LABEL_COUNT]);
+        let some = Labels::from([None, None, None, Some("x:y".to_owned()), None]);
+        assert_eq!(some.slots(), [None, None, None, Some("x:y"), None]);
+        assert_eq!(
+            (some.get(3), some.get(4), some.get(5)),
+            (Some("x:y"), None, None)
+        );
+    }
+
+    #[test]
+    fn expiry_keeps_every_second_but_the_one_standing_for_none() {
+        assert_eq!(Expiry::at(None), Expiry::NONE);
+        assert_eq!(Expiry::NONE.get(), None);
+        for s in [i64::MIN + 1, -1, 0, 1, 1_800_000_000, i64::MAX] {
+            assert_eq!(Expiry::at(Some(s)).get(), Some(s), "{s}");
+        }
+        // Read a second later: still an expiry, long passed at any clock.
+        assert_eq!(Expiry::at(Some(i64::MIN)).get(), Some(i64::MIN + 1));
+    }
+
+    #[test]
     fn meta_msgpack_is_the_meta_json_encoded() {
         let items = [
             Item::new(ItemData {
@@ -461,22 +542,22 @@ mod tests {
                 value: value::encode(&json!({"a": [1, 2.5, "x"]})).into(),
                 created_ms: 1_700_000_000_123,
                 modified_ms: 1_700_000_000_456,
-                expires_s: Some(1_800_000_000),
-                labels: [
+                expires_s: Expiry::at(Some(1_800_000_000)),
+                labels: Labels::new([
                     Some("a".into()),
                     None,
                     Some("c".into()),
                     None,
                     Some("e".into()),
-                ],
+                ]),
             }),
             Item::new(ItemData {
                 key: "k".into(),
                 value: value::encode(&json!(null)).into(),
                 created_ms: -5,
                 modified_ms: 0,
-                expires_s: None,
-                labels: Default::default(),
+                expires_s: Expiry::NONE,
+                labels: Labels::default(),
             }),
         ];
         for item in items {
@@ -526,8 +607,8 @@ mod tests {
             value: value::encode(&json!({"a": 1})).into(),
             created_ms: 1_700_000_000_123,
             modified_ms: 1_700_000_000_456,
-            expires_s: Some(1_800_000_000),
-            labels: [None, Some("x:y".into()), None, None, None],
+            expires_s: Expiry::at(Some(1_800_000_000)),
+            labels: Labels::new([None, Some("x:y".into()), None, None, None]),
         });
         assert_eq!(
             item.to_meta_json(),

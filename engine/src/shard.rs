@@ -1501,8 +1501,7 @@ fn key_hash(key: &[u8]) -> u64 {
 
 /// (label index 0..5, label value) of each label an item has.
 fn labels_of(item: &Item) -> impl Iterator<Item = (u8, &str)> {
-    (0..LABEL_COUNT as u8)
-        .filter_map(move |i| Some((i, item.data().labels[usize::from(i)].as_deref()?)))
+    (0..LABEL_COUNT as u8).filter_map(move |i| Some((i, item.data().labels.get(usize::from(i))?)))
 }
 
 /// Store key of a label value: the same namespace rule as keys.

@@ -2,7 +2,7 @@
 //! labels (SPEC.md "set" and "add"). Pure functions of (stored item, request, clock),
 //! run by the owning shard; nothing here touches a skiplist.
 
-use crate::item::{Item, ItemData};
+use crate::item::{Expiry, Item, ItemData, Labels};
 use crate::key::Key;
 use crate::ttl::TtlChange;
 use ampd_wire::limits::{ITEM_SIZE_MAX, LABEL_COUNT};
@@ -152,12 +152,12 @@ pub(crate) fn apply_set(
     };
     let mut given = req.labels.into_iter().enumerate();
     let labels = std::array::from_fn(|_| match given.next() {
-        Some((i, LabelChange::Keep)) => base.and_then(|b| b.labels.get(i).cloned().flatten()),
+        Some((i, LabelChange::Keep)) => base.and_then(|b| b.labels.get(i)).map(Box::from),
         Some((_, LabelChange::Clear)) | None => None,
-        Some((_, LabelChange::Set(k))) => Some(k.into_string()),
+        Some((_, LabelChange::Set(k))) => Some(k.into_string().into_boxed_str()),
     });
     let expires_s = match req.ttl {
-        TtlChange::Keep => base.and_then(|b| b.expires_s),
+        TtlChange::Keep => base.and_then(|b| b.expires_s.get()),
         TtlChange::Clear => None,
         TtlChange::At(s) => Some(s),
     };
@@ -167,7 +167,7 @@ pub(crate) fn apply_set(
         base.map_or(now_ms, |b| b.created_ms),
         now_ms,
         expires_s,
-        labels,
+        Labels::new(labels),
     )
 }
 
@@ -269,7 +269,7 @@ pub(crate) fn apply_add(
         value::encode(&value),
         base.map_or(now_ms, |b| b.created_ms),
         now_ms,
-        base.and_then(|b| b.expires_s),
+        base.and_then(|b| b.expires_s.get()),
         base.map(|b| b.labels.clone()).unwrap_or_default(),
     )
 }
@@ -281,20 +281,16 @@ fn finish(
     created_ms: i64,
     modified_ms: i64,
     expires_s: Option<i64>,
-    labels: [Option<String>; LABEL_COUNT],
+    labels: Labels,
 ) -> Result<ItemData, Error> {
-    let size = item_size(
-        &key,
-        value.len(),
-        labels.iter().flatten().map(String::as_str),
-    );
+    let size = item_size(&key, value.len(), labels.slots().into_iter().flatten());
     check_item_size(&key, size)?;
     Ok(ItemData {
-        key,
+        key: key.into_boxed_str(),
         value: value.into(),
         created_ms,
         modified_ms,
-        expires_s,
+        expires_s: Expiry::at(expires_s),
         labels,
     })
 }
