@@ -9,7 +9,13 @@
 //! - [`is_bench_run`]: whether the binary runs as a benchmark or as a smoke test
 //!   (`cargo test --benches`), which must stay quick.
 //! - [`Spawned`]: a server process a benchmark binary started, stopped when dropped;
-//!   [`Spawned::ampd`] and [`Spawned::redis`] start one pinned to given cores.
+//!   [`Spawned::ampd`] and [`Spawned::redis`] start one pinned to given cores
+//!   ([`pinned`]: by `taskset` where the machine has it).
+//! - The generator and the server as the bench binaries read them: [`loadgen_json`]
+//!   (and [`loadgen_json_ticking`], which samples while it runs), [`field`] of its JSON,
+//!   [`ampd_stats`], [`resident_bytes`] of a process.
+//! - Reporting: [`median`], [`figure`], and [`Target`] with [`targets_table`], the
+//!   closing table of an issue's targets, measured, met or missed.
 //!
 //! # The data set
 //! Item `i` lives in namespace `ns{i % 1000}` as `ns{n}:k{i:07}`, except about 1% that
@@ -20,6 +26,10 @@
 
 use ampd_engine::{Config, Db, SetOptions, Value};
 use serde_json::json;
+use std::ffi::OsStr;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Namespaces of the data set.
@@ -219,8 +229,8 @@ impl Spawned {
         dir: std::path::PathBuf,
     ) -> Result<Spawned, String> {
         use std::io::{BufRead, Read};
-        let mut child = std::process::Command::new("taskset")
-            .args(["-c", cores, bin, "serve"])
+        let mut child = pinned(cores, bin)
+            .arg("serve")
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -250,8 +260,7 @@ impl Spawned {
     /// `redis-server ARGS` on `port` pinned to core 0, with `dir` its folder; once it
     /// answers PING.
     pub fn redis(port: u16, args: &[&str], dir: std::path::PathBuf) -> Spawned {
-        let child = std::process::Command::new("taskset")
-            .args(["-c", "0", "redis-server"])
+        let child = pinned("0", "redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--protected-mode", "no"])
             .args(args)
@@ -274,15 +283,167 @@ impl Spawned {
     }
 }
 
+/// `program` pinned to `cores` (taskset's list, as `0` or `0,1`) when the machine has
+/// `taskset`; unpinned, said once on stderr, when it has not.
+pub fn pinned(cores: &str, program: impl AsRef<OsStr>) -> Command {
+    static TASKSET: OnceLock<bool> = OnceLock::new();
+    let taskset = *TASKSET.get_or_init(|| {
+        let found = Command::new("taskset")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            eprintln!("taskset is missing: the servers and the generator run unpinned");
+        }
+        found
+    });
+    if taskset {
+        let mut command = Command::new("taskset");
+        command.args(["-c", cores]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
 /// Runs `ampd-loadgen` as `command` says (its stderr dropped) and returns its `--json`
 /// result, the last line of its stdout; panics, naming `what`, when there is none.
-pub fn loadgen_json(mut command: std::process::Command, what: &str) -> serde_json::Value {
+pub fn loadgen_json(mut command: Command, what: &str) -> serde_json::Value {
     let out = command
-        .stderr(std::process::Stdio::null())
+        .stderr(Stdio::null())
         .output()
         .expect("the generator runs");
+    last_json(&out, what)
+}
+
+/// As [`loadgen_json`], calling `tick` with the time since the generator started every
+/// `every` while it runs (to sample the server and print a progress line).
+pub fn loadgen_json_ticking(
+    mut command: Command,
+    what: &str,
+    every: Duration,
+    mut tick: impl FnMut(Duration),
+) -> serde_json::Value {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the generator runs");
+    let started = Instant::now();
+    // Waited for on a thread of its own, which also drains its stdout.
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let mut next = every;
+    let out = loop {
+        match finished.recv_timeout(next.saturating_sub(started.elapsed())) {
+            Ok(out) => break out.expect("the generator runs"),
+            Err(RecvTimeoutError::Timeout) => {
+                tick(started.elapsed());
+                next += every;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("{what}: the generator's waiter ended without its output")
+            }
+        }
+    };
+    last_json(&out, what)
+}
+
+/// The generator's `--json` result: the last line of its stdout.
+fn last_json(out: &Output, what: &str) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("{what}: the generator's last line is not JSON ({e}): {stdout}"))
+}
+
+/// A number of a JSON result (the generator's, `ampd stats`), NaN when it is missing.
+pub fn field(v: &serde_json::Value, name: &str) -> f64 {
+    v[name].as_f64().unwrap_or(f64::NAN)
+}
+
+/// `ampd stats` of the server at `addr`, by its CLI `bin`; panics when the CLI fails.
+pub fn ampd_stats(bin: &str, addr: &str) -> serde_json::Value {
+    let out = Command::new(bin)
+        .args(["--addr", addr, "stats"])
+        .env_remove("AMPD_ENV")
+        .env_remove("AMPD_TOKEN")
+        .output()
+        .expect("ampd stats runs");
+    assert!(
+        out.status.success(),
+        "ampd stats: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ampd stats prints JSON")
+}
+
+/// The resident set of process `pid` in bytes (`VmRSS` of `/proc/PID/status`), or
+/// `None` when it cannot be read (the process is gone).
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// The median (the upper one of an even count); NaN for none.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A figure as a table shows it: whole numbers from 100 up, one decimal below.
+pub fn figure(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+/// One of an issue's targets as a run measured it.
+pub struct Target {
+    pub what: String,
+    pub measured: String,
+    pub goal: String,
+    /// `None`: not measured (a setting was refused, or a figure is missing).
+    pub met: Option<bool>,
+}
+
+impl Target {
+    pub fn verdict(&self) -> &'static str {
+        match self.met {
+            Some(true) => "met",
+            Some(false) => "missed",
+            None => "not measured",
+        }
+    }
+}
+
+/// The closing table of `targets` (markdown): each one, what was measured, its goal,
+/// met or missed; then how many were met.
+pub fn targets_table(targets: &[Target]) -> String {
+    let mut t = String::from("| target | measured | goal | met? |\n| --- | --- | --- | --- |\n");
+    for target in targets {
+        t += &format!(
+            "| {} | {} | {} | {} |\n",
+            target.what,
+            target.measured,
+            target.goal,
+            target.verdict()
+        );
+    }
+    let met = targets.iter().filter(|t| t.met == Some(true)).count();
+    t + &format!("\n{met} of {} targets met.\n", targets.len())
 }
