@@ -13,9 +13,10 @@
 //!   ([`pinned`]: by `taskset` where the machine has it).
 //! - The generator and the server as the bench binaries read them: [`loadgen_json`]
 //!   (and [`loadgen_json_ticking`], which samples while it runs), [`field`] of its JSON,
-//!   [`ampd_stats`], [`resident_bytes`] of a process.
-//! - Reporting: [`median`], [`figure`], and [`Target`] with [`targets_table`], the
-//!   closing table of an issue's targets, measured, met or missed.
+//!   [`StatsProbe`] for a server's `stats`, [`process_bytes`] (its resident set).
+//! - Reporting: [`machine`] and [`commit`] to head the figures, [`median`], [`figure`], [`mib`],
+//!   and [`Target`] with [`targets_table`], the closing table of an issue's targets,
+//!   measured, met or missed.
 //!
 //! # The data set
 //! Item `i` lives in namespace `ns{i % 1000}` as `ns{n}:k{i:07}`, except about 1% that
@@ -198,6 +199,8 @@ pub fn random_keys(items: u64, count: usize, seed: u64) -> Vec<String> {
 pub struct Spawned {
     pub child: std::process::Child,
     pub dir: std::path::PathBuf,
+    /// Where it listens, `host:port` (as it said, so `--addr 127.0.0.1:0` works).
+    pub addr: String,
 }
 
 impl Drop for Spawned {
@@ -247,8 +250,9 @@ impl Spawned {
         let mut line = String::new();
         let stdout = child.stdout.take().expect("piped stdout");
         let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-        if line.starts_with("ampd listening on") {
-            return Ok(Spawned { child, dir });
+        if let Some(addr) = line.strip_prefix("ampd listening on ") {
+            let addr = addr.trim().to_owned();
+            return Ok(Spawned { child, dir, addr });
         }
         let _ = child.wait();
         let _ = std::fs::remove_dir_all(&dir);
@@ -279,7 +283,11 @@ impl Spawned {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Spawned { child, dir }
+        Spawned {
+            child,
+            dir,
+            addr: format!("127.0.0.1:{port}"),
+        }
     }
 }
 
@@ -366,35 +374,83 @@ pub fn field(v: &serde_json::Value, name: &str) -> f64 {
     v[name].as_f64().unwrap_or(f64::NAN)
 }
 
-/// `ampd stats` of the server at `addr`, by its CLI `bin`; panics when the CLI fails.
-pub fn ampd_stats(bin: &str, addr: &str) -> serde_json::Value {
-    let out = Command::new(bin)
-        .args(["--addr", addr, "stats"])
-        .env_remove("AMPD_ENV")
-        .env_remove("AMPD_TOKEN")
-        .output()
-        .expect("ampd stats runs");
-    assert!(
-        out.status.success(),
-        "ampd stats: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("ampd stats prints JSON")
+/// A connection to an ampd server kept open for its `stats`: sampling it once a second
+/// costs the server one small request, and the machine no process started.
+pub struct StatsProbe {
+    runtime: tokio::runtime::Runtime,
+    client: ampd_wire::client::Client,
 }
 
-/// The resident set of process `pid` in bytes (`VmRSS` of `/proc/PID/status`), or
-/// `None` when it cannot be read (the process is gone).
-pub fn resident_bytes(pid: u32) -> Option<u64> {
+impl StatsProbe {
+    /// Connects to the server at `addr`; panics when it cannot.
+    pub fn connect(addr: &str) -> StatsProbe {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let client = runtime
+            .block_on(ampd_wire::client::Client::connect(addr))
+            .unwrap_or_else(|e| panic!("no connection to {addr} for stats: {e}"));
+        StatsProbe { runtime, client }
+    }
+
+    /// `stats` now; panics when the server does not answer.
+    pub fn stats(&self) -> serde_json::Value {
+        self.runtime
+            .block_on(self.client.stats())
+            .unwrap_or_else(|e| panic!("stats: {e}"))
+    }
+}
+
+/// A size of process `pid` in bytes from `/proc/PID/status`: `VmRSS` (resident now),
+/// `VmHWM` (the most it has been resident); `None` when it cannot be read (the process
+/// is gone).
+pub fn process_bytes(pid: u32, name: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
         .trim()
         .strip_suffix("kB")?
         .trim()
         .parse()
         .ok()?;
     Some(kib * 1024)
+}
+
+/// The machine the figures come from: cores, CPU model, kernel.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores ({cpu}), kernel {}", kernel.trim())
+}
+
+/// The commit the binaries were built from, as `git` in the current folder says (empty
+/// outside a checkout).
+pub fn commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The value after `flag` on a bench binary's command line, parsed; exits with 2
+/// (and says so) when it is missing or does not parse.
+pub fn flag_value<T: std::str::FromStr>(args: &mut impl Iterator<Item = String>, flag: &str) -> T {
+    let text = args.next().unwrap_or_default();
+    text.parse().unwrap_or_else(|_| {
+        eprintln!("{flag} needs a value ({text:?} is not one)");
+        std::process::exit(2)
+    })
 }
 
 /// The median (the upper one of an even count); NaN for none.
@@ -410,6 +466,11 @@ pub fn figure(x: f64) -> String {
     } else {
         format!("{x:.1}")
     }
+}
+
+/// Bytes in MiB, one decimal: `16.0 MiB`.
+pub fn mib(bytes: f64) -> String {
+    format!("{:.1} MiB", bytes / (1024.0 * 1024.0))
 }
 
 /// One of an issue's targets as a run measured it.

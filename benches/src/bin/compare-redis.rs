@@ -807,20 +807,6 @@ fn redis_benchmark(pipeline: u32) -> Vec<(String, f64)> {
         .collect()
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cores} cores ({cpu}), kernel {}", kernel.trim())
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut s = Settings {
@@ -854,11 +840,7 @@ fn main() {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    let commit = ampd_benches::commit();
     let (short_window_s, short_warmup_s) = s.short();
     let mut report = format!(
         "## ampd vs Redis, {date}{}\n\nMachine: {}. Commit {commit}. Servers pinned to core 0 \
@@ -867,7 +849,7 @@ fn main() {
          ({short_window_s} s after {short_warmup_s} s where a cell says so, and in each step of the p99 ≤ 1 ms search); \
          each peak the median of {} runs. Redis {}.\n\n",
         if s.quick { " (--quick: a smoke run, not figures to quote)" } else { "" },
-        machine(),
+        ampd_benches::machine(),
         s.window_s,
         s.warmup_s,
         s.peak_runs,
