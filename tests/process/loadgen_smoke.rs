@@ -16,37 +16,17 @@
 //! inside the range, the sizes spread over it (guards against a range that is ignored,
 //! or values cut or padded on the way).
 
-use ampd_tests::server_process::{cli, ServerProcess};
+use ampd_tests::server_process::{build_beside, cli, ServerProcess};
 use serde_json::Value;
 use std::process::{Command, Output};
 
 const AMPD: &str = env!("CARGO_BIN_EXE_ampd");
 
-/// The generator is a binary of another package of this workspace: cargo builds it
-/// for `cargo build`, not for the tests of this package, so the tests build it
-/// (cargo lets go of the build directory while tests run), once per test binary:
-/// always, because one left by an earlier build may be older than its sources (cargo
-/// only checks when it is up to date).
+/// The generator, built once per test binary ([`build_beside`] says why).
 fn loadgen_binary() -> std::path::PathBuf {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let ampd = std::path::Path::new(env!("CARGO_BIN_EXE_ampd"));
-            let release = ampd
-                .parent()
-                .is_some_and(|dir| dir.file_name().is_some_and(|n| n == "release"));
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = Command::new(cargo);
-            build.args(["build", "-p", "ampd-loadgen", "--bin", "ampd-loadgen"]);
-            if release {
-                build.arg("--release");
-            }
-            let status = build.status().expect("cargo runs");
-            assert!(status.success(), "building ampd-loadgen failed: {status:?}");
-            let loadgen = ampd.with_file_name("ampd-loadgen");
-            assert!(loadgen.exists(), "{} is missing", loadgen.display());
-            loadgen
-        })
+        .get_or_init(|| build_beside(AMPD, "ampd-loadgen", &["ampd-loadgen"]).join("ampd-loadgen"))
         .clone()
 }
 
