@@ -88,9 +88,10 @@ impl Phase {
     }
 }
 
-/// A fresh server on an ephemeral port, pinned to core 0.
-fn start(s: &Settings, label: &str) -> Spawned {
-    let dir = Spawned::scratch(&format!("cache-latency-{label}"));
+/// A fresh server on an ephemeral port, pinned to core 0; `name` names its scratch
+/// folder (a file name: no `/`).
+fn start(s: &Settings, name: &str) -> Spawned {
+    let dir = Spawned::scratch(&format!("cache-latency-{name}"));
     let budget = s.budget.to_string();
     let data = dir.to_str().expect("a UTF-8 temp path").to_owned();
     let mut args = vec![
@@ -164,8 +165,10 @@ struct Run {
     evictions: u64,
 }
 
-fn run(s: &Settings, phase: Phase, keys: u64, label: &str) -> Run {
-    let server = start(s, &format!("{}-{label}", phase.name()));
+/// Run `i` (from 1) of `phase` over `keys` keys.
+fn run(s: &Settings, phase: Phase, keys: u64, i: usize) -> Run {
+    let server = start(s, &format!("{}-{i}", phase.name()));
+    let label = format!("run {i}/{}", s.runs);
     preload(s, &server, keys);
     let probe = StatsProbe::connect(&server.addr);
     let mut last = evictions(&probe.stats());
@@ -338,9 +341,8 @@ fn main() {
 
     let (mut below, mut evicting) = (Vec::new(), Vec::new());
     for i in 1..=s.runs {
-        let label = format!("run {i}/{}", s.runs);
-        below.push(run(&s, Phase::Below, below_keys, &label));
-        evicting.push(run(&s, Phase::Evicting, evicting_keys, &label));
+        below.push(run(&s, Phase::Below, below_keys, i));
+        evicting.push(run(&s, Phase::Evicting, evicting_keys, i));
     }
 
     let (b, e) = (Medians::of(&below), Medians::of(&evicting));
