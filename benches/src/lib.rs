@@ -14,7 +14,14 @@
 //! - [`is_bench_run`]: whether the binary runs as a benchmark or as a smoke test
 //!   (`cargo test --benches`), which must stay quick.
 //! - [`Spawned`]: a server process a benchmark binary started, stopped when dropped;
-//!   [`Spawned::ampd`] and [`Spawned::redis`] start one pinned to given cores.
+//!   [`Spawned::ampd`] and [`Spawned::redis`] start one pinned to given cores
+//!   ([`pinned`]: by `taskset` where the machine has it).
+//! - The generator and the server as the bench binaries read them: [`loadgen_json`]
+//!   (and [`loadgen_json_ticking`], which samples while it runs), [`field`] of its JSON,
+//!   [`StatsProbe`] for a server's `stats`, [`process_bytes`] (its resident set).
+//! - Reporting: [`machine`] and [`commit`] to head the figures, [`median`], [`figure`], [`mib`],
+//!   and [`Target`] with [`targets_table`], the closing table of an issue's targets,
+//!   measured, met or missed.
 //!
 //! # The data set
 //! Item `i` lives in namespace `ns{i % 1000}` as `ns{n}:k{i:07}`, except about 1% that
@@ -26,7 +33,11 @@
 use ampd_engine::{Config, Db, SetOptions, Value};
 use serde_json::json;
 use std::alloc::{GlobalAlloc, Layout};
+use std::ffi::OsStr;
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Namespaces of the data set.
@@ -296,6 +307,8 @@ pub fn random_keys(items: u64, count: usize, seed: u64) -> Vec<String> {
 pub struct Spawned {
     pub child: std::process::Child,
     pub dir: std::path::PathBuf,
+    /// Where it listens, `host:port` (as it said, so `--addr 127.0.0.1:0` works).
+    pub addr: String,
 }
 
 impl Drop for Spawned {
@@ -327,8 +340,8 @@ impl Spawned {
         dir: std::path::PathBuf,
     ) -> Result<Spawned, String> {
         use std::io::{BufRead, Read};
-        let mut child = std::process::Command::new("taskset")
-            .args(["-c", cores, bin, "serve"])
+        let mut child = pinned(cores, bin)
+            .arg("serve")
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -345,8 +358,9 @@ impl Spawned {
         let mut line = String::new();
         let stdout = child.stdout.take().expect("piped stdout");
         let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-        if line.starts_with("ampd listening on") {
-            return Ok(Spawned { child, dir });
+        if let Some(addr) = line.strip_prefix("ampd listening on ") {
+            let addr = addr.trim().to_owned();
+            return Ok(Spawned { child, dir, addr });
         }
         let _ = child.wait();
         let _ = std::fs::remove_dir_all(&dir);
@@ -358,8 +372,7 @@ impl Spawned {
     /// `redis-server ARGS` on `port` pinned to core 0, with `dir` its folder; once it
     /// answers PING.
     pub fn redis(port: u16, args: &[&str], dir: std::path::PathBuf) -> Spawned {
-        let child = std::process::Command::new("taskset")
-            .args(["-c", "0", "redis-server"])
+        let child = pinned("0", "redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--protected-mode", "no"])
             .args(args)
@@ -378,19 +391,228 @@ impl Spawned {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Spawned { child, dir }
+        Spawned {
+            child,
+            dir,
+            addr: format!("127.0.0.1:{port}"),
+        }
+    }
+}
+
+/// `program` pinned to `cores` (taskset's list, as `0` or `0,1`) when the machine has
+/// `taskset`; unpinned, said once on stderr, when it has not.
+pub fn pinned(cores: &str, program: impl AsRef<OsStr>) -> Command {
+    static TASKSET: OnceLock<bool> = OnceLock::new();
+    let taskset = *TASKSET.get_or_init(|| {
+        let found = Command::new("taskset")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            eprintln!("taskset is missing: the servers and the generator run unpinned");
+        }
+        found
+    });
+    if taskset {
+        let mut command = Command::new("taskset");
+        command.args(["-c", cores]).arg(program);
+        command
+    } else {
+        Command::new(program)
     }
 }
 
 /// Runs `ampd-loadgen` as `command` says (its stderr dropped) and returns its `--json`
 /// result, the last line of its stdout; panics, naming `what`, when there is none.
-pub fn loadgen_json(mut command: std::process::Command, what: &str) -> serde_json::Value {
+pub fn loadgen_json(mut command: Command, what: &str) -> serde_json::Value {
     let out = command
-        .stderr(std::process::Stdio::null())
+        .stderr(Stdio::null())
         .output()
         .expect("the generator runs");
+    last_json(&out, what)
+}
+
+/// As [`loadgen_json`], calling `tick` with the time since the generator started every
+/// `every` while it runs (to sample the server and print a progress line).
+pub fn loadgen_json_ticking(
+    mut command: Command,
+    what: &str,
+    every: Duration,
+    mut tick: impl FnMut(Duration),
+) -> serde_json::Value {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the generator runs");
+    let started = Instant::now();
+    // Waited for on a thread of its own, which also drains its stdout.
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let mut next = every;
+    let out = loop {
+        match finished.recv_timeout(next.saturating_sub(started.elapsed())) {
+            Ok(out) => break out.expect("the generator runs"),
+            Err(RecvTimeoutError::Timeout) => {
+                tick(started.elapsed());
+                next += every;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("{what}: the generator's waiter ended without its output")
+            }
+        }
+    };
+    last_json(&out, what)
+}
+
+/// The generator's `--json` result: the last line of its stdout.
+fn last_json(out: &Output, what: &str) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("{what}: the generator's last line is not JSON ({e}): {stdout}"))
+}
+
+/// A number of a JSON result (the generator's, `ampd stats`), NaN when it is missing.
+pub fn field(v: &serde_json::Value, name: &str) -> f64 {
+    v[name].as_f64().unwrap_or(f64::NAN)
+}
+
+/// A connection to an ampd server kept open for its `stats`: sampling it once a second
+/// costs the server one small request, and the machine no process started.
+pub struct StatsProbe {
+    runtime: tokio::runtime::Runtime,
+    client: ampd_wire::client::Client,
+}
+
+impl StatsProbe {
+    /// Connects to the server at `addr`; panics when it cannot.
+    pub fn connect(addr: &str) -> StatsProbe {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let client = runtime
+            .block_on(ampd_wire::client::Client::connect(addr))
+            .unwrap_or_else(|e| panic!("no connection to {addr} for stats: {e}"));
+        StatsProbe { runtime, client }
+    }
+
+    /// `stats` now; panics when the server does not answer.
+    pub fn stats(&self) -> serde_json::Value {
+        self.runtime
+            .block_on(self.client.stats())
+            .unwrap_or_else(|e| panic!("stats: {e}"))
+    }
+}
+
+/// A size of process `pid` in bytes from `/proc/PID/status`: `VmRSS` (resident now),
+/// `VmHWM` (the most it has been resident); `None` when it cannot be read (the process
+/// is gone).
+pub fn process_bytes(pid: u32, name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// The machine the figures come from: cores, CPU model, kernel.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores ({cpu}), kernel {}", kernel.trim())
+}
+
+/// The commit the binaries were built from, as `git` in the current folder says (empty
+/// outside a checkout).
+pub fn commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The value after `flag` on a bench binary's command line, parsed; exits with 2
+/// (and says so) when it is missing or does not parse.
+pub fn flag_value<T: std::str::FromStr>(args: &mut impl Iterator<Item = String>, flag: &str) -> T {
+    let text = args.next().unwrap_or_default();
+    text.parse().unwrap_or_else(|_| {
+        eprintln!("{flag} needs a value ({text:?} is not one)");
+        std::process::exit(2)
+    })
+}
+
+/// The median (the upper one of an even count); NaN for none.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A figure as a table shows it: whole numbers from 100 up, one decimal below.
+pub fn figure(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+/// Bytes in MiB, one decimal: `16.0 MiB`.
+pub fn mib(bytes: f64) -> String {
+    format!("{:.1} MiB", bytes / (1024.0 * 1024.0))
+}
+
+/// One of an issue's targets as a run measured it.
+pub struct Target {
+    pub what: String,
+    pub measured: String,
+    pub goal: String,
+    /// `None`: not measured (a setting was refused, or a figure is missing).
+    pub met: Option<bool>,
+}
+
+impl Target {
+    pub fn verdict(&self) -> &'static str {
+        match self.met {
+            Some(true) => "met",
+            Some(false) => "missed",
+            None => "not measured",
+        }
+    }
+}
+
+/// The closing table of `targets` (markdown): each one, what was measured, its goal,
+/// met or missed; then how many were met.
+pub fn targets_table(targets: &[Target]) -> String {
+    let mut t = String::from("| target | measured | goal | met? |\n| --- | --- | --- | --- |\n");
+    for target in targets {
+        t += &format!(
+            "| {} | {} | {} | {} |\n",
+            target.what,
+            target.measured,
+            target.goal,
+            target.verdict()
+        );
+    }
+    let met = targets.iter().filter(|t| t.met == Some(true)).count();
+    t + &format!("\n{met} of {} targets met.\n", targets.len())
 }

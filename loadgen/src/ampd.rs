@@ -7,12 +7,13 @@
 //! straight into its write buffer and matches replies by id (`connection.rs`).
 //!
 //! Each connection keeps one request of each kind as a template and rewrites only its
-//! key (and label) in place, so encoding allocates nothing.
+//! key (and label, and with `--value-size-range` its value) in place, so encoding
+//! allocates nothing once the strings have grown to their longest.
 //!
 //! | op | request |
 //! | --- | --- |
 //! | get | `get {pattern: key}` |
-//! | set | `set {key, value, label1: label}` (value: a string of `--value-size` bytes) |
+//! | set | `set {key, value, label1: label}` (value: a string of `--value-size` bytes, or of a size drawn from `--value-size-range`) |
 //! | add | `add {key: counter, amount: 1}` |
 //! | range | `get {pattern: "ns:>=k{i}", limit: 10}` |
 //! | label | `get {pattern: label, label: "label1", limit: 10}` |
@@ -23,10 +24,12 @@ use crate::connection::{is_timeout, read_some};
 use crate::connection::{Protocol, Reply, Request};
 use crate::keys::KeySpace;
 use crate::mix::Op;
+use crate::value::ValueSource;
 use ampd_wire::frame::{
     self, Add, Get, Hello, Patterns, Request as Frame, Set, SetBatch, PROTOCOL_VERSION,
 };
 use ampd_wire::limits::BATCH_ITEMS_MAX;
+use ampd_wire::value::Given;
 use ampd_wire::{BatchItem, QueryOptions, SetOptions, Value};
 use bytes::BytesMut;
 use std::io::Write;
@@ -88,6 +91,7 @@ pub fn connect(
 /// One connection's request templates.
 pub struct Ampd {
     keys: Arc<KeySpace>,
+    values: ValueSource,
     get: Frame,
     set: Frame,
     add: Frame,
@@ -97,8 +101,13 @@ pub struct Ampd {
 }
 
 impl Ampd {
-    pub fn new(keys: Arc<KeySpace>, value: &str) -> Ampd {
-        let value = Value::String(value.to_owned());
+    pub fn new(keys: Arc<KeySpace>, mut values: ValueSource) -> Ampd {
+        // Written before each set when the sizes vary.
+        let value = Value::String(if values.is_fixed() {
+            values.next_value().to_owned()
+        } else {
+            String::new()
+        });
         let get = |limit: Option<i64>, label: Option<&str>| {
             Frame::Get(Get {
                 pattern: Patterns::One(String::new()),
@@ -141,8 +150,24 @@ impl Ampd {
                 meta: false,
             }),
             keys,
+            values,
         }
     }
+}
+
+/// The string of a value template (the generator writes strings only).
+fn text(value: &mut Value) -> &mut String {
+    match value {
+        Value::String(s) => s,
+        _ => unreachable!("value templates are strings"),
+    }
+}
+
+/// Rewrites a template's value in place.
+fn rewrite(value: &mut Value, with: &str) {
+    let s = text(value);
+    s.clear();
+    s.push_str(with);
 }
 
 /// The pattern string of a `get` template.
@@ -178,6 +203,12 @@ impl Protocol for Ampd {
                     };
                     keys.key(key, &mut s.key);
                     keys.label(key, label1(&mut s.options.labels[0]));
+                    if !self.values.is_fixed() {
+                        let Given::Value(value) = &mut s.value else {
+                            unreachable!("the set template holds a Value")
+                        };
+                        rewrite(value, self.values.next_value());
+                    }
                     &self.set
                 }
                 Op::Add => {
@@ -210,6 +241,9 @@ impl Protocol for Ampd {
                 for (item, i) in b.items.iter_mut().zip(first..end) {
                     keys.key(i, &mut item.key);
                     keys.label(i, item.labels[0].get_or_insert_with(String::new));
+                    if !self.values.is_fixed() {
+                        rewrite(&mut item.value, self.values.next_value());
+                    }
                 }
                 if n < BATCH_ITEMS_MAX {
                     // The last, short unit: encode a copy of just its items.
@@ -264,7 +298,7 @@ mod tests {
     fn ampd() -> Ampd {
         Ampd::new(
             Arc::new(KeySpace::new(1000, 10, Dist::Uniform, ZIPF_THETA)),
-            "vvvv",
+            ValueSource::constant("vvvv"),
         )
     }
 
@@ -353,6 +387,37 @@ mod tests {
                 assert_eq!(b.items[9].key, "ns9:k999");
             }
             f => panic!("{f:?}"),
+        }
+    }
+
+    #[test]
+    fn ranged_values_are_drawn_per_set_and_per_preloaded_item() {
+        let values = crate::value::Values::log_uniform(10, 1000, 1);
+        let mut a = Ampd::new(
+            Arc::new(KeySpace::new(1000, 10, Dist::Uniform, ZIPF_THETA)),
+            values.source(1, 0),
+        );
+        // The same stream as the encoder's, so the lengths are known.
+        let mut expected = values.source(1, 0);
+        let text = |v: Value| v.as_str().map(str::to_owned).unwrap();
+        let mut lengths = Vec::new();
+        for key in 0..50 {
+            let Frame::Set(s) = round_trip(&mut a, Request::Op { op: Op::Set, key }, 7) else {
+                panic!("a set")
+            };
+            let value = text(s.value.to_value());
+            assert_eq!(value, expected.next_value(), "set {key}");
+            lengths.push(value.len());
+        }
+        assert!(lengths.iter().all(|n| (10..=1000).contains(n)));
+        lengths.dedup();
+        assert!(lengths.len() > 40, "the sizes vary: {lengths:?}");
+        let Frame::SetBatch(b) = round_trip(&mut a, Request::Preload { first: 0, end: 25 }, 8)
+        else {
+            panic!("a batch")
+        };
+        for item in b.items {
+            assert_eq!(text(item.value), expected.next_value(), "{}", item.key);
         }
     }
 

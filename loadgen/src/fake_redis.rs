@@ -181,7 +181,7 @@ pub fn connections(
     (0..n)
         .map(|index| {
             let stream = resp::connect(&addr.to_string(), None, Duration::from_secs(5)).unwrap();
-            let proto = Redis::new(keys.clone(), "vvvv");
+            let proto = Redis::new(keys.clone(), crate::value::ValueSource::constant("vvvv"));
             Connection::new(index, stream, proto, 1, SEED, pipeline).unwrap()
         })
         .collect()

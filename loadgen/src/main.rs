@@ -42,6 +42,7 @@
 //! - `ampd`: the ampd handshake and each operation as a wire frame.
 //! - `resp`: RESP2 frames and each operation as Redis commands.
 //! - `keys`: the key space, names derived from a key index, the zipfian generator.
+//! - `value`: the values sets write, of one size or of sizes log-uniform in a range.
 //! - `mix`: the operations, their weighted mix, and the cache-aside workload.
 //! - `report`: histograms merged per operation, the text and JSON reports.
 //! - `cpu`: CPU time of the server and of ourselves from `/proc`.
@@ -65,6 +66,7 @@ mod report;
 mod resp;
 mod run;
 mod schedule;
+mod value;
 
 use clap::{CommandFactory, Parser};
 use keys::{Dist, KeySpace, KEYS_MAX, ZIPF_THETA};
@@ -72,11 +74,13 @@ use mix::{Mix, Workload, MIX_DEFAULT};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use value::Values;
 
 /// Open-loop load generator for ampd (and Redis): fixed-rate requests, latency from
 /// each request's scheduled time (wrk2-style), HDR histograms per operation.
 ///
-/// Values are JSON strings of --value-size bytes (Redis: the same bytes). Keys are
+/// Values are JSON strings of --value-size bytes (Redis: the same bytes), or with
+/// --value-size-range MIN-MAX of sizes drawn log-uniform between the two. Keys are
 /// `ns{i % N}:k{i}` (N = --namespaces; 0 gives simple keys `k{i}`); `set` also writes
 /// label1 = `ns{i % N}:g{i % 100}`; `add` increments the counter `ns{i % N}:c{i}`;
 /// `range` reads `ns{i % N}:>=k{i}` with limit 10; `label` reads the keys whose label1
@@ -141,6 +145,11 @@ struct Args {
     /// bytes). Accepts 100, 4KiB, 1k (= 1024), 1MiB.
     #[arg(long, value_parser = parse_bytes, default_value = "100")]
     value_size: usize,
+    /// Sizes of the values instead of --value-size: each set's drawn log-uniform between
+    /// MIN and MAX bytes, both included (as many of 64-128 B as of 32-64 KiB in
+    /// 64-64KiB); each a prefix of one text of MAX letters.
+    #[arg(long, value_name = "MIN-MAX", value_parser = parse_byte_range, conflicts_with = "value_size")]
+    value_size_range: Option<(usize, usize)>,
     /// Namespaces: keys are ns{i % N}:k{i}; 0 gives simple keys k{i}.
     #[arg(long, default_value_t = 10)]
     namespaces: u64,
@@ -229,6 +238,14 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// Parses `MIN-MAX`, two byte counts as [`parse_bytes`] reads them (`64-64KiB`).
+fn parse_byte_range(text: &str) -> Result<(usize, usize), String> {
+    let (min, max) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not a range MIN-MAX (e.g. 64-64KiB)"))?;
+    Ok((parse_bytes(min)?, parse_bytes(max)?))
+}
+
 /// Checks what clap cannot, turning the arguments into a run's configuration.
 fn check(args: Args) -> Result<run::Config, String> {
     let in_range = |name: &str, v: u64, lo: u64, hi: u64| {
@@ -249,6 +266,23 @@ fn check(args: Args) -> Result<run::Config, String> {
         0,
         VALUE_SIZE_MAX as u64,
     )?;
+    let values = match args.value_size_range {
+        None => Values::fixed(args.value_size, args.seed),
+        Some((min, max)) => {
+            if !(1 <= min && min <= max) {
+                return Err(format!(
+                    "--value-size-range {min}-{max}: MIN from 1 (the sizes are log-uniform) and at most MAX"
+                ));
+            }
+            in_range(
+                "value-size-range's MAX",
+                max as u64,
+                1,
+                VALUE_SIZE_MAX as u64,
+            )?;
+            Values::log_uniform(min, max, args.seed)
+        }
+    };
     if args.duration.is_zero() {
         return Err("--duration must be above zero".into());
     }
@@ -326,7 +360,7 @@ fn check(args: Args) -> Result<run::Config, String> {
         } else {
             run::Target::Ampd
         },
-        value: run::value_text(args.value_size, args.seed),
+        values,
         addr: args.addr,
         env: args.env,
         token: args.token,
@@ -437,7 +471,10 @@ mod tests {
         let c = parse(&["--rate", "2000"]).unwrap();
         assert_eq!(c.load, run::Load::Rate(2000.0));
         assert_eq!(c.duration, Duration::from_secs(10));
-        assert_eq!(c.value.len(), 100);
+        assert_eq!(c.values, Values::fixed(100, 1));
+        let r = parse(&["--rate", "1", "--value-size-range", "64-64KiB"]).unwrap();
+        assert_eq!((r.values.min(), r.values.max()), (64, 65_536));
+        assert!(!r.values.is_fixed());
         assert!(matches!(parse(&["--max"]).unwrap().load, run::Load::Max));
         assert_eq!(c.zipf_theta, ZIPF_THETA, "the default skew is YCSB's");
         let z = parse(&["--max", "--dist", "zipfian", "--zipf-alpha", "1.2"]).unwrap();
@@ -488,6 +525,33 @@ mod tests {
                 "no op a positive weight",
             ),
             (&["--rate", "1", "--value-size", "1MiB"], "--value-size"),
+            (
+                &["--rate", "1", "--value-size-range", "64"],
+                "not a range MIN-MAX",
+            ),
+            (
+                &["--rate", "1", "--value-size-range", "0-10"],
+                "--value-size-range 0-10: MIN from 1",
+            ),
+            (
+                &["--rate", "1", "--value-size-range", "100-10"],
+                "and at most MAX",
+            ),
+            (
+                &["--rate", "1", "--value-size-range", "1-1MiB"],
+                "--value-size-range's MAX 1048576, allowed 1..=",
+            ),
+            (
+                &[
+                    "--rate",
+                    "1",
+                    "--value-size",
+                    "5",
+                    "--value-size-range",
+                    "1-9",
+                ],
+                "cannot be used with",
+            ),
             (&["--rate", "1", "--dist", "pareto"], "pareto"),
             (&["--rate", "1", "--zipf-alpha", "0.5"], "give both"),
             (

@@ -29,6 +29,7 @@ use crate::connection::{is_timeout, read_some};
 use crate::connection::{Protocol, Reply, Request};
 use crate::keys::{decimal, KeySpace};
 use crate::mix::Op;
+use crate::value::ValueSource;
 use bytes::{Buf, BufMut, BytesMut};
 use std::fmt::Write;
 use std::io::Write as _;
@@ -206,20 +207,20 @@ pub fn connect(addr: &str, token: Option<&str>, timeout: Duration) -> Result<Tcp
     Ok(stream)
 }
 
-/// One connection's scratch names and the value.
+/// One connection's scratch names and its values.
 pub struct Redis {
     keys: Arc<KeySpace>,
-    value: Vec<u8>,
+    values: ValueSource,
     key: String,
     set: String,
     start: String,
 }
 
 impl Redis {
-    pub fn new(keys: Arc<KeySpace>, value: &str) -> Redis {
+    pub fn new(keys: Arc<KeySpace>, values: ValueSource) -> Redis {
         Redis {
             keys,
-            value: value.as_bytes().to_vec(),
+            values,
             key: String::new(),
             set: String::new(),
             start: String::new(),
@@ -239,7 +240,8 @@ impl Protocol for Redis {
                     }
                     Op::Set => {
                         keys.key(key, &mut self.key);
-                        encode_command(out, &[b"SET", self.key.as_bytes(), &self.value]);
+                        let value = self.values.next_value().as_bytes();
+                        encode_command(out, &[b"SET", self.key.as_bytes(), value]);
                     }
                     Op::Add => {
                         keys.counter(key, &mut self.key);
@@ -279,8 +281,9 @@ impl Protocol for Redis {
                 for i in first..end {
                     keys.key(i, &mut self.key);
                     let _ = write!(out, "${}\r\n{}\r\n", self.key.len(), self.key);
-                    let _ = write!(out, "${}\r\n", self.value.len());
-                    out.put_slice(&self.value);
+                    let value = self.values.next_value();
+                    let _ = write!(out, "${}\r\n", value.len());
+                    out.put_slice(value.as_bytes());
                     out.put_slice(b"\r\n");
                 }
                 for i in first..end {
@@ -426,7 +429,7 @@ mod tests {
     fn ops_and_preload_become_the_documented_commands() {
         let mut r = Redis::new(
             Arc::new(KeySpace::new(100, 10, Dist::Uniform, ZIPF_THETA)),
-            "vv",
+            ValueSource::constant("vv"),
         );
         let mut out = BytesMut::new();
         for op in Op::ALL {
@@ -463,10 +466,35 @@ mod tests {
     }
 
     #[test]
+    fn ranged_values_are_drawn_per_set_and_per_preloaded_key() {
+        let values = crate::value::Values::log_uniform(1, 300, 2);
+        let mut r = Redis::new(
+            Arc::new(KeySpace::new(100, 10, Dist::Uniform, ZIPF_THETA)),
+            values.source(2, 3),
+        );
+        let mut expected = values.source(2, 3);
+        let mut out = BytesMut::new();
+        for key in 0..20 {
+            r.encode(Request::Op { op: Op::Set, key }, 0, &mut out)
+                .unwrap();
+        }
+        r.encode(Request::Preload { first: 0, end: 3 }, 0, &mut out)
+            .unwrap();
+        let got = commands(&out);
+        for set in &got[..20] {
+            assert_eq!(set[2], expected.next_value());
+        }
+        let mset = &got[20];
+        for i in 0..3 {
+            assert_eq!(mset[2 + 2 * i], expected.next_value());
+        }
+    }
+
+    #[test]
     fn replies_are_untagged_and_errors_named() {
         let mut r = Redis::new(
             Arc::new(KeySpace::new(10, 0, Dist::Uniform, ZIPF_THETA)),
-            "v",
+            ValueSource::constant("v"),
         );
         let mut buf = BytesMut::from(&b"$2\r\nvv\r\n-WRONGTYPE no\r\n*2\r\n$1\r\na"[..]);
         assert_eq!(
@@ -501,7 +529,7 @@ mod tests {
         use crate::connection::Lookup;
         let mut r = Redis::new(
             Arc::new(KeySpace::new(10, 0, Dist::Uniform, ZIPF_THETA)),
-            "v",
+            ValueSource::constant("v"),
         );
         for (bytes, want) in [
             (&b"$-1\r\n"[..], Some(Lookup::Miss)),

@@ -16,10 +16,11 @@ use crate::ampd::{self, Ampd};
 use crate::connection::{lock, Connection, Mode, Phase, Progress, Protocol};
 use crate::cpu::cpu_time;
 use crate::event_loop;
-use crate::keys::{Dist, KeySpace, Rng};
+use crate::keys::{Dist, KeySpace};
 use crate::mix::Workload;
 use crate::report::{progress_line, CpuUse, Stats, Summary};
 use crate::resp::{self, Redis};
+use crate::value::Values;
 use serde_json::{json, Map, Value};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
@@ -78,8 +79,8 @@ pub struct Config {
     /// The skew of `Dist::Zipfian` (in `keys` already; here for the report).
     pub zipf_theta: f64,
     pub namespaces: u64,
-    /// The value every set writes.
-    pub value: String,
+    /// The values sets write.
+    pub values: Values,
     pub preload: bool,
     /// `--mix`, or `--cache-aside` in its place.
     pub workload: Workload,
@@ -87,15 +88,6 @@ pub struct Config {
     pub json: bool,
     pub server_pid: Option<u32>,
     pub threads: usize,
-}
-
-/// The value: `size` ASCII letters drawn from the seed (not one repeated byte, so
-/// nothing on the way can compress it to nothing).
-pub fn value_text(size: usize, seed: u64) -> String {
-    let mut rng = Rng::new(seed, u64::MAX);
-    (0..size)
-        .map(|_| char::from(b'a' + rng.below(26) as u8))
-        .collect()
 }
 
 /// Runs to the end; `Err` says why the run could not be made or finished
@@ -111,7 +103,8 @@ pub fn run(config: Config) -> Result<(), String> {
                     config.token.as_deref(),
                     CONNECT_TIMEOUT,
                 )?;
-                let proto = Ampd::new(config.keys.clone(), &config.value);
+                let values = config.values.source(config.seed, index);
+                let proto = Ampd::new(config.keys.clone(), values);
                 conns.push(connection(&config, index, stream, proto, ampd::FIRST_ID)?);
             }
             drive(&config, conns, ampd::PRELOAD_UNIT)
@@ -120,7 +113,8 @@ pub fn run(config: Config) -> Result<(), String> {
             let mut conns = Vec::new();
             for index in 0..config.connections {
                 let stream = resp::connect(&config.addr, config.token.as_deref(), CONNECT_TIMEOUT)?;
-                let proto = Redis::new(config.keys.clone(), &config.value);
+                let values = config.values.source(config.seed, index);
+                let proto = Redis::new(config.keys.clone(), values);
                 conns.push(connection(&config, index, stream, proto, 1)?);
             }
             drive(&config, conns, resp::PRELOAD_UNIT)
@@ -556,7 +550,7 @@ fn headline(config: &Config) -> String {
         ),
     };
     format!(
-        "ampd-loadgen: {target} at {}, {} connections x {} in flight, {} thread(s); {load}{window}; {} keys ({}, {} namespaces), {}-byte values, {}",
+        "ampd-loadgen: {target} at {}, {} connections x {} in flight, {} thread(s); {load}{window}; {} keys ({}, {} namespaces), {}, {}",
         config.addr,
         config.connections,
         config.pipeline,
@@ -564,7 +558,7 @@ fn headline(config: &Config) -> String {
         config.keys.len(),
         dist_text(config),
         config.namespaces,
-        config.value.len(),
+        config.values.describe(),
         config.workload,
     )
 }
@@ -621,7 +615,13 @@ fn print_report(config: &Config, summary: &Summary, extra: Map<String, Value>) {
     }
     m.insert("keys".into(), json!(config.keys.len()));
     m.insert("namespaces".into(), json!(config.namespaces));
-    m.insert("value_size".into(), json!(config.value.len()));
+    // value_size is null when the sizes vary; min and max say the range either way.
+    m.insert(
+        "value_size".into(),
+        json!(config.values.is_fixed().then(|| config.values.max())),
+    );
+    m.insert("value_size_min".into(), json!(config.values.min()));
+    m.insert("value_size_max".into(), json!(config.values.max()));
     m.insert("dist".into(), json!(dist_name(config.dist)));
     if config.dist == Dist::Zipfian {
         m.insert("zipf_alpha".into(), json!(config.zipf_theta));

@@ -10,38 +10,23 @@
 //! holding one item per miss — and they agree with the server's own cache counters.
 //! Guards against a generator that takes ampd's `nil` for a value (every get a hit,
 //! nothing set) or a value for `nil`. The refused argument combinations exit with 2.
+//!
+//! Then `--value-size-range`: what a preload and a run of sets leave on the server is
+//! read back, and every value is a string of the generator's letters with a size
+//! inside the range, the sizes spread over it (guards against a range that is ignored,
+//! or values cut or padded on the way).
 
-use ampd_tests::server_process::ServerProcess;
+use ampd_tests::server_process::{build_beside, cli, ServerProcess};
 use serde_json::Value;
 use std::process::{Command, Output};
 
 const AMPD: &str = env!("CARGO_BIN_EXE_ampd");
 
-/// The generator is a binary of another package of this workspace: cargo builds it
-/// for `cargo build`, not for the tests of this package, so the tests build it
-/// (cargo lets go of the build directory while tests run), once per test binary:
-/// always, because one left by an earlier build may be older than its sources (cargo
-/// only checks when it is up to date).
+/// The generator, built once per test binary ([`build_beside`] says why).
 fn loadgen_binary() -> std::path::PathBuf {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let ampd = std::path::Path::new(env!("CARGO_BIN_EXE_ampd"));
-            let release = ampd
-                .parent()
-                .is_some_and(|dir| dir.file_name().is_some_and(|n| n == "release"));
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = Command::new(cargo);
-            build.args(["build", "-p", "ampd-loadgen", "--bin", "ampd-loadgen"]);
-            if release {
-                build.arg("--release");
-            }
-            let status = build.status().expect("cargo runs");
-            assert!(status.success(), "building ampd-loadgen failed: {status:?}");
-            let loadgen = ampd.with_file_name("ampd-loadgen");
-            assert!(loadgen.exists(), "{} is missing", loadgen.display());
-            loadgen
-        })
+        .get_or_init(|| build_beside(AMPD, "ampd-loadgen", &["ampd-loadgen"]).join("ampd-loadgen"))
         .clone()
 }
 
@@ -232,6 +217,74 @@ fn cache_aside_counts_agree_with_the_servers_cache_counters() {
         (Some(hits), Some(misses)),
         "{stats} vs {r}"
     );
+    drop(server);
+}
+
+#[test]
+fn ranged_value_sizes_reach_the_server_within_the_range() {
+    let server = ServerProcess::start(AMPD, &["--addr", "127.0.0.1:0", "--in-memory"]);
+    let keys = 300u64;
+    let (min, max) = (10usize, 20_000usize);
+    let range = format!("{min}-{max}");
+    let key_count = keys.to_string();
+    let r = report(&loadgen(&[
+        "--addr",
+        server.addr(),
+        "--value-size-range",
+        &range,
+        "--keys",
+        &key_count,
+        "--namespaces",
+        "0",
+        "--preload",
+        "--mix",
+        "set=100",
+        "--rate",
+        "500",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--json",
+    ]));
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(
+        (&r["value_size"], &r["value_size_min"], &r["value_size_max"]),
+        (&Value::Null, &Value::from(min), &Value::from(max)),
+        "{r}"
+    );
+    assert!(r["per_op"]["set"]["ops"].as_u64() > Some(0), "{r}");
+    // The preload wrote every key; the sets overwrote some of them.
+    assert_eq!(server_stats(server.addr())["items"], keys);
+    // Read back 25 keys at a time (a batch's limit).
+    let names: Vec<String> = (0..keys).map(|i| format!("k{i}")).collect();
+    let mut values = Vec::new();
+    for chunk in names.chunks(25) {
+        let mut args = vec!["get"];
+        args.extend(chunk.iter().map(String::as_str));
+        // Several keys answer {items: [{key, value}], lastKey}, in the order asked.
+        let got: Value = serde_json::from_str(&cli(AMPD, server.addr(), &args)).expect("JSON");
+        let got = got["items"].as_array().expect("items");
+        let keys: Vec<&str> = got.iter().filter_map(|i| i["key"].as_str()).collect();
+        assert_eq!(keys, chunk, "{got:?}");
+        values.extend(got.iter().map(|i| i["value"].clone()));
+    }
+    let mut sizes: Vec<usize> = values
+        .iter()
+        .map(|v| {
+            let text = v.as_str().unwrap_or_else(|| panic!("a string: {v}"));
+            assert!(text.bytes().all(|b| b.is_ascii_lowercase()), "{text}");
+            text.len()
+        })
+        .collect();
+    assert!(sizes.iter().all(|n| (min..=max).contains(n)), "{sizes:?}");
+    // Log-uniform over 10 B .. 20 KB: 300 values reach below 100 B and above 2 KB
+    // (each about a third of the draws), and hardly two are the same size.
+    assert!(sizes.iter().any(|&n| n < 100), "{sizes:?}");
+    assert!(sizes.iter().any(|&n| n > 2_000), "{sizes:?}");
+    sizes.sort_unstable();
+    sizes.dedup();
+    assert!(sizes.len() > 200, "{} distinct sizes", sizes.len());
     drop(server);
 }
 

@@ -8,6 +8,9 @@
 //! syncs before it exits — and waits; a server still running after [`STOP_TIMEOUT`] is
 //! killed with SIGKILL. The server's stderr is collected as it comes, and printed when
 //! a test panics while the server is alive, so a failure shows the server's side too.
+//!
+//! [`build_beside`] builds binaries of other packages of the workspace (the load
+//! generator, the bench binaries) next to `ampd`, for the tests that drive them.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -278,4 +281,36 @@ pub fn cli(bin: &str, addr: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Builds binaries `bins` of workspace package `package` with the profile of the `ampd`
+/// binary at `ampd` (release when it sits in a `release` folder), and returns their
+/// folder, `ampd`'s. Cargo builds another package's binaries for `cargo build`, not for
+/// this package's tests, so a test builds them (cargo lets go of the build directory
+/// while tests run), always: one left by an earlier build may be older than its
+/// sources, and cargo only checks when it is up to date. Call it once per test binary
+/// (behind a `OnceLock`). Panics when the build fails or a binary is missing after it.
+pub fn build_beside(ampd: &str, package: &str, bins: &[&str]) -> std::path::PathBuf {
+    let ampd = std::path::Path::new(ampd);
+    let dir = ampd.parent().expect("ampd lies in a folder").to_owned();
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "-p", package]);
+    for bin in bins {
+        build.args(["--bin", bin]);
+    }
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(status.success(), "building {bins:?} failed: {status:?}");
+    for bin in bins {
+        assert!(
+            dir.join(bin).exists(),
+            "{} is missing",
+            dir.join(bin).display()
+        );
+    }
+    dir
 }

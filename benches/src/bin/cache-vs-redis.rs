@@ -11,7 +11,7 @@
 //!
 //! Usage: `cache-vs-redis [--quick] [--ampd BIN] [--loadgen BIN]`.
 
-use ampd_benches::Spawned;
+use ampd_benches::{pinned, Spawned};
 use serde_json::Value;
 use std::process::Command;
 
@@ -82,9 +82,8 @@ fn ampd(s: &Settings, budget: u64, policy: &str) -> Server {
 
 /// The generator against `server` (pinned to core 1); its JSON result.
 fn loadgen(s: &Settings, server: &Server, args: &[&str]) -> Value {
-    let mut command = Command::new("taskset");
+    let mut command = pinned("1", &s.loadgen);
     command
-        .args(["-c", "1", &s.loadgen])
         .args(["--addr", &format!("127.0.0.1:{}", server.port)])
         .args(["--value-size", "100", "--namespaces", "0", "--json"])
         .args(args);

@@ -56,7 +56,7 @@
 //! Usage: `compare-redis [--quick] [--ampd BIN] [--loadgen BIN]` (`--quick`: one run per
 //! figure and 1 s windows, for a smoke run). It stops only what it starts.
 
-use ampd_benches::Spawned;
+use ampd_benches::{field, figure, median, pinned, Spawned, Target};
 use serde_json::Value;
 use std::io::Write;
 use std::process::Command;
@@ -237,9 +237,8 @@ fn start_redis(appendfsync: &str) -> Server {
 
 /// Runs the generator (pinned to core 1) and returns its JSON result.
 fn loadgen(s: &Settings, server: &Server, args: &[String]) -> Value {
-    let mut command = Command::new("taskset");
+    let mut command = pinned("1", &s.loadgen);
     command
-        .args(["-c", "1", &s.loadgen])
         .args(["--addr", &format!("127.0.0.1:{}", server.port)])
         .args([
             "--keys",
@@ -272,10 +271,6 @@ fn preload(s: &Settings, server: &Server) {
     .map(String::from)
     .to_vec();
     loadgen(s, server, &args);
-}
-
-fn f(v: &Value, field: &str) -> f64 {
-    v[field].as_f64().unwrap_or(f64::NAN)
 }
 
 /// One workload's figures on one server.
@@ -335,17 +330,12 @@ fn peaks(s: &Settings, ampd: &Server, redis: &Server, w: &Workload) -> [(f64, f6
         .into_iter()
         .map(|runs| {
             (
-                median_of(&runs, |r| f(r, "achieved_rate")),
-                median_of(&runs, |r| f(r, "ops_per_server_cpu_s")),
+                median_of(&runs, |r| field(r, "achieved_rate")),
+                median_of(&runs, |r| field(r, "ops_per_server_cpu_s")),
             )
         });
     let nan = (f64::NAN, f64::NAN);
     [runs.next().unwrap_or(nan), runs.next().unwrap_or(nan)]
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// One open-loop run at `rate`: the fixed-rate cells of both servers, and ampd alone
@@ -372,12 +362,12 @@ fn loaded(
     let r = loadgen(s, server, &workload_args(w, &mode, window_s, warmup_s));
     Loaded {
         rate,
-        offered: f(&r, "offered_rate"),
-        achieved: f(&r, "achieved_rate"),
-        missed_slots: f(&r, "missed_slots"),
-        p50: f(&r, "p50_us"),
-        p99: f(&r, "p99_us"),
-        p999: f(&r, "p999_us"),
+        offered: field(&r, "offered_rate"),
+        achieved: field(&r, "achieved_rate"),
+        missed_slots: field(&r, "missed_slots"),
+        p50: field(&r, "p50_us"),
+        p99: field(&r, "p99_us"),
+        p999: field(&r, "p999_us"),
     }
 }
 
@@ -525,62 +515,33 @@ fn at_1ms_cell(a: Result<f64, f64>, r: Result<f64, f64>) -> String {
     }
 }
 
-/// One of issue 12's per-core targets, as this run measured it.
-struct Target {
-    what: String,
-    measured: String,
-    goal: String,
-    /// `None`: not measured (the server refused the setting, or a figure is missing).
-    met: Option<bool>,
+/// ampd's `a` against Redis's `r`, met when a ÷ r ≥ `floor`.
+fn at_least(what: &str, a: f64, r: f64, floor: f64) -> Target {
+    ratio(what, a, r, format!("≥ {floor}×"), |x| x >= floor)
 }
 
-impl Target {
-    /// ampd's `a` against Redis's `r`, met when a ÷ r ≥ `floor`.
-    fn at_least(what: &str, a: f64, r: f64, floor: f64) -> Target {
-        Target::ratio(what, a, r, format!("≥ {floor}×"), |x| x >= floor)
-    }
+/// ampd's `a` against Redis's `r`, met when a ÷ r ≤ `ceiling`.
+fn at_most(what: &str, a: f64, r: f64, ceiling: f64) -> Target {
+    ratio(what, a, r, format!("≤ {ceiling}×"), |x| x <= ceiling)
+}
 
-    /// ampd's `a` against Redis's `r`, met when a ÷ r ≤ `ceiling`.
-    fn at_most(what: &str, a: f64, r: f64, ceiling: f64) -> Target {
-        Target::ratio(what, a, r, format!("≤ {ceiling}×"), |x| x <= ceiling)
-    }
-
-    fn ratio(what: &str, a: f64, r: f64, goal: String, met: impl Fn(f64) -> bool) -> Target {
-        let ratio = a / r;
-        Target {
-            what: what.into(),
-            measured: format!("{ratio:.2}× Redis ({} / {})", figure(a), figure(r)),
-            goal,
-            met: ratio.is_finite().then(|| met(ratio)),
-        }
-    }
-
-    /// ampd alone at 80% of its peak: p99 < 1 ms and p99.9 < 2 ms.
-    fn at_80(workload: &str, l: &Loaded) -> Target {
-        Target {
-            what: format!("{workload}: ampd alone, open loop at 80% of its peak"),
-            measured: format!("p99 {:.0} µs, p99.9 {:.0} µs", l.p99, l.p999),
-            goal: "p99 < 1000 µs, p99.9 < 2000 µs".into(),
-            met: (l.p99.is_finite() && l.p999.is_finite())
-                .then_some(l.p99 < 1000.0 && l.p999 < 2000.0),
-        }
-    }
-
-    fn verdict(&self) -> &'static str {
-        match self.met {
-            Some(true) => "met",
-            Some(false) => "missed",
-            None => "not measured",
-        }
+fn ratio(what: &str, a: f64, r: f64, goal: String, met: impl Fn(f64) -> bool) -> Target {
+    let ratio = a / r;
+    Target {
+        what: what.into(),
+        measured: format!("{ratio:.2}× Redis ({} / {})", figure(a), figure(r)),
+        goal,
+        met: ratio.is_finite().then(|| met(ratio)),
     }
 }
 
-/// A figure as a table shows it: whole numbers from 100 up, one decimal below.
-fn figure(x: f64) -> String {
-    if x.abs() >= 100.0 {
-        format!("{x:.0}")
-    } else {
-        format!("{x:.1}")
+/// ampd alone at 80% of its peak: p99 < 1 ms and p99.9 < 2 ms.
+fn at_80(workload: &str, l: &Loaded) -> Target {
+    Target {
+        what: format!("{workload}: ampd alone, open loop at 80% of its peak"),
+        measured: format!("p99 {:.0} µs, p99.9 {:.0} µs", l.p99, l.p999),
+        goal: "p99 < 1000 µs, p99.9 < 2000 µs".into(),
+        met: (l.p99.is_finite() && l.p999.is_finite()).then_some(l.p99 < 1000.0 && l.p999 < 2000.0),
     }
 }
 
@@ -601,22 +562,10 @@ fn target_lines(targets: &[Target]) -> String {
 
 /// The closing table: every target, what was measured, met or missed.
 fn summary(targets: &[Target]) -> String {
-    let mut t = String::from(
+    String::from(
         "### Targets\n\nIssue 12's per-core targets as this run measured them: 1 shard on core 0, \
-         fsync interval against appendfsync everysec unless said; ratios are ampd ÷ Redis.\n\n\
-         | target | measured | goal | met? |\n| --- | --- | --- | --- |\n",
-    );
-    for target in targets {
-        t += &format!(
-            "| {} | {} | {} | {} |\n",
-            target.what,
-            target.measured,
-            target.goal,
-            target.verdict()
-        );
-    }
-    let met = targets.iter().filter(|t| t.met == Some(true)).count();
-    t + &format!("\n{met} of {} targets met.\n", targets.len())
+         fsync interval against appendfsync everysec unless said; ratios are ampd ÷ Redis.\n\n",
+    ) + &ampd_benches::targets_table(targets)
 }
 
 /// The per-core targets read from the 1-shard fsync-interval comparison.
@@ -624,44 +573,44 @@ fn interval_targets(rows: &[Row]) -> Vec<Target> {
     let [get, set, get16, set16] =
         [&GET_ONLY, &SET_ONLY, &GET_PIPELINED, &SET_PIPELINED].map(|w| row(rows, w));
     let mut targets = vec![
-        Target::at_least(
+        at_least(
             "GET ops per server CPU-s at saturation (get-only)",
             get.ampd.per_cpu_s,
             get.redis.per_cpu_s,
             1.2,
         ),
-        Target::at_least(
+        at_least(
             "SET ops per server CPU-s at saturation (set-only)",
             set.ampd.per_cpu_s,
             set.redis.per_cpu_s,
             1.3,
         ),
-        Target::at_least(
+        at_least(
             "GET peak ops/s, pipeline 16",
             get16.ampd.peak,
             get16.redis.peak,
             1.6,
         ),
-        Target::at_least(
+        at_least(
             "SET peak ops/s, pipeline 16",
             set16.ampd.peak,
             set16.redis.peak,
             2.0,
         ),
-        Target::at_least(
+        at_least(
             "GET peak ops/s, no pipelining (get-only)",
             get.ampd.peak,
             get.redis.peak,
             1.1,
         ),
-        Target::at_least(
+        at_least(
             "SET peak ops/s, no pipelining (set-only)",
             set.ampd.peak,
             set.redis.peak,
             1.1,
         ),
     ];
-    targets.extend(rows.iter().map(|r| Target::at_80(r.workload, &r.at_80)));
+    targets.extend(rows.iter().map(|r| at_80(r.workload, &r.at_80)));
     targets
 }
 
@@ -684,11 +633,13 @@ struct Steady {
 
 impl Steady {
     fn of(server: &Server, runs: &[Value]) -> Steady {
-        let m = |field: &str| median_of(runs, |r| f(r, field));
+        let m = |name: &str| median_of(runs, |r| field(r, name));
         Steady {
             name: server.name.clone(),
             achieved: m("achieved_rate"),
-            cpu_us_per_request: median_of(runs, |r| 1e6 * f(r, "server_cpu_s") / f(r, "ops")),
+            cpu_us_per_request: median_of(runs, |r| {
+                1e6 * field(r, "server_cpu_s") / field(r, "ops")
+            }),
             per_cpu_s: m("ops_per_server_cpu_s"),
             p50: m("p50_us"),
             p99: m("p99_us"),
@@ -766,7 +717,7 @@ fn steady_section(
         STEADY_GETS_PER_S / 1000
     );
     let targets = vec![
-        Target::at_most(
+        at_most(
             &format!(
                 "server CPU per request at {} k gets/s",
                 STEADY_GETS_PER_S / 1000
@@ -777,8 +728,7 @@ fn steady_section(
         ),
         match coalesced {
             Ok(c) => {
-                let mut target =
-                    Target::at_least(&coalesce_what, c.per_cpu_s, redis.per_cpu_s, 1.6);
+                let mut target = at_least(&coalesce_what, c.per_cpu_s, redis.per_cpu_s, 1.6);
                 target.measured += &format!(
                     "; latency against ampd without it: p50 {:+.0} µs, p99 {:+.0} µs, p99.9 {:+.0} µs",
                     c.p50 - ampd.p50,
@@ -815,7 +765,7 @@ fn durable_section(s: &Settings, ampd: &Server, redis: &Server) -> (String, Vec<
     );
     let mut p50 = Vec::new();
     for (server, runs) in [ampd, redis].iter().zip(&runs) {
-        let m = |field: &str| median_of(runs, |r| f(r, field));
+        let m = |name: &str| median_of(runs, |r| field(r, name));
         p50.push(m("p50_us"));
         t += &format!(
             "| {} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
@@ -826,7 +776,7 @@ fn durable_section(s: &Settings, ampd: &Server, redis: &Server) -> (String, Vec<
             m("p999_us")
         );
     }
-    let targets = vec![Target::at_most(
+    let targets = vec![at_most(
         "one client's durable SET p50, fsync always vs appendfsync always (µs)",
         p50.first().copied().unwrap_or(f64::NAN),
         p50.get(1).copied().unwrap_or(f64::NAN),
@@ -839,8 +789,8 @@ fn durable_section(s: &Settings, ampd: &Server, redis: &Server) -> (String, Vec<
 /// `redis-benchmark` (pinned to core 1) for GET and SET, 50 connections, 100 bytes:
 /// the requests per second it reports.
 fn redis_benchmark(pipeline: u32) -> Vec<(String, f64)> {
-    let out = Command::new("taskset")
-        .args(["-c", "1", "redis-benchmark", "-p", &REDIS_PORT.to_string()])
+    let out = pinned("1", "redis-benchmark")
+        .args(["-p", &REDIS_PORT.to_string()])
         .args([
             "-t", "get,set", "-n", "300000", "-c", "50", "-d", "100", "-r", "100000", "-q",
         ])
@@ -855,20 +805,6 @@ fn redis_benchmark(pipeline: u32) -> Vec<(String, f64)> {
             Some((name.trim().to_owned(), rate))
         })
         .collect()
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cores} cores ({cpu}), kernel {}", kernel.trim())
 }
 
 fn main() {
@@ -904,11 +840,7 @@ fn main() {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    let commit = ampd_benches::commit();
     let (short_window_s, short_warmup_s) = s.short();
     let mut report = format!(
         "## ampd vs Redis, {date}{}\n\nMachine: {}. Commit {commit}. Servers pinned to core 0 \
@@ -917,7 +849,7 @@ fn main() {
          ({short_window_s} s after {short_warmup_s} s where a cell says so, and in each step of the p99 ≤ 1 ms search); \
          each peak the median of {} runs. Redis {}.\n\n",
         if s.quick { " (--quick: a smoke run, not figures to quote)" } else { "" },
-        machine(),
+        ampd_benches::machine(),
         s.window_s,
         s.warmup_s,
         s.peak_runs,
@@ -1009,7 +941,7 @@ fn main() {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default();
         let per_fsync = serde_json::from_str::<Value>(&stats)
-            .map(|v| f(&v, "wal_records") / f(&v, "wal_fsyncs"))
+            .map(|v| field(&v, "wal_records") / field(&v, "wal_fsyncs"))
             .unwrap_or(f64::NAN);
         report += &table(
             "1 shard, fsync always vs appendfsync always",
@@ -1019,7 +951,7 @@ fn main() {
         );
         report += &format!("\nampd wrote {per_fsync:.1} WAL records per fdatasync over the runs above (group commit).\n");
         let set = row(&rows, &SET_ONLY);
-        let section = vec![Target::at_least(
+        let section = vec![at_least(
             &format!(
                 "SET peak ops/s at {CONNECTIONS} connections, fsync always vs appendfsync always"
             ),

@@ -19,10 +19,9 @@
 //! Usage: `events-bench [--quick] [--ampd BIN] [--loadgen BIN]`. Prints one line per
 //! figure and a summary; stops only what it starts.
 
-use ampd_benches::Spawned;
+use ampd_benches::{field, pinned, Spawned};
 use ampd_wire::client::Client;
 use serde_json::Value;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,15 +55,9 @@ fn start(s: &Settings) -> Spawned {
 
 /// Runs the generator against the server; its `--json` line.
 fn loadgen(s: &Settings, args: &[&str]) -> Value {
-    let mut command = Command::new("taskset");
+    let mut command = pinned("1", &s.loadgen);
     command
-        .args([
-            "-c",
-            "1",
-            &s.loadgen,
-            "--addr",
-            &format!("127.0.0.1:{PORT}"),
-        ])
+        .args(["--addr", &format!("127.0.0.1:{PORT}")])
         .args([
             "--keys",
             KEYS,
@@ -76,10 +69,6 @@ fn loadgen(s: &Settings, args: &[&str]) -> Value {
         ])
         .args(args);
     ampd_benches::loadgen_json(command, "ampd")
-}
-
-fn f(v: &Value, field: &str) -> f64 {
-    v[field].as_f64().unwrap_or(f64::NAN)
 }
 
 /// What a subscriber saw: events, and commit-to-handler latencies in ms.
@@ -218,7 +207,7 @@ fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64() - 0.2;
     let events = (last - before) as f64;
-    let written = f(&run, "achieved_rate");
+    let written = field(&run, "achieved_rate");
     let events_rate = events / elapsed;
     println!(
         "throughput: {events_rate:.0} events/s delivered to one subscription ({events:.0} in {elapsed:.1} s) \
@@ -232,7 +221,7 @@ fn main() {
 
     // 2. set latency at a fixed rate, without and with three subscriptions.
     let server = fresh(&s);
-    let peak = f(&writes(&s, None, warmup), "achieved_rate");
+    let peak = field(&writes(&s, None, warmup), "achieved_rate");
     let rate = format!("{:.0}", peak / 3.0);
     let quiet = writes(&s, Some(&rate), warmup);
     let subscribers: Vec<Arc<Seen>> = (0..3)
@@ -247,12 +236,12 @@ fn main() {
         .iter()
         .map(|x| x.events.load(Ordering::Relaxed))
         .sum();
-    let (p99_0, p99_3) = (f(&quiet, "p99_us"), f(&busy, "p99_us"));
+    let (p99_0, p99_3) = (field(&quiet, "p99_us"), field(&busy, "p99_us"));
     println!(
         "set at {rate}/s (a third of the {peak:.0}/s peak): p99 {p99_0:.0} µs, p99.9 {:.0} µs with no \
          subscription; p99 {p99_3:.0} µs, p99.9 {:.0} µs with three ({delivered} events delivered)",
-        f(&quiet, "p999_us"),
-        f(&busy, "p999_us"),
+        field(&quiet, "p999_us"),
+        field(&busy, "p999_us"),
     );
     summary.push(format!(
         "set p99 with three subscriptions: {:.2}× the p99 with none (target ≤ 1.10×): {}",
