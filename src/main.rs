@@ -360,6 +360,9 @@ fn serve_until_signalled(serve: Serve, connect: Connect) -> Result<(), String> {
         },
         ..serve.storage.config()
     };
+    if config.max_memory.is_some() {
+        memory::return_freed_pages_at_once();
+    }
     let mut envs = Vec::new();
     for spec in specs {
         let env = env::Env::open(spec, config.clone(), serve.event_ack_timeout);

@@ -13,6 +13,22 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
+/// Makes the allocator give freed pages back to the OS at once, instead of after
+/// mimalloc's default delay (10 ms, longer under churn as pages are freed again and
+/// again). With a cache budget the resident set should follow the items: under churn
+/// of 64 B - 64 KiB values (`cache-rss`, B = 256 MiB) pages kept for later raised the
+/// peak resident set from 1.14-1.17 to 1.23 times the budget (plus the empty
+/// server's).
+pub fn return_freed_pages_at_once() {
+    // SAFETY: sets a process-wide option of the allocator, which it reads whenever it
+    // frees pages; any thread may set it at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
+
+/// `mi_option_purge_delay` of `mimalloc.h` (the 16th option, in v2 and v3 alike),
+/// which the bindings do not name.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 /// A thread's count goes to the shared total when it drifts this far.
 const FLUSH_BYTES: isize = 256 * 1024;
 
