@@ -5,7 +5,8 @@
 # comparison (hours at full size: 10 M + 10 M requests per run; `--quick`: minutes).
 # It starts its own servers on ports 7394-7395 and stops only those.
 #
-#   benches/cache-vs-redis.sh [--quick]
+#   benches/cache-vs-redis.sh [--quick] [--rows 0.99,0.7,1.2,scan] [--keys N] [--room N]
+#                             [--warmup-requests N] [--requests N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

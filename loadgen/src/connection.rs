@@ -26,6 +26,11 @@
 //! other requests in flight are not held up. A set in that queue took the place of its
 //! get in the window, so the queue and the window together never pass `--pipeline`.
 //!
+//! With `--scan-every N` every `N`-th measured operation of the run gets a scan key
+//! (`keys::ScanKeys`) instead of a key of the key space: a key no other operation
+//! touches, so its get misses and its set follows as for any miss. Only its key is
+//! different; it is counted with the rest (and apart as well, as a scan get).
+//!
 //! # One set of histograms per phase, shared
 //! Every connection records into the phase's one [`Stats`] behind a mutex, locked once
 //! per batch of sends or replies (uncontended: the progress line takes it once a
@@ -35,7 +40,7 @@
 //! milliseconds at a hundred connections — a stall that then showed up as latency. The
 //! shared histograms are sized once, for the whole range, before the phase starts.
 
-use crate::keys::{KeySpace, Rng};
+use crate::keys::{is_scan, KeySpace, Rng, ScanKeys};
 use crate::mix::{Op, Workload};
 use crate::report::{record, Stats};
 use crate::schedule::{is_missed, Schedule};
@@ -195,6 +200,9 @@ pub struct Phase {
     pub pipeline: usize,
     pub workload: Workload,
     pub keys: Arc<KeySpace>,
+    /// `--scan-every`: the run's one count of measured operations, whose every `N`-th
+    /// takes a scan key.
+    pub scan: Option<Arc<ScanKeys>>,
 }
 
 impl Phase {
@@ -821,7 +829,9 @@ impl<P: Protocol> Connection<P> {
 }
 
 /// Appends the first request of one operation, due at `due`, to `out` and the
-/// window: its op drawn from the workload, its key from the key space.
+/// window: its op drawn from the workload, its key from the key space, or, if it is
+/// measured and an `N`-th of `--scan-every N`, the next scan key (no key is drawn
+/// then, as `cache-ratio` does it).
 fn send_op<P: Protocol>(
     proto: &mut P,
     window: &mut Window,
@@ -832,7 +842,11 @@ fn send_op<P: Protocol>(
     record: bool,
 ) -> Result<(), String> {
     let op = phase.workload.pick(rng);
-    let key = phase.keys.pick(rng);
+    let scan = match &phase.scan {
+        Some(scan) if record => scan.next(),
+        _ => None,
+    };
+    let key = scan.unwrap_or_else(|| phase.keys.pick(rng));
     send_request(proto, window, out, Request::Op { op, key }, due, record)
 }
 
@@ -904,6 +918,13 @@ fn settle(
         Some(Lookup::Hit) => stats.hits += 1,
         Some(Lookup::Miss) => stats.misses += 1,
         None => {}
+    }
+    if is_scan(done.key) {
+        match lookup {
+            Some(Lookup::Hit) => stats.scan_hits += 1,
+            Some(Lookup::Miss) => stats.scan_misses += 1,
+            None => {}
+        }
     }
     if let Some(e) = done.error {
         progress.errors.fetch_add(1, Ordering::Relaxed);

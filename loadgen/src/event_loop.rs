@@ -402,9 +402,10 @@ mod tests {
     use super::*;
     use crate::connection::Mode;
     use crate::fake_redis::{self, Behaviour, FakeRedis};
-    use crate::keys::{KeySpace, Rng};
+    use crate::keys::{KeySpace, Rng, ScanKeys, SCAN_FIRST};
     use crate::mix::Op;
-    use std::collections::HashSet;
+    use std::collections::{BTreeSet, HashSet};
+    use std::sync::Arc;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -605,6 +606,143 @@ mod tests {
         assert_eq!(store.sets, warm_sets + measured.misses);
         assert_eq!(store.items.len(), 37);
         assert!(measured.misses >= (37 - warm_items) as u64);
+    }
+
+    /// Whether a key the fake was sent is a scan key (`ns{n % 10}:scan{n}`).
+    fn is_scan_name(name: &[u8]) -> bool {
+        name.windows(4).any(|w| w == b"scan")
+    }
+
+    /// The names of scan keys `0..n`.
+    fn scan_names(keys: &KeySpace, n: u64) -> BTreeSet<Vec<u8>> {
+        let mut name = String::new();
+        (0..n)
+            .map(|i| {
+                keys.key(SCAN_FIRST + i, &mut name);
+                name.clone().into_bytes()
+            })
+            .collect()
+    }
+
+    /// Checks that the fake was sent exactly scan keys `0..n`, each got once and set
+    /// once.
+    fn assert_scanned_once(store: &fake_redis::Store, keys: &KeySpace, n: u64) {
+        let want = scan_names(keys, n);
+        let got: BTreeSet<Vec<u8>> = store
+            .gets_of
+            .keys()
+            .filter(|k| is_scan_name(k))
+            .cloned()
+            .collect();
+        assert_eq!(got.len(), want.len());
+        assert_eq!(got, want);
+        for name in &want {
+            let text = String::from_utf8_lossy(name);
+            assert_eq!(store.gets_of.get(name), Some(&1), "gets of {text}");
+            assert_eq!(store.sets_of.get(name), Some(&1), "sets of {text}");
+            assert_eq!(
+                store.items.get(name).map(Vec::as_slice),
+                Some(&b"vvvv"[..]),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_counted_scan_every_10_takes_a_tenth_of_the_measured_gets_and_none_of_the_warm_up() {
+        // Three connections, eight in flight each, 37 keys: a warm-up of 400 operations,
+        // then 1000 measured with --scan-every 10 (the run's one count, as run.rs
+        // shares it between phases).
+        let server = FakeRedis::start(3, Behaviour::Store);
+        let keys = fake_redis::key_space(37);
+        let mut conns = fake_redis::connections(server.addr, 3, &keys, 8);
+        let scan = Arc::new(ScanKeys::new(10));
+        let counted = |ops, record| {
+            let mode = Mode::Counted { ops, record };
+            let mut phase = cache_aside(fake_redis::phase(mode, 3, 8, &keys, ms(0), ms(0)));
+            phase.scan = Some(scan.clone());
+            phase
+        };
+        let progress = Progress::new();
+        let warmup = Mutex::new(Stats::new());
+        drive(&mut conns, &counted(400, false), &progress, &warmup);
+        let warmup = warmup.into_inner().unwrap();
+        assert!(warmup.lost.is_empty(), "{:?}", warmup.lost);
+        assert_eq!((warmup.scan_hits, warmup.scan_misses), (0, 0));
+        // 400 over 3 connections: 134, 133, 133 draws, which reach every key (the seed
+        // is fixed), so the measured gets of the key space all hit.
+        let mut drawn = HashSet::new();
+        for (i, ops) in [(0, 134), (1, 133), (2, 133)] {
+            keys_drawn(&keys, i, ops, &mut drawn);
+        }
+        assert_eq!(drawn.len(), 37);
+        let warm_sets = {
+            let store = server.store.lock().unwrap();
+            assert_eq!(store.gets, 400);
+            assert!(
+                !store.gets_of.keys().any(|k| is_scan_name(k)),
+                "the warm-up scans nothing"
+            );
+            assert_eq!(store.items.len(), 37);
+            store.sets
+        };
+
+        let measured = Mutex::new(Stats::new());
+        drive(&mut conns, &counted(1000, true), &progress, &measured);
+        let measured = measured.into_inner().unwrap();
+        assert!(measured.lost.is_empty(), "{:?}", measured.lost);
+        // Exactly 100 scan gets, every one a miss; the other 900 hit.
+        assert_eq!((measured.scan_hits, measured.scan_misses), (0, 100));
+        assert_eq!((measured.hits, measured.misses), (900, 100));
+        assert_eq!(measured.per_op[Op::Get as usize].ops, 1000);
+        assert_eq!(measured.per_op[Op::Set as usize].ops, 100, "a set per miss");
+        let errors: u64 = measured.per_op.iter().map(|s| s.errors).sum();
+        assert_eq!(errors, 0);
+        drop(conns);
+        let store = server.store.clone();
+        server.join();
+        let store = store.lock().unwrap();
+        assert_eq!(store.gets, 1400);
+        assert_eq!(store.sets, warm_sets + 100);
+        assert_scanned_once(&store, &keys, 100);
+        assert_eq!(store.items.len(), 37 + 100);
+    }
+
+    #[test]
+    fn an_open_loop_scan_takes_every_nth_measured_operation_and_spares_the_warm_up() {
+        // The warm-up is the start of the same phase here: its operations must not
+        // count towards the scan (they would add scan keys beyond sent / 5).
+        let server = FakeRedis::start(2, Behaviour::Store);
+        let keys = fake_redis::key_space(500);
+        let mut conns = fake_redis::connections(server.addr, 2, &keys, 4);
+        // 2000/s, 50 ms warm-up, 200 ms measured: 400 measured slots.
+        let mut phase = cache_aside(fake_redis::phase(
+            Mode::Open { rate: 2000.0 },
+            2,
+            4,
+            &keys,
+            ms(50),
+            ms(200),
+        ));
+        phase.scan = Some(Arc::new(ScanKeys::new(5)));
+        let (progress, stats) = (Progress::new(), Mutex::new(Stats::new()));
+        drive(&mut conns, &phase, &progress, &stats);
+        let stats = stats.into_inner().unwrap();
+        assert!(stats.lost.is_empty(), "{:?}", stats.lost);
+        assert_eq!(stats.timeouts, 0);
+        // Every measured get sent was answered; a slot never sent drew nothing.
+        let gets = &stats.per_op[Op::Get as usize];
+        assert_eq!(gets.ops + gets.unsent, 400);
+        let scans = gets.ops / 5;
+        assert!(scans > 0);
+        assert_eq!((stats.scan_hits, stats.scan_misses), (0, scans));
+        assert!(stats.misses >= scans);
+        drop(conns);
+        let store = server.store.clone();
+        server.join();
+        let store = store.lock().unwrap();
+        assert!(store.gets > gets.ops, "the warm-up's gets went out too");
+        assert_scanned_once(&store, &keys, scans);
     }
 
     #[test]

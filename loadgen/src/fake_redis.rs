@@ -38,6 +38,9 @@ pub struct Store {
     pub items: HashMap<Vec<u8>, Vec<u8>>,
     pub gets: u64,
     pub sets: u64,
+    /// GETs and SETs of each key.
+    pub gets_of: HashMap<Vec<u8>, u64>,
+    pub sets_of: HashMap<Vec<u8>, u64>,
 }
 
 /// A listening stand-in for `connections` connections; `join` gives the commands
@@ -134,6 +137,7 @@ fn serve_store(mut stream: std::net::TcpStream, store: &Mutex<Store>) -> u64 {
             match args[0] {
                 b"GET" => {
                     store.gets += 1;
+                    *store.gets_of.entry(args[1].to_vec()).or_default() += 1;
                     match store.items.get(args[1]) {
                         Some(v) => {
                             replies.extend_from_slice(format!("${}\r\n", v.len()).as_bytes());
@@ -145,6 +149,7 @@ fn serve_store(mut stream: std::net::TcpStream, store: &Mutex<Store>) -> u64 {
                 }
                 b"SET" => {
                     store.sets += 1;
+                    *store.sets_of.entry(args[1].to_vec()).or_default() += 1;
                     store.items.insert(args[1].to_vec(), args[2].to_vec());
                     replies.extend_from_slice(b"+OK\r\n");
                 }
@@ -211,5 +216,6 @@ pub fn phase(
         pipeline,
         workload: Workload::Mix(Mix::parse("get=3,set=1,ping=1").unwrap()),
         keys: keys.clone(),
+        scan: None,
     }
 }

@@ -10,12 +10,18 @@
 //! | key | `ns{i % N}:k{i}` | get, set, the start of a range |
 //! | counter | `ns{i % N}:c{i}` | add (a counter of its own: the key holds a string) |
 //! | label | `ns{i % N}:g{i % 100}` | label1 of every set; the label query |
+//! | scan key `n` | `ns{n % N}:scan{n}` | get and set of a scan operation (`--scan-every`) |
+//!
+//! A scan key is key index [`SCAN_FIRST`]` + n`: far past any key space
+//! ([`KEYS_MAX`]), so it names a key no zipfian or uniform draw can reach, and its
+//! label is `ns{n % N}:g{n % 100}`. Only gets and sets are ever sent for one.
 //!
 //! Counters live beside the keys instead of in them because a key's value is a string
 //! (see `--value-size`), which `add` would refuse as `not_a_number`; `c` sorts before
 //! `k`, so a range `>=k{i}` never returns a counter.
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How key indices are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -68,6 +74,72 @@ const SCRAMBLE_PRIME: u64 = (1 << 61) - 1;
 /// The largest key space: the scramble needs `n` below [`SCRAMBLE_PRIME`], and a
 /// billion keys is far beyond what one machine's run preloads.
 pub const KEYS_MAX: u64 = 1 << 40;
+
+/// Key index of scan key 0: indices from here on are scan keys ([`ScanKeys`]), named
+/// `scan{n}` instead of `k{i}`.
+pub const SCAN_FIRST: u64 = 1 << 62;
+
+// Scan keys never share an index with the key space.
+const _: () = assert!(KEYS_MAX <= SCAN_FIRST);
+
+/// Whether key index `i` is a scan key.
+pub fn is_scan(i: u64) -> bool {
+    i >= SCAN_FIRST
+}
+
+/// The number in index `i`'s names: `i`, or `n` for scan key `n`.
+fn name_number(i: u64) -> u64 {
+    if is_scan(i) {
+        i - SCAN_FIRST
+    } else {
+        i
+    }
+}
+
+/// The one-pass scan of `--scan-every N`: every `N`-th measured operation of the run,
+/// counted over all connections and loop threads together, takes the next key of a
+/// sequence of unrelated keys (scan key 0, 1, 2, ...) instead of a key of the key
+/// space, so `R` measured operations touch `R / N` scan keys, each once. A run's
+/// scan keys are numbered from 0, so a second run against the same server meets the
+/// first run's scan keys again.
+///
+/// The count is one atomic shared by the run's phases (a `--find-max` step goes on
+/// where the last one stopped), taken only by measured operations: the warm-up
+/// scans nothing.
+#[derive(Debug)]
+pub struct ScanKeys {
+    every: u64,
+    /// Measured operations that asked so far.
+    measured: AtomicU64,
+}
+
+impl ScanKeys {
+    /// Panics if `every` is 0 (`main.rs` refuses `--scan-every 0`).
+    pub fn new(every: u64) -> ScanKeys {
+        assert!(every >= 1, "a scan of every 0th operation");
+        ScanKeys {
+            every,
+            measured: AtomicU64::new(0),
+        }
+    }
+
+    pub fn every(&self) -> u64 {
+        self.every
+    }
+
+    /// Counts one measured operation: the index of its scan key if it is an `N`-th
+    /// (the `N`-th, `2N`-th, ... operation of the run), `None` if it draws its key
+    /// from the key space as usual.
+    pub fn next(&self) -> Option<u64> {
+        // Relaxed: the count only has to hand out each ordinal once.
+        let ordinal = self.measured.fetch_add(1, Ordering::Relaxed);
+        let n = ordinal / self.every;
+        (ordinal + 1).is_multiple_of(self.every).then(|| {
+            assert!(n < SCAN_FIRST, "scan key {n} past the scan key range");
+            SCAN_FIRST + n
+        })
+    }
+}
 
 /// Appends `n` in decimal: names and RESP headers are written for every request, and
 /// `write!` through `fmt` cost a few per cent of the generator's CPU at 100 k/s.
@@ -131,8 +203,9 @@ impl KeySpace {
     }
 
     /// The namespace part of index `i`'s names, with its colon (empty without
-    /// namespaces).
+    /// namespaces): of scan key `n`, `n`'s.
     fn write_namespace(&self, i: u64, out: &mut String) {
+        let i = name_number(i);
         if self.namespaces > 0 {
             // Writing into a String cannot fail.
             out.push_str("ns");
@@ -141,12 +214,12 @@ impl KeySpace {
         }
     }
 
-    /// Replaces `out` with key `i`.
+    /// Replaces `out` with key `i` (`k{i}`, or `scan{n}` for scan key `n`).
     pub fn key(&self, i: u64, out: &mut String) {
         out.clear();
         self.write_namespace(i, out);
-        out.push('k');
-        push_decimal(out, i);
+        out.push_str(if is_scan(i) { "scan" } else { "k" });
+        push_decimal(out, name_number(i));
     }
 
     /// Replaces `out` with the counter of index `i` (the target of `add`).
@@ -163,7 +236,7 @@ impl KeySpace {
         out.clear();
         self.write_namespace(i, out);
         out.push('g');
-        push_decimal(out, i % LABEL_VALUES);
+        push_decimal(out, name_number(i) % LABEL_VALUES);
     }
 
     /// Replaces `out` with the range pattern starting at key `i`: `ns:>=k{i}`.
@@ -344,6 +417,47 @@ mod tests {
         assert_eq!(s, ">=k7");
         simple.redis_range_set(7, &mut s);
         assert_eq!(s, "z");
+    }
+
+    #[test]
+    fn scan_keys_are_every_nth_ordinal_and_named_apart_from_the_key_space() {
+        let scan = ScanKeys::new(3);
+        let got: Vec<Option<u64>> = (0..7).map(|_| scan.next()).collect();
+        let (s0, s1) = (Some(SCAN_FIRST), Some(SCAN_FIRST + 1));
+        assert_eq!(got, [None, None, s0, None, None, s1, None]);
+        let all = ScanKeys::new(1);
+        let got: Vec<Option<u64>> = (0..3).map(|_| all.next()).collect();
+        assert_eq!(got, [s0, s1, Some(SCAN_FIRST + 2)]);
+        assert!(std::panic::catch_unwind(|| ScanKeys::new(0)).is_err());
+
+        // One count over threads: 4 x 2500 ordinals at every 10 are scan keys 0..1000,
+        // each handed out once.
+        let shared = ScanKeys::new(10);
+        let handed: Vec<u64> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..2500).filter_map(|_| shared.next()).collect::<Vec<_>>()))
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect()
+        });
+        assert_eq!(handed.len(), 1000);
+        let distinct: std::collections::BTreeSet<u64> = handed.into_iter().collect();
+        assert_eq!(distinct, (SCAN_FIRST..SCAN_FIRST + 1000).collect());
+
+        assert!(!is_scan(KEYS_MAX - 1) && is_scan(SCAN_FIRST));
+        let ks = KeySpace::new(1000, 10, Dist::Uniform, ZIPF_THETA);
+        let mut s = String::new();
+        ks.key(SCAN_FIRST + 123, &mut s);
+        assert_eq!(s, "ns3:scan123");
+        ks.label(SCAN_FIRST + 123, &mut s);
+        assert_eq!(s, "ns3:g23");
+        let simple = KeySpace::new(1000, 0, Dist::Uniform, ZIPF_THETA);
+        simple.key(SCAN_FIRST + 7, &mut s);
+        assert_eq!(s, "scan7");
+        simple.key(7, &mut s);
+        assert_eq!(s, "k7", "key-space names are as before");
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //!
 //! What an operation sends is drawn from `--mix`, or, with `--cache-aside`, is a get
 //! of the key followed, when the key is missing, by a set of it (hits, misses and the
-//! hit ratio are reported).
+//! hit ratio are reported). `--scan-every N` mixes a one-pass scan into the measured
+//! operations of a cache-aside run, for scan resistance: every `N`-th of them, over
+//! all connections together, gets a key never used before (`scan{n}`, outside the key
+//! space) instead of one from `--dist`; it misses, is set, and counts like any other.
 //!
 //! # How it works
 //! Every connection is opened and handshaken first (blocking sockets, then made
@@ -90,6 +93,8 @@ use value::Values;
 /// key is missing (ampd: nil; Redis: a null bulk string), a set of it, as the set op
 /// writes it; hits, misses and the hit ratio count measured operations, while ops, the
 /// rates and the latency table count requests (the gets and the sets).
+/// With --scan-every, some measured operations are on fresh scan keys instead, named
+/// as key j is but with `scan{j}` for `k{j}`, j = 0, 1, 2, ...
 ///
 /// A slot sent more than 1 ms after its time, or never sent before the window closed,
 /// is a missed slot; unsent slots enter the histograms at (window end - slot time).
@@ -164,6 +169,16 @@ struct Args {
     /// missing, sets it (a --value-size value); reports hits, misses and the hit ratio.
     #[arg(long, conflicts_with = "mix")]
     cache_aside: bool,
+    /// With --cache-aside: every N-th measured operation, counted over all connections
+    /// (the warm-up has none), gets the next key of a one-pass scan instead of a key
+    /// from --dist: scan0, scan1, ... (scan i in namespace i % --namespaces), outside
+    /// the key space and never repeated within the run, so R measured operations touch
+    /// R / N scan keys.
+    /// A scan get misses (unless an earlier run left its key) and is set like any miss;
+    /// it counts in hits and misses, and apart as scan_gets and scan_misses. Tests scan
+    /// resistance.
+    #[arg(long, value_name = "N", requires = "cache_aside")]
+    scan_every: Option<u64>,
     /// Key distribution (zipfian: theta --zipf-alpha, hot keys scattered over the key
     /// space).
     #[arg(long, value_enum, default_value_t = Dist::Uniform)]
@@ -258,6 +273,9 @@ fn check(args: Args) -> Result<run::Config, String> {
     in_range("connections", args.connections, 1, CONNECTIONS_MAX)?;
     in_range("pipeline", args.pipeline as u64, 1, PIPELINE_MAX as u64)?;
     in_range("threads", args.threads as u64, 1, THREADS_MAX as u64)?;
+    if let Some(n) = args.scan_every {
+        in_range("scan-every", n, 1, REQUESTS_MAX)?;
+    }
     in_range("keys", args.keys, 1, KEYS_MAX)?;
     in_range("namespaces", args.namespaces, 0, NAMESPACES_MAX)?;
     in_range(
@@ -379,6 +397,7 @@ fn check(args: Args) -> Result<run::Config, String> {
         } else {
             Workload::Mix(args.mix)
         },
+        scan: args.scan_every.map(|n| Arc::new(keys::ScanKeys::new(n))),
         seed: args.seed,
         json: args.json,
         server_pid: args.server_pid,
@@ -489,6 +508,9 @@ mod tests {
                 measured: 2000
             }
         );
+        assert!(ca.scan.is_none());
+        let scan = parse(&["--max", "--cache-aside", "--scan-every", "10"]).unwrap();
+        assert_eq!(scan.scan.map(|s| s.every()), Some(10));
         let ca = parse(&["--rate", "5", "--cache-aside"]).unwrap();
         assert_eq!(
             (ca.workload, ca.load),
@@ -589,6 +611,11 @@ mod tests {
                 "cannot be used with",
             ),
             (&["--max", "--warmup-requests", "10"], "--requests <N>"),
+            (&["--max", "--scan-every", "10"], "--cache-aside"),
+            (
+                &["--max", "--cache-aside", "--scan-every", "0"],
+                "--scan-every 0, allowed 1..=",
+            ),
             (
                 &["--rate", "1", "--server-pid", "4294967295"],
                 "--server-pid",

@@ -84,6 +84,9 @@ pub struct Stats {
     /// ones; a refused get is neither).
     pub hits: u64,
     pub misses: u64,
+    /// Those of them whose key was a scan key (`--scan-every`).
+    pub scan_hits: u64,
+    pub scan_misses: u64,
     /// Why connections were lost.
     pub lost: Vec<String>,
 }
@@ -100,6 +103,8 @@ impl Stats {
             preload_errors: 0,
             hits: 0,
             misses: 0,
+            scan_hits: 0,
+            scan_misses: 0,
             lost: Vec::new(),
         }
     }
@@ -193,6 +198,9 @@ pub struct OpSummary {
 pub struct Lookups {
     pub hits: u64,
     pub misses: u64,
+    /// Those of them on scan keys (`--scan-every`; counted in `hits` and `misses` too).
+    pub scan_hits: u64,
+    pub scan_misses: u64,
 }
 
 impl Lookups {
@@ -282,6 +290,8 @@ impl Summary {
             lookups: workload.is_cache_aside().then_some(Lookups {
                 hits: stats.hits,
                 misses: stats.misses,
+                scan_hits: stats.scan_hits,
+                scan_misses: stats.scan_misses,
             }),
             cpu,
         }
@@ -352,9 +362,18 @@ impl Summary {
             let ratio = l
                 .hit_ratio()
                 .map_or_else(|| "-".to_owned(), |r| format!("{r:.4}"));
+            let scans = l.scan_hits + l.scan_misses;
+            let scan = if scans > 0 {
+                format!(
+                    "; {scans} of the operations were on scan keys ({} missed)",
+                    l.scan_misses
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "cache-aside: {} operations, {} hits, {} misses (each followed by a set), hit ratio {ratio}",
+                "cache-aside: {} operations, {} hits, {} misses (each followed by a set), hit ratio {ratio}{scan}",
                 l.hits + l.misses,
                 l.hits,
                 l.misses
@@ -436,6 +455,8 @@ impl Summary {
                 "hit_ratio".into(),
                 l.hit_ratio().map_or(Value::Null, |r| json!(r)),
             );
+            m.insert("scan_gets".into(), json!(l.scan_hits + l.scan_misses));
+            m.insert("scan_misses".into(), json!(l.scan_misses));
         }
         if let Some(lag) = &self.send_lag {
             m.insert("send_lag_p99_us".into(), json!(round1(lag.p99)));
@@ -554,6 +575,8 @@ mod tests {
         }
         a.record_reply(Op::Set, Duration::from_micros(20), false);
         (a.hits, a.misses) = (2, 1);
+        // The miss was a scan key's (`--scan-every`).
+        (a.scan_hits, a.scan_misses) = (0, 1);
         let s = Summary::new(
             &a,
             &Workload::CacheAside,
@@ -561,16 +584,26 @@ mod tests {
             None,
             CpuUse::default(),
         );
-        assert_eq!(s.lookups, Some(Lookups { hits: 2, misses: 1 }));
+        assert_eq!(
+            s.lookups,
+            Some(Lookups {
+                hits: 2,
+                misses: 1,
+                scan_hits: 0,
+                scan_misses: 1
+            })
+        );
         assert_eq!(s.ops, 4, "ops counts requests: the gets and the set");
         let ops: Vec<Op> = s.per_op.iter().map(|o| o.op).collect();
         assert_eq!(ops, [Op::Get, Op::Set]);
         let j = Value::Object(s.json());
         assert_eq!((&j["hits"], &j["misses"]), (&json!(2), &json!(1)));
         assert!((j["hit_ratio"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-12);
-        assert!(s
-            .text()
-            .contains("3 operations, 2 hits, 1 misses (each followed by a set), hit ratio 0.6667"));
+        assert_eq!((&j["scan_gets"], &j["scan_misses"]), (&json!(1), &json!(1)));
+        assert!(s.text().contains(
+            "3 operations, 2 hits, 1 misses (each followed by a set), hit ratio 0.6667; \
+             1 of the operations were on scan keys (1 missed)\n"
+        ));
         let none = Summary::new(
             &Stats::new(),
             &Workload::CacheAside,
@@ -578,7 +611,14 @@ mod tests {
             None,
             CpuUse::default(),
         );
-        assert_eq!(Value::Object(none.json())["hit_ratio"], Value::Null);
+        let j = Value::Object(none.json());
+        assert_eq!(j["hit_ratio"], Value::Null);
+        assert_eq!((&j["scan_gets"], &j["scan_misses"]), (&json!(0), &json!(0)));
+        assert!(
+            !none.text().contains("scan"),
+            "no scan, no word of it: {}",
+            none.text()
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::ampd::{self, Ampd};
 use crate::connection::{lock, Connection, Mode, Phase, Progress, Protocol};
 use crate::cpu::cpu_time;
 use crate::event_loop;
-use crate::keys::{Dist, KeySpace};
+use crate::keys::{Dist, KeySpace, ScanKeys};
 use crate::mix::Workload;
 use crate::report::{progress_line, CpuUse, Stats, Summary};
 use crate::resp::{self, Redis};
@@ -84,6 +84,8 @@ pub struct Config {
     pub preload: bool,
     /// `--mix`, or `--cache-aside` in its place.
     pub workload: Workload,
+    /// `--scan-every`: one count for the whole run.
+    pub scan: Option<Arc<ScanKeys>>,
     pub seed: u64,
     pub json: bool,
     pub server_pid: Option<u32>,
@@ -336,6 +338,7 @@ fn phase(config: &Config, mode: Mode, length: Duration) -> Phase {
         pipeline: config.pipeline,
         workload: config.workload.clone(),
         keys: config.keys.clone(),
+        scan: config.scan.clone(),
     }
 }
 
@@ -549,8 +552,15 @@ fn headline(config: &Config) -> String {
             humantime::format_duration(config.warmup)
         ),
     };
+    let scan = match &config.scan {
+        Some(scan) => format!(
+            ", a fresh scan key every {} measured operations",
+            scan.every()
+        ),
+        None => String::new(),
+    };
     format!(
-        "ampd-loadgen: {target} at {}, {} connections x {} in flight, {} thread(s); {load}{window}; {} keys ({}, {} namespaces), {}, {}",
+        "ampd-loadgen: {target} at {}, {} connections x {} in flight, {} thread(s); {load}{window}; {} keys ({}, {} namespaces), {}, {}{scan}",
         config.addr,
         config.connections,
         config.pipeline,
@@ -636,6 +646,13 @@ fn print_report(config: &Config, summary: &Summary, extra: Map<String, Value>) {
     m.insert(
         "cache_aside".into(),
         json!(config.workload.is_cache_aside()),
+    );
+    m.insert(
+        "scan_every".into(),
+        config
+            .scan
+            .as_ref()
+            .map_or(Value::Null, |s| json!(s.every())),
     );
     m.insert("seed".into(), json!(config.seed));
     m.insert("preload".into(), json!(config.preload));

@@ -9,7 +9,9 @@
 //! later get hit, so the generator's hits and misses are exact and the server ends up
 //! holding one item per miss — and they agree with the server's own cache counters.
 //! Guards against a generator that takes ampd's `nil` for a value (every get a hit,
-//! nothing set) or a value for `nil`. The refused argument combinations exit with 2.
+//! nothing set) or a value for `nil`. With `--scan-every 10` a tenth of the operations
+//! are on scan keys, which must all miss and be set once each, on top of the key
+//! space's misses. The refused argument combinations exit with 2.
 //!
 //! Then `--value-size-range`: what a preload and a run of sets leave on the server is
 //! read back, and every value is a string of the generator's letters with a size
@@ -289,6 +291,45 @@ fn ranged_value_sizes_reach_the_server_within_the_range() {
 }
 
 #[test]
+fn a_scan_mixed_into_cache_aside_misses_every_scan_key_and_sets_it_once() {
+    let server = ServerProcess::start(
+        AMPD,
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--in-memory",
+            "--max-memory",
+            "64MiB",
+            "--eviction",
+            "s3fifo",
+        ],
+    );
+    // 2000 operations, every 10th on a fresh scan key: 200 scan keys, and 1800 uniform
+    // draws over 100 keys, which reach all of them (the seed is fixed). Each first get
+    // misses and sets its key: 100 + 200 misses, the rest hits, 300 items.
+    let r = cache_aside(server.addr(), 2000, 100, &["--scan-every", "10"]);
+    assert_eq!(r["scan_every"], 10, "{r}");
+    assert_eq!(
+        (r["scan_gets"].as_u64(), r["scan_misses"].as_u64()),
+        (Some(200), Some(200)),
+        "{r}"
+    );
+    let misses = r["misses"].as_u64().unwrap();
+    assert!(misses >= 200, "every scan get misses: {r}");
+    assert_eq!((r["hits"].as_u64(), misses), (Some(1700), 300), "{r}");
+    let stats = server_stats(server.addr());
+    assert_eq!(stats["items"], 300, "one item per miss: {stats}");
+    let cache = &stats["cache"];
+    assert_eq!(cache["evictions"], 0, "{stats}");
+    assert_eq!(
+        (cache["hits"].as_u64(), cache["misses"].as_u64()),
+        (Some(1700), Some(300)),
+        "{stats} vs {r}"
+    );
+    drop(server);
+}
+
+#[test]
 fn refused_combinations_exit_with_2_and_say_why() {
     for (args, why) in [
         (
@@ -317,6 +358,11 @@ fn refused_combinations_exit_with_2_and_say_why() {
             "above 0",
         ),
         (&["--max", "--zipf-alpha", "0.5"], "skew of --dist zipfian"),
+        (&["--max", "--scan-every", "10"], "--cache-aside"),
+        (
+            &["--max", "--cache-aside", "--scan-every", "0"],
+            "--scan-every 0, allowed 1..=",
+        ),
     ] {
         // Nothing listens there: the arguments are refused before any connection.
         let mut argv = vec!["--addr", "127.0.0.1:1"];

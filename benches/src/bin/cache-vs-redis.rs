@@ -1,15 +1,24 @@
 //! The cache tier side by side with Redis at one budget (`benches/cache-vs-redis.sh`).
 //!
-//! The budget B is the memory Redis reports (`used_memory`) holding `room` items of
+//! The budget B is the memory Redis reports (`used_memory`) holding `--room` items of
 //! 100-byte values (100,000; `--quick`: 10,000), given to both: Redis `maxmemory B`
 //! with `allkeys-lru` and `allkeys-lfu`, ampd `--max-memory B` with `--eviction s3fifo`
 //! and `lru` (in memory, one shard). Each runs `ampd-loadgen --cache-aside` (a get, and
-//! a set on a miss) over `keys` keys (10 × room) drawn from zipf(alpha), alpha 0.99,
-//! 0.7 and 1.2: `requests` warm-up operations, then `requests` measured (10 M;
-//! `--quick`: 500 k). Servers on core 0, the generator on core 1. Prints a row per run
-//! and the issue's targets.
+//! a set on a miss) over `--keys` keys (10 × room unless given) drawn from
+//! zipf(alpha): `--warmup-requests` operations (as many as `--requests` unless given),
+//! then `--requests` measured (10 M; `--quick`: 500 k). Servers on core 0, the
+//! generator on core 1. Prints a row per run and the issue's targets.
 //!
-//! Usage: `cache-vs-redis [--quick] [--ampd BIN] [--loadgen BIN]`.
+//! Rows (`--rows`, all by default): alpha 0.99, 0.7 and 1.2, and `scan`: alpha 0.99
+//! with a one-pass scan mixed into the measured requests (`--scan-every 10`: every
+//! 10th of them a fresh key no other request touches, as `cache-ratio`'s scan row),
+//! whose target is scan resistance: not below Redis's better policy. Another number
+//! in `--rows` is a row at that alpha.
+//!
+//! Usage: `cache-vs-redis [--quick] [--rows 0.99,0.7,1.2,scan] [--keys N] [--room N]
+//! [--warmup-requests N] [--requests N] [--ampd BIN] [--loadgen BIN]`; a size given
+//! overrides `--quick`'s, e.g. a medium run: `--keys 1000000 --warmup-requests 2000000
+//! --requests 2000000`.
 
 use ampd_benches::{pinned, Spawned};
 use serde_json::Value;
@@ -21,8 +30,62 @@ const REDIS_PORT: u16 = 7395;
 struct Settings {
     ampd: String,
     loadgen: String,
+    /// Items of 100-byte values B holds in Redis.
     room: u64,
+    keys: u64,
+    warmup: u64,
     requests: u64,
+    rows: Vec<Row>,
+}
+
+/// The scan row's `--scan-every`: one request in 10, as in `cache-ratio`.
+const SCAN_EVERY: u64 = 10;
+
+/// The rows run unless `--rows` says otherwise.
+const ROWS_DEFAULT: &str = "0.99,0.7,1.2,scan";
+
+/// One row of the table: a skew, and whether a one-pass scan is mixed in.
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    alpha: f64,
+    scan: bool,
+}
+
+impl Row {
+    /// `scan` (alpha 0.99 with the scan) or an alpha.
+    fn parse(name: &str) -> Row {
+        let name = name.trim();
+        if name == "scan" {
+            return Row {
+                alpha: 0.99,
+                scan: true,
+            };
+        }
+        match name.parse::<f64>() {
+            Ok(alpha) if alpha > 0.0 => Row { alpha, scan: false },
+            _ => panic!("--rows: {name:?} is neither an alpha above 0 nor \"scan\""),
+        }
+    }
+
+    fn label(&self) -> String {
+        if self.scan {
+            format!("{} + scan (1 in {SCAN_EVERY})", self.alpha)
+        } else {
+            self.alpha.to_string()
+        }
+    }
+
+    /// The hit ratio ampd must reach given Redis's better one, and the target in words.
+    fn target(&self, best: f64) -> (f64, &'static str) {
+        if self.alpha == 0.99 && !self.scan {
+            (
+                (best + 0.03).max(0.80),
+                "≥ 0.80 and 3 points above Redis's better",
+            )
+        } else {
+            (best, "not below Redis's better")
+        }
+    }
 }
 
 /// A server of a run: its process and how the generator reaches it.
@@ -102,26 +165,99 @@ fn used_memory() -> u64 {
         .expect("used_memory in INFO")
 }
 
-fn main() {
+fn parse() -> Settings {
     let mut args = std::env::args().skip(1);
-    let mut s = Settings {
-        ampd: "target/release/ampd".into(),
-        loadgen: "target/release/ampd-loadgen".into(),
-        room: 100_000,
-        requests: 10_000_000,
-    };
+    let (mut quick, mut room, mut keys, mut warmup, mut requests) = (false, None, None, None, None);
+    let mut rows = ROWS_DEFAULT.to_owned();
+    let (mut ampd, mut loadgen) = (
+        "target/release/ampd".to_owned(),
+        "target/release/ampd-loadgen".to_owned(),
+    );
     while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{a} takes a value"));
+        let mut number = || -> Option<u64> {
+            let n: u64 = value()
+                .replace('_', "")
+                .parse()
+                .unwrap_or_else(|_| panic!("{a} takes a number"));
+            assert!(n >= 1, "{a} takes a number above 0");
+            Some(n)
+        };
         match a.as_str() {
-            "--quick" => {
-                s.room = 10_000;
-                s.requests = 500_000;
-            }
-            "--ampd" => s.ampd = args.next().expect("--ampd BIN"),
-            "--loadgen" => s.loadgen = args.next().expect("--loadgen BIN"),
+            "--quick" => quick = true,
+            "--room" => room = number(),
+            "--keys" => keys = number(),
+            "--warmup-requests" => warmup = number(),
+            "--requests" => requests = number(),
+            "--rows" => rows = value(),
+            "--ampd" => ampd = value(),
+            "--loadgen" => loadgen = value(),
             other => panic!("unknown argument {other:?}"),
         }
     }
-    let keys = 10 * s.room;
+    let room = room.unwrap_or(if quick { 10_000 } else { 100_000 });
+    let requests = requests.unwrap_or(if quick { 500_000 } else { 10_000_000 });
+    let rows: Vec<Row> = rows
+        .split(',')
+        .filter(|r| !r.trim().is_empty())
+        .map(Row::parse)
+        .collect();
+    assert!(!rows.is_empty(), "--rows names no row");
+    Settings {
+        ampd,
+        loadgen,
+        room,
+        keys: keys.unwrap_or(10 * room),
+        warmup: warmup.unwrap_or(requests),
+        requests,
+        rows,
+    }
+}
+
+/// The measured hit ratio of one row against `server`.
+fn hit_ratio(s: &Settings, server: &Server, row: &Row) -> f64 {
+    let (keys, warmup, requests) = (
+        s.keys.to_string(),
+        s.warmup.to_string(),
+        s.requests.to_string(),
+    );
+    let (alpha, every) = (row.alpha.to_string(), SCAN_EVERY.to_string());
+    let mut args = vec![
+        "--cache-aside",
+        "--dist",
+        "zipfian",
+        "--zipf-alpha",
+        &alpha,
+        "--keys",
+        &keys,
+        "--max",
+        "--connections",
+        "4",
+        "--pipeline",
+        "8",
+        "--warmup-requests",
+        &warmup,
+        "--requests",
+        &requests,
+    ];
+    if row.scan {
+        args.extend(["--scan-every", &every]);
+    }
+    let result = loadgen(s, server, &args);
+    if row.scan {
+        // Every 10th measured request on a fresh key: if not, the row measures
+        // something else.
+        assert_eq!(
+            result["scan_gets"].as_u64(),
+            Some(s.requests / SCAN_EVERY),
+            "scan gets of the scan row: {result}"
+        );
+    }
+    result["hit_ratio"].as_f64().unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let s = parse();
 
     // B: what Redis reports holding `room` items.
     let budget = {
@@ -144,56 +280,32 @@ fn main() {
         used_memory()
     };
     println!(
-        "B = {budget} bytes (Redis used_memory holding {} items of 100-byte values); {keys} keys, \
+        "B = {budget} bytes (Redis used_memory holding {} items of 100-byte values); {} keys, \
          {} warm-up + {} measured cache-aside requests",
-        s.room, s.requests, s.requests
+        s.room, s.keys, s.warmup, s.requests
     );
+    if s.rows.iter().any(|r| r.scan) {
+        let scanned = s.requests / SCAN_EVERY;
+        println!(
+            "scan rows: every {SCAN_EVERY}th measured request on a fresh key, {scanned} keys in \
+             all ({:.1} × the items B holds)",
+            scanned as f64 / s.room as f64
+        );
+    }
     println!("| alpha | Redis allkeys-lru | Redis allkeys-lfu | ampd s3fifo | ampd lru |");
     println!("| --- | --- | --- | --- | --- |");
     let mut targets = Vec::new();
-    for alpha in ["0.99", "0.7", "1.2"] {
-        let (keys, requests) = (keys.to_string(), s.requests.to_string());
-        let run = |server: &Server| -> f64 {
-            let result = loadgen(
-                &s,
-                server,
-                &[
-                    "--cache-aside",
-                    "--dist",
-                    "zipfian",
-                    "--zipf-alpha",
-                    alpha,
-                    "--keys",
-                    &keys,
-                    "--max",
-                    "--connections",
-                    "4",
-                    "--pipeline",
-                    "8",
-                    "--warmup-requests",
-                    &requests,
-                    "--requests",
-                    &requests,
-                ],
-            );
-            result["hit_ratio"].as_f64().unwrap_or(f64::NAN)
-        };
-        let lru = run(&redis(Some((budget, "allkeys-lru"))));
-        let lfu = run(&redis(Some((budget, "allkeys-lfu"))));
-        let s3fifo = run(&ampd(&s, budget, "s3fifo"));
-        let ours_lru = run(&ampd(&s, budget, "lru"));
-        println!("| {alpha} | {lru:.4} | {lfu:.4} | {s3fifo:.4} | {ours_lru:.4} |");
+    for row in &s.rows {
+        let lru = hit_ratio(&s, &redis(Some((budget, "allkeys-lru"))), row);
+        let lfu = hit_ratio(&s, &redis(Some((budget, "allkeys-lfu"))), row);
+        let s3fifo = hit_ratio(&s, &ampd(&s, budget, "s3fifo"), row);
+        let ours_lru = hit_ratio(&s, &ampd(&s, budget, "lru"), row);
+        let label = row.label();
+        println!("| {label} | {lru:.4} | {lfu:.4} | {s3fifo:.4} | {ours_lru:.4} |");
         let best = lru.max(lfu);
-        let (need, floor) = if alpha == "0.99" {
-            (
-                (best + 0.03).max(0.80),
-                "≥ 0.80 and 3 points above Redis's better",
-            )
-        } else {
-            (best, "not below Redis's better")
-        };
+        let (need, words) = row.target(best);
         targets.push(format!(
-            "alpha {alpha}: s3fifo {s3fifo:.4} vs Redis's better {best:.4} (target {floor}): {}",
+            "alpha {label}: s3fifo {s3fifo:.4} vs Redis's better {best:.4} (target {words}): {}",
             if s3fifo >= need { "met" } else { "missed" }
         ));
     }
