@@ -8,7 +8,7 @@
 //! acknowledged (the key being written), evictions lost by recovery, and counters that
 //! drift from what the shard holds.
 
-use ampd_engine::evict::{cost_of, ITEM_OVERHEAD};
+use ampd_engine::evict::{cost_of, value_cost, ITEM_OVERHEAD};
 use ampd_engine::{Config, Db, ErrorCode, Event, Eviction, SetOptions};
 use proptest::prelude::*;
 use serde_json::json;
@@ -225,6 +225,6 @@ fn without_eviction_a_full_shard_refuses_writes() {
     assert_eq!(db.cache_stats()[0].used, 2 * item);
     assert_eq!(
         item,
-        ITEM_OVERHEAD + 2 * 2 + ampd_wire::value::encode(&value()).len() as u64
+        ITEM_OVERHEAD + 2 * 2 + value_cost(ampd_wire::value::encode(&value()).len())
     );
 }

@@ -153,7 +153,7 @@ fn a_data_directory_is_opened_once_and_with_its_own_shard_count() {
     let dir = temp_dir("lock");
     let db = open(&dir, 2, FsyncPolicy::Always).unwrap();
     match open(&dir, 2, FsyncPolicy::Always) {
-        Err(OpenError::Locked { dir: locked }) => assert_eq!(locked, dir),
+        Err(OpenError::Locked { dir: locked }) => assert_eq!(locked, *dir),
         other => panic!("a second open: {other:?}"),
     }
     drop(db);
@@ -162,7 +162,7 @@ fn a_data_directory_is_opened_once_and_with_its_own_shard_count() {
             dir: at,
             recorded: 2,
             asked: 3,
-        }) => assert_eq!(at, dir),
+        }) => assert_eq!(at, *dir),
         other => panic!("another shard count: {other:?}"),
     }
     assert!(open(&dir, 2, FsyncPolicy::Always).is_ok());
