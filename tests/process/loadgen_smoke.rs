@@ -127,6 +127,18 @@ fn server_stats(addr: &str) -> Value {
 
 /// A cache-aside run of `requests` operations on one connection with one request in
 /// flight, over `keys` keys, with `extra` arguments.
+/// An in-memory server with a 64 MiB cache budget under `policy`.
+fn cache_server(policy: &str) -> ServerProcess {
+    let args = [
+        "--addr",
+        "127.0.0.1:0",
+        "--in-memory",
+        "--max-memory",
+        "64MiB",
+    ];
+    ServerProcess::start(AMPD, &[&args[..], &["--eviction", policy]].concat())
+}
+
 fn cache_aside(addr: &str, requests: u64, keys: u64, extra: &[&str]) -> Value {
     let (requests, keys) = (requests.to_string(), keys.to_string());
     let mut args = vec![
@@ -188,18 +200,7 @@ fn cache_aside_misses_each_key_once_and_the_server_holds_what_was_set() {
 fn cache_aside_counts_agree_with_the_servers_cache_counters() {
     // With a budget (far more than 1000 items need: nothing is evicted) the server
     // counts its own hits and misses of gets.
-    let server = ServerProcess::start(
-        AMPD,
-        &[
-            "--addr",
-            "127.0.0.1:0",
-            "--in-memory",
-            "--max-memory",
-            "64MiB",
-            "--eviction",
-            "lru",
-        ],
-    );
+    let server = cache_server("lru");
     let r = cache_aside(
         server.addr(),
         3000,
@@ -292,18 +293,7 @@ fn ranged_value_sizes_reach_the_server_within_the_range() {
 
 #[test]
 fn a_scan_mixed_into_cache_aside_misses_every_scan_key_and_sets_it_once() {
-    let server = ServerProcess::start(
-        AMPD,
-        &[
-            "--addr",
-            "127.0.0.1:0",
-            "--in-memory",
-            "--max-memory",
-            "64MiB",
-            "--eviction",
-            "s3fifo",
-        ],
-    );
+    let server = cache_server("s3fifo");
     // 2000 operations, every 10th on a fresh scan key: 200 scan keys, and 1800 uniform
     // draws over 100 keys, which reach all of them (the seed is fixed). Each first get
     // misses and sets its key: 100 + 200 misses, the rest hits, 300 items.
